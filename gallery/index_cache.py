@@ -1,0 +1,76 @@
+"""The published index, loaded once per process and swapped when a newer version is current.
+
+Like ``django.contrib.sites``' ``SITE_CACHE``: a module-level cache with an explicit clear.
+Each lookup asks the database which version is current (one indexed query); when that changed,
+the version's files are copied from storage into a local cache folder (once per host), checked
+against their manifest and memory-mapped. Requests in flight keep the index they started with.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+import threading
+from pathlib import Path
+
+from django.conf import settings
+from django.core.files.storage import default_storage
+
+from gallery.models import IndexVersion
+from indexer.index import FILES, IndexCorrupt, SearchIndex
+
+logger = logging.getLogger(__name__)
+
+_lock = threading.Lock()
+_loaded: SearchIndex | None = None
+
+
+def cache_dir() -> Path:
+    path = Path(settings.INDEX_CACHE_DIR)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def current_index() -> SearchIndex | None:
+    """The current published index, or ``None`` before the first publish."""
+    global _loaded
+    current = IndexVersion.objects.filter(is_current=True).only("version", "checksum").first()
+    if current is None:
+        return None
+    loaded = _loaded
+    if loaded is not None and loaded.version == current.version:
+        return loaded
+    with _lock:
+        if _loaded is None or _loaded.version != current.version:
+            index = SearchIndex(_local_copy(current))
+            if index.manifest.checksum != current.checksum:
+                raise IndexCorrupt(f"index {current.version} in storage does not match the database record")
+            logger.info("loaded index %s (%d images)", index.version, len(index))
+            _loaded = index
+        return _loaded
+
+
+def clear_index_cache() -> None:
+    global _loaded
+    with _lock:
+        _loaded = None
+
+
+def _local_copy(version: IndexVersion) -> Path:
+    target = cache_dir() / version.version
+    if (target / FILES[-1]).exists():
+        return target
+    work = Path(tempfile.mkdtemp(prefix=f".{version.version}.", dir=cache_dir()))
+    try:
+        for name in FILES:
+            with default_storage.open(f"{version.storage_prefix}/{name}", "rb") as src, open(work / name, "wb") as dst:
+                shutil.copyfileobj(src, dst, 1 << 20)
+        os.rename(work, target)
+    except OSError:
+        if not (target / FILES[-1]).exists():  # another process on this host won the race
+            raise
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return target

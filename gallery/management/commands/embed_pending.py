@@ -1,0 +1,23 @@
+from django.core.management.base import BaseCommand, CommandError
+
+from gallery.indexing import images_embed_pending
+from indexer.embedding import ModelLoadError
+
+
+class Command(BaseCommand):
+    help = "Embed pending images with the configured CLIP model and store their vectors."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--batch-size", type=int, default=None)
+
+    def handle(self, *args, batch_size, **options):
+        try:
+            report = images_embed_pending(batch_size=batch_size, progress=options["verbosity"] > 0)
+        except ModelLoadError as exc:
+            raise CommandError(str(exc)) from None
+        self.stdout.write(
+            self.style.SUCCESS(
+                f"Embedded {report.embedded} images ({report.failed} failed) "
+                f"in {report.seconds:.1f} s ({report.rate:.1f} images/s)."
+            )
+        )

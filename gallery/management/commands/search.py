@@ -1,0 +1,31 @@
+from pathlib import Path
+
+from django.core.management.base import BaseCommand, CommandError
+
+from gallery import search
+from indexer.embedding import ModelLoadError
+
+
+class Command(BaseCommand):
+    help = "Search the gallery by text or by an image file and print ranked results."
+
+    def add_arguments(self, parser):
+        parser.add_argument("text", nargs="?", default="", help="what to look for")
+        parser.add_argument("--image", type=Path, help="search with this image file instead")
+        parser.add_argument("-k", type=int, default=10, help="how many results (default 10)")
+
+    def handle(self, *args, text, image, k, **options):
+        if bool(text) == bool(image):
+            raise CommandError('Give either a text query or --image FILE, e.g. search "a red bicycle".')
+        try:
+            if image:
+                with image.open("rb") as handle:
+                    hits = search.search_by_image(file=handle)
+            else:
+                hits = search.search_by_text(text=text)
+        except (search.BadQuery, search.SearchUnavailable, ModelLoadError, OSError) as exc:
+            raise CommandError(str(exc)) from None
+        if not hits:
+            self.stdout.write("No matches.")
+        for hit in hits[:k]:
+            self.stdout.write(f"{hit.rank:>3}  {hit.score:6.3f}  #{hit.image.pk:<6} {hit.image}")

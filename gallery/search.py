@@ -1,0 +1,91 @@
+"""Selectors that answer searches: by text, by an uploaded image, and "more like this".
+
+Each encodes the query, asks the current index for the nearest vectors, and drops ids whose
+rows were deleted or hidden since the index was built, keeping the index's rank order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import BinaryIO
+
+import numpy as np
+from django.conf import settings
+
+from gallery import clip
+from gallery.index_cache import current_index
+from gallery.models import Image
+from gallery.uploads import UploadRejected, inspect_upload, read_upload
+from indexer.images import open_rgb
+from indexer.index import IndexMismatch
+
+MAX_QUERY_LENGTH = 300  # characters; CLIP reads at most 77 tokens anyway
+
+
+class SearchUnavailable(Exception):
+    """Search cannot run yet (no index, or one built with another model). Message for people."""
+
+
+class BadQuery(ValueError):
+    """The query itself is wrong. Message for people."""
+
+
+@dataclass(frozen=True)
+class SearchHit:
+    image: Image
+    score: float  # cosine similarity, -1..1
+    rank: int  # 1-based, after dropping hidden and deleted images
+
+
+def search_by_text(*, text: str) -> list[SearchHit]:
+    text = " ".join(text.split())
+    if not text:
+        raise BadQuery("Type what you are looking for.")
+    if len(text) > MAX_QUERY_LENGTH:
+        raise BadQuery(f"The query is too long ({len(text)} characters; at most {MAX_QUERY_LENGTH}).")
+    _require_index()
+    return search_by_vector(clip.embed_text(text), model_id=clip.embedder().model_id)
+
+
+def embed_query_image(*, file: BinaryIO) -> np.ndarray:
+    """The vector of an uploaded query image. The image is decoded in memory and never stored."""
+    try:
+        data = read_upload(file)
+        inspect_upload(data)
+    except UploadRejected as exc:
+        raise BadQuery(str(exc)) from None
+    image = open_rgb(data)
+    return clip.embedder().encode_images([image])[0]
+
+
+def search_by_image(*, file: BinaryIO) -> list[SearchHit]:
+    _require_index()
+    return search_by_vector(embed_query_image(file=file), model_id=clip.embedder().model_id)
+
+
+def search_similar(*, image: Image) -> list[SearchHit]:
+    """More like a gallery image, from its stored vector (it comes first, as its own twin)."""
+    if image.vector is None:
+        raise SearchUnavailable("This image is not embedded yet; similar images appear after the next index run.")
+    return search_by_vector(image.vector, model_id=image.embedding_model)
+
+
+def search_by_vector(vector: np.ndarray, *, model_id: str) -> list[SearchHit]:
+    index = _require_index()
+    try:
+        index.manifest.check_model(model_id)
+    except IndexMismatch as exc:
+        raise SearchUnavailable(str(exc)) from None
+    pairs = index.query(vector, settings.SEARCH_MAX_RESULTS, search_k=settings.INDEX_SEARCH_K)
+    live = Image.objects.filter(pk__in=[pk for pk, _ in pairs], hidden=False).defer("embedding").in_bulk()
+    hits = [(live[pk], score) for pk, score in pairs if pk in live]
+    return [SearchHit(image=image, score=score, rank=rank) for rank, (image, score) in enumerate(hits, 1)]
+
+
+def _require_index():
+    index = current_index()
+    if index is None:
+        raise SearchUnavailable(
+            "Search is not ready yet: no index has been built. New uploads become searchable after the next index run."
+        )
+    return index

@@ -1,0 +1,12 @@
+from django.urls import path
+
+from gallery import views
+
+app_name = "gallery"
+urlpatterns = [
+    path("", views.gallery, name="gallery"),
+    path("search/", views.search_results, name="search"),
+    path("search/image/", views.search_by_image, name="search-by-image"),
+    path("images/<int:pk>/", views.image_detail, name="image-detail"),
+    path("upload/", views.upload, name="upload"),
+]

@@ -1,0 +1,135 @@
+"""Settings, all from environment variables (README lists each one).
+
+The defaults are the embedded ones a newcomer needs: SQLite and a local media folder under
+``var/``, debug off. A ``.env`` file in the project root is read when present.
+"""
+
+from pathlib import Path
+
+import environ
+from xstatic.pkg import bootstrap as xstatic_bootstrap
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+env = environ.Env()
+environ.Env.read_env(BASE_DIR / ".env")
+
+VAR_DIR = Path(env.str("GALLERY_VAR_DIR", default=str(BASE_DIR / "var")))
+
+DEBUG = env.bool("DJANGO_DEBUG", default=False)
+# Only a development server may fall back to a built-in key; anything else must set one.
+SECRET_KEY = env.str("DJANGO_SECRET_KEY", default="insecure-dev-key" if DEBUG else environ.Env.NOTSET)
+ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[::1]"])
+CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "whitenoise.runserver_nostatic",
+    "django.contrib.staticfiles",
+    "gallery",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "webapp.urls"
+WSGI_APPLICATION = "webapp.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+                "gallery.context_processors.index_status",
+            ],
+        },
+    },
+]
+
+DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'db.sqlite3'}")}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    Path(DATABASES["default"]["NAME"]).parent.mkdir(parents=True, exist_ok=True)
+    # Web requests and the indexer write at the same time; wait for the lock instead of failing.
+    DATABASES["default"].setdefault("OPTIONS", {}).update({"timeout": 20, "transaction_mode": "IMMEDIATE"})
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = env.str("DJANGO_TIME_ZONE", default="UTC")
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = Path(env.str("DJANGO_STATIC_ROOT", default=str(VAR_DIR / "static")))
+# Bootstrap ships inside the xstatic-bootstrap package: served by the app, never from a CDN.
+STATICFILES_DIRS = [("bootstrap", xstatic_bootstrap.BASE_DIR)]
+MEDIA_URL = env.str("DJANGO_MEDIA_URL", default="/media/")
+MEDIA_ROOT = Path(env.str("DJANGO_MEDIA_ROOT", default=str(VAR_DIR / "media")))
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {
+        "BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"
+        if not DEBUG
+        else "django.contrib.staticfiles.storage.StaticFilesStorage"
+    },
+}
+# Serve the local media folder from the app (a real deployment puts images on object storage).
+GALLERY_SERVE_MEDIA = env.bool("GALLERY_SERVE_MEDIA", default=True)
+
+DATA_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024  # form fields; files are limited below
+
+# --- The gallery ---------------------------------------------------------------------------
+CLIP_MODEL = env.str("CLIP_MODEL", default="ViT-B-32")
+CLIP_PRETRAINED = env.str("CLIP_PRETRAINED", default="laion2b_s34b_b79k")
+CLIP_DEVICE = env.str("CLIP_DEVICE", default="")  # "" = CUDA when present, else CPU
+CLIP_MODEL_CONFIG_DIR = env.str("CLIP_MODEL_CONFIG_DIR", default="")
+CLIP_CACHE_DIR = env.str("CLIP_CACHE_DIR", default="")
+# Use random weights (with a banner on every page) when the configured ones cannot be loaded.
+# Only the demo sets this; otherwise a missing model is an error.
+CLIP_FALLBACK_TO_RANDOM = env.bool("CLIP_FALLBACK_TO_RANDOM", default=False)
+EMBED_BATCH_SIZE = env.int("EMBED_BATCH_SIZE", default=16)
+
+INDEX_TREES = env.int("INDEX_TREES", default=50)
+INDEX_SEARCH_K = env.int("INDEX_SEARCH_K", default=20_000)
+INDEX_STORAGE_PREFIX = env.str("INDEX_STORAGE_PREFIX", default="indexes")
+INDEX_CACHE_DIR = Path(env.str("INDEX_CACHE_DIR", default=str(VAR_DIR / "index-cache")))
+INDEX_KEEP_VERSIONS = env.int("INDEX_KEEP_VERSIONS", default=3)
+
+UPLOAD_MAX_BYTES = env.int("UPLOAD_MAX_BYTES", default=50 * 1024 * 1024)
+UPLOAD_MAX_PIXELS = env.int("UPLOAD_MAX_PIXELS", default=100_000_000)
+FILE_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
+SEARCH_PAGE_SIZE = 16
+SEARCH_MAX_RESULTS = env.int("SEARCH_MAX_RESULTS", default=320)  # 20 pages
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "loggers": {
+        "gallery": {"handlers": ["console"], "level": env.str("GALLERY_LOG_LEVEL", default="INFO"), "propagate": False},
+        "indexer": {"handlers": ["console"], "level": env.str("GALLERY_LOG_LEVEL", default="INFO"), "propagate": False},
+    },
+}
