@@ -30,7 +30,7 @@ class ImageAdmin(admin.ModelAdmin):
     list_display = ["thumb", "__str__", "status", "hidden", "uploaded_at", "embedded_at", "embedding_model"]
     list_display_links = ["thumb", "__str__"]
     list_filter = ["status", "hidden", "embedding_model", "uploaded_at"]
-    search_fields = ["title", "description", "sha256"]
+    search_fields = ["title", "description", "=sha256"]
     actions = ["hide", "unhide", "reembed", "reindex_now"]
     readonly_fields = [
         "preview", "width", "height", "size_bytes", "sha256", "uploaded_at",

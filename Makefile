@@ -1,0 +1,10 @@
+# The two set-up commands of the README. Both install what they need first (idempotent).
+.PHONY: run test
+
+run:  ## install, import the sample photos, build the index, serve http://127.0.0.1:8000
+	scripts/install
+	scripts/run
+
+test:  ## install with test tools, run the suite on SQLite and on PostgreSQL
+	scripts/install --dev
+	scripts/test

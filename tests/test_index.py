@@ -1,0 +1,97 @@
+"""indexer.index: build, publish atomically, load memory-mapped, query."""
+
+import json
+
+import numpy as np
+import pytest
+
+from indexer.index import (
+    FILES,
+    IndexCorrupt,
+    IndexMismatch,
+    Manifest,
+    SearchIndex,
+    build_index,
+)
+
+
+def unit_vectors(n, dim=32, seed=0):
+    rng = np.random.default_rng(seed)
+    # A decaying spectrum, like real embeddings, rather than uniform noise.
+    vectors = rng.normal(size=(n, dim)) * (1.0 / np.arange(1, dim + 1)) ** 0.5
+    return (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
+
+
+def test_build_writes_a_complete_version_directory(tmp_path):
+    ids = np.array([5, 1_000_000_007, 42])  # sparse primary keys
+    manifest = build_index(ids, unit_vectors(3), model="m/1", out_dir=tmp_path, n_trees=4, version="v1")
+    version_dir = tmp_path / "v1"
+    assert sorted(p.name for p in version_dir.iterdir()) == sorted(FILES)
+    assert [p.name for p in tmp_path.iterdir()] == ["v1"]  # no temporary directory left behind
+    on_disk = json.loads((version_dir / "manifest.json").read_text())
+    assert on_disk["model"] == "m/1" and on_disk["dim"] == 32 and on_disk["metric"] == "angular"
+    assert on_disk["n_trees"] == 4 and on_disk["item_count"] == 3 and on_disk["version"] == "v1"
+    assert on_disk["checksum"] == manifest.checksum and on_disk["created_at"]
+    # Annoy holds items 0..n-1, not the sparse keys: the file stays small.
+    assert (version_dir / "index.ann").stat().st_size < 100_000
+
+
+def test_query_returns_external_ids_with_cosine_scores_in_rank_order(tmp_path):
+    vectors = unit_vectors(200)
+    ids = np.arange(200) * 1000 + 7
+    build_index(ids, vectors, model="m", out_dir=tmp_path, n_trees=10, version="v")
+    index = SearchIndex(tmp_path / "v")
+    hits = index.query(vectors[17], 10)
+    assert hits[0][0] == 17 * 1000 + 7 and hits[0][1] == pytest.approx(1.0, abs=1e-5)
+    scores = [score for _, score in hits]
+    assert scores == sorted(scores, reverse=True)
+    exact = vectors @ vectors[17]
+    assert hits[1][1] == pytest.approx(np.sort(exact)[-2], abs=1e-4)
+
+
+def test_default_search_k_gives_high_recall(tmp_path):
+    vectors = unit_vectors(5000, dim=64, seed=1)
+    build_index(np.arange(5000), vectors, model="m", out_dir=tmp_path, n_trees=20, version="v")
+    index = SearchIndex(tmp_path / "v")
+    queries = unit_vectors(50, dim=64, seed=2)
+    truth = np.argsort(-(queries @ vectors.T), axis=1)[:, :10]
+    found = [len(set(truth[i]) & {pk for pk, _ in index.query(q, 10)}) / 10 for i, q in enumerate(queries)]
+    assert np.mean(found) >= 0.97
+
+
+def test_a_damaged_file_is_refused(tmp_path):
+    build_index(np.arange(10), unit_vectors(10), model="m", out_dir=tmp_path, n_trees=2, version="v")
+    with open(tmp_path / "v" / "index.ann", "r+b") as handle:
+        handle.seek(100)
+        handle.write(b"\x00garbage")
+    with pytest.raises(IndexCorrupt, match="checksum"):
+        SearchIndex(tmp_path / "v")
+
+
+def test_a_missing_manifest_is_refused(tmp_path):
+    with pytest.raises(IndexCorrupt, match="manifest"):
+        SearchIndex(tmp_path)
+
+
+def test_the_model_must_match(tmp_path):
+    manifest = build_index(np.arange(3), unit_vectors(3), model="ViT-B-32/openai", out_dir=tmp_path, version="v")
+    manifest.check_model("ViT-B-32/openai")
+    with pytest.raises(IndexMismatch, match="CLIP_MODEL/CLIP_PRETRAINED"):
+        manifest.check_model("ViT-L-14/laion2b")
+    with pytest.raises(IndexMismatch, match="dimensions"):
+        SearchIndex(tmp_path / "v").query(np.ones(16, dtype=np.float32), 3)
+
+
+def test_bad_input_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="unique"):
+        build_index(np.array([1, 1]), unit_vectors(2), model="m", out_dir=tmp_path)
+    with pytest.raises(ValueError, match="one vector per id"):
+        build_index(np.array([1, 2, 3]), unit_vectors(2), model="m", out_dir=tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_manifest_round_trip():
+    manifest = Manifest("v", "m", 8, "angular", 3, 10, "a" * 64, "b" * 64, "2026-01-01T00:00:00+00:00", 0.5)
+    assert Manifest.from_json(manifest.to_json()) == manifest
+    with pytest.raises(IndexCorrupt):
+        Manifest.from_json('{"version": "v"}')
