@@ -38,6 +38,15 @@ class EmbedReport:
     def rate(self) -> float:
         return self.embedded / self.seconds if self.seconds else 0.0
 
+    def as_dict(self) -> dict:
+        return {"embedded": self.embedded, "failed": self.failed, "seconds": self.seconds}
+
+    @classmethod
+    def total(cls, reports) -> "EmbedReport":
+        """Sum of reports (or of their ``as_dict()`` forms) from parallel chunks."""
+        rows = [r.as_dict() if isinstance(r, cls) else r for r in reports]
+        return cls(**{key: sum(row[key] for row in rows) for key in ("embedded", "failed", "seconds")})
+
 
 def images_needing_embedding(model_id: str) -> QuerySet[Image]:
     """Pending rows without a vector of ``model_id``, and indexed rows embedded by another
@@ -45,6 +54,13 @@ def images_needing_embedding(model_id: str) -> QuerySet[Image]:
     return Image.objects.filter(status__in=[Image.Status.PENDING, Image.Status.INDEXED]).filter(
         Q(embedding__isnull=True) | ~Q(embedding_model=model_id)
     )
+
+
+def pending_chunks(*, chunk_size: int) -> list[list[int]]:
+    """Ids of the images to embed, in chunks that workers can embed in parallel."""
+    model_id = clip.embedder().model_id
+    ids = list(images_needing_embedding(model_id).order_by("pk").values_list("pk", flat=True))
+    return [ids[start : start + chunk_size] for start in range(0, len(ids), chunk_size)]
 
 
 def images_embed_pending(

@@ -18,11 +18,15 @@ CLIP_MODEL = "tiny-test"
 CLIP_PRETRAINED = "random"
 CLIP_MODEL_CONFIG_DIR = str(Path(__file__).parent / "clip_configs")
 CLIP_FALLBACK_TO_RANDOM = False
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":  # noqa: F405
+    # A file, not memory: the Airflow tests run the DAG in another process on the same database.
+    DATABASES["default"]["TEST"] = {"NAME": str(Path(tempfile.gettempdir()) / f"gallery-tests-{os.getpid()}.sqlite3")}  # noqa: F405
 EMBED_BATCH_SIZE = 4
 INDEX_TREES = 10
 STORAGES = {**STORAGES, "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"}}  # noqa: F405
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 # Static files straight from the finders (no collectstatic in tests), as `runserver` does.
-STATIC_ROOT = Path(tempfile.mkdtemp(prefix="gallery-static-"))
+STATIC_ROOT = Path(tempfile.gettempdir()) / "gallery-tests-static"
+STATIC_ROOT.mkdir(exist_ok=True)
 WHITENOISE_USE_FINDERS = True
 WHITENOISE_AUTOREFRESH = True

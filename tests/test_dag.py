@@ -1,0 +1,154 @@
+"""The Airflow DAG, with real Airflow: DagBag parsing and `airflow dags test` runs against a
+migrated metadata database (SQLite, or PostgreSQL when the suite runs on PostgreSQL).
+
+The DAG runs in another process, as under a scheduler, on this test's database and media folder.
+"""
+
+import io
+import json
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import psycopg
+import pytest
+from django.core.files.storage import default_storage
+from django.db import connection
+
+from gallery import search
+from gallery.index_cache import current_index
+from gallery.models import Image, IndexVersion
+from tests.images import image_bytes
+
+ROOT = Path(__file__).resolve().parent.parent
+AIRFLOW = [str(ROOT / "scripts" / "airflow")]
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture(scope="session")
+def airflow_env(tmp_path_factory, django_db_setup, django_db_blocker):
+    home = tmp_path_factory.mktemp("airflow-home")
+    env = {**os.environ, "AIRFLOW_HOME": str(home), "INDEX_DAG_RETRIES": "0", "PYTHONUNBUFFERED": "1"}
+    with django_db_blocker.unblock():
+        on_postgres = connection.vendor == "postgresql"
+    created = None
+    if on_postgres:
+        created = f"test_airflow_{uuid.uuid4().hex[:8]}"
+        with psycopg.connect("postgresql://root@127.0.0.1:5432/postgres", autocommit=True) as admin:
+            admin.execute(f"CREATE DATABASE {created}")
+        env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = f"postgresql+psycopg2://root@127.0.0.1:5432/{created}"
+    else:
+        env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = f"sqlite:///{home}/airflow.db"
+    migrate = subprocess.run([*AIRFLOW, "db", "migrate"], env=env, capture_output=True, text=True)
+    assert migrate.returncode == 0, migrate.stdout + migrate.stderr
+    yield env
+    if created:
+        with psycopg.connect("postgresql://root@127.0.0.1:5432/postgres", autocommit=True) as admin:
+            admin.execute(f"DROP DATABASE IF EXISTS {created} WITH (FORCE)")
+
+
+@pytest.fixture
+def run_dag(airflow_env, settings):
+    """run_dag() -> (succeeded, log): one `airflow dags test search_index` on this test's data."""
+    db = connection.settings_dict
+    if connection.vendor == "postgresql":
+        url = f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
+    else:
+        url = f"sqlite:///{db['NAME']}"
+    env = {
+        **airflow_env,
+        "DJANGO_SETTINGS_MODULE": "tests.settings",
+        "DATABASE_URL": url,
+        "DJANGO_MEDIA_ROOT": str(settings.MEDIA_ROOT),
+        "INDEX_CACHE_DIR": str(Path(settings.INDEX_CACHE_DIR).parent / "dag-index-cache"),
+    }
+
+    def run():
+        done = subprocess.run([*AIRFLOW, "dags", "test", "search_index"], env=env, capture_output=True, text=True, timeout=300)
+        log = done.stdout + done.stderr
+        return done.returncode == 0 and "state=success" in log, log
+
+    return run
+
+
+def upload(seed, **kwargs):
+    from gallery.uploads import image_create
+
+    return image_create(file=io.BytesIO(image_bytes(seed)), filename=f"photo_{seed}.jpg", **kwargs)[0]
+
+
+def test_dagbag_has_the_dag_without_import_errors(airflow_env):
+    script = (
+        "import json; from airflow.dag_processing.dagbag import DagBag;"
+        f"bag = DagBag(dag_folder={str(ROOT / 'dags')!r});"
+        "dag = bag.dags.get('search_index');"
+        "print(json.dumps({'errors': {k: str(v) for k, v in bag.import_errors.items()}, 'dags': sorted(bag.dags),"
+        " 'tasks': sorted(dag.task_ids), 'schedule': str(dag.schedule), 'catchup': dag.catchup,"
+        " 'max_active_runs': dag.max_active_runs}))"
+    )
+    done = subprocess.run([sys.executable, "-c", script], env=airflow_env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    found = json.loads(done.stdout.strip().splitlines()[-1])
+    assert found["errors"] == {} and found["dags"] == ["search_index"]
+    assert found["tasks"] == ["embed", "find_pending", "prune", "publish"]
+    assert found["schedule"] == "@hourly" and found["catchup"] is False and found["max_active_runs"] == 1
+
+
+def test_new_uploads_become_searchable_and_a_quiet_run_changes_nothing(run_dag):
+    images = [upload(seed) for seed in range(3)]
+    assert current_index() is None
+
+    ok, log = run_dag()
+    assert ok, log
+    assert "3 images to embed in 1 chunk(s)" in log and "embedded 3 images (0 failed)" in log
+    assert set(Image.objects.values_list("status", flat=True)) == {"indexed"}
+    first = IndexVersion.objects.get(is_current=True)
+    # This process had no index; it loads the published one without a restart.
+    assert search.search_similar(image=Image.objects.get(pk=images[1].pk))[0].image.pk == images[1].pk
+
+    ok, log = run_dag()
+    assert ok, log
+    assert "nothing new: the current index stays" in log
+    assert list(IndexVersion.objects.values_list("version", flat=True)) == [first.version]
+
+    new = upload(10)
+    ok, log = run_dag()
+    assert ok, log
+    assert current_index().version != first.version and len(current_index()) == 4
+    assert Image.objects.get(pk=new.pk).status == "indexed"
+
+
+def test_a_broken_image_fails_alone_and_a_crashed_publish_is_finished_next_run(run_dag, settings):
+    good = [upload(seed) for seed in range(2)]
+    broken = upload(5)
+    default_storage.delete(broken.file.name)
+    default_storage.save(broken.file.name, io.BytesIO(b"bytes that are no image"))
+    ok, log = run_dag()
+    assert ok, log
+    broken.refresh_from_db()
+    assert broken.status == "failed" and "cannot identify image" in broken.error
+    assert all(Image.objects.get(pk=image.pk).status == "indexed" for image in good)
+    before = IndexVersion.objects.get(is_current=True)
+    assert current_index().version == before.version  # a web process serving it
+
+    # Storage refuses the publish: a file where the index folder should be.
+    waiting = upload(20)
+    blocker = Path(settings.MEDIA_ROOT) / "indexes"
+    moved = blocker.rename(blocker.with_name("indexes-away"))
+    blocker.write_text("not a folder")
+    ok, log = run_dag()
+    assert not ok and "publish" in log
+    assert IndexVersion.objects.get(is_current=True).version == before.version
+    waiting.refresh_from_db()
+    assert waiting.status == "pending" and waiting.embedding is not None  # embedded, not yet indexed
+    assert search.search_similar(image=Image.objects.get(pk=good[0].pk))[0].image.pk == good[0].pk  # still serves
+
+    blocker.unlink()
+    moved.rename(blocker)
+    ok, log = run_dag()
+    assert ok, log
+    assert "0 images to embed" in log  # nothing embedded twice
+    assert IndexVersion.objects.get(is_current=True).version != before.version
+    assert Image.objects.get(pk=waiting.pk).status == "indexed"
