@@ -37,6 +37,7 @@ def _django() -> None:
     start_date=datetime(2026, 1, 1),
     catchup=False,
     max_active_runs=1,  # two overlapping runs would only embed the same rows twice
+    is_paused_upon_creation=False,  # indexing is the point of installing it
     default_args={
         "retries": int(os.environ.get("INDEX_DAG_RETRIES", "2")),
         "retry_delay": timedelta(minutes=1),
@@ -51,18 +52,14 @@ def search_index():
         _django()
         from gallery.indexing import pending_chunks
 
-        chunks = pending_chunks(chunk_size=CHUNK_SIZE)
-        print(f"{sum(map(len, chunks))} images to embed in {len(chunks)} chunk(s)")
-        return chunks
+        return pending_chunks(chunk_size=CHUNK_SIZE)  # logs the count
 
     @task
     def embed(ids: list[int]) -> dict:
         _django()
         from gallery.indexing import images_embed_pending
 
-        report = images_embed_pending(ids=ids)
-        print(f"embedded {report.embedded} images ({report.failed} failed) in {report.seconds:.1f} s, {report.rate:.1f} images/s")
-        return report.as_dict()
+        return images_embed_pending(ids=ids).as_dict()  # logs the count and images/s
 
     @task(trigger_rule="none_failed")
     def publish(reports: list[dict]) -> str | None:
@@ -70,12 +67,8 @@ def search_index():
         _django()
         from gallery.indexing import EmbedReport, index_publish
 
-        version = index_publish(embed_report=EmbedReport.total(reports))
-        if version is None:
-            print("nothing new: the current index stays")
-            return None
-        print(f"published {version.version}: {version.item_count} images, built in {version.build_seconds:.2f} s")
-        return version.version
+        version = index_publish(embed_report=EmbedReport.total(reports))  # logs what it did
+        return version.version if version else None
 
     @task
     def prune(published: str | None) -> list[str]:

@@ -4,7 +4,9 @@ from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 
 from gallery import indexing, uploads
+from gallery.airflow_api import AirflowUnavailable
 from gallery.models import Image, IndexVersion
+from indexer.embedding import ModelLoadError
 
 
 class ImageAddForm(forms.ModelForm):
@@ -93,14 +95,10 @@ class ImageAdmin(admin.ModelAdmin):
 
     @admin.action(description=_("Reindex now (embed pending images and publish)"))
     def reindex_now(self, request, queryset):
-        report = indexing.index_refresh()
-        if report.published:
-            text = _("Embedded %(n)d images; published index %(v)s with %(c)d images.") % {
-                "n": report.embed.embedded, "v": report.published.version, "c": report.published.item_count,
-            }
-        else:
-            text = _("Embedded %(n)d images; the index was already up to date.") % {"n": report.embed.embedded}
-        self.message_user(request, text, messages.SUCCESS)
+        try:
+            self.message_user(request, indexing.index_refresh_now(), messages.SUCCESS)
+        except (AirflowUnavailable, ModelLoadError) as exc:
+            self.message_user(request, str(exc), messages.ERROR)
 
 
 @admin.register(IndexVersion)

@@ -60,7 +60,9 @@ def pending_chunks(*, chunk_size: int) -> list[list[int]]:
     """Ids of the images to embed, in chunks that workers can embed in parallel."""
     model_id = clip.embedder().model_id
     ids = list(images_needing_embedding(model_id).order_by("pk").values_list("pk", flat=True))
-    return [ids[start : start + chunk_size] for start in range(0, len(ids), chunk_size)]
+    chunks = [ids[start : start + chunk_size] for start in range(0, len(ids), chunk_size)]
+    logger.info("%d images to embed in %d chunk(s)", len(ids), len(chunks))
+    return chunks
 
 
 def images_embed_pending(
@@ -130,7 +132,7 @@ def index_publish(
     nothing changed since the current version (unless ``force``) or nothing is embedded."""
     model_id = clip.embedder().model_id
     if not force and not index_is_stale(model_id):
-        logger.info("index is up to date; nothing to publish")
+        logger.info("nothing new: the current index stays")
         return None
     ids, vectors = _load_vectors(model_id, progress=progress)
     if not len(ids):
@@ -228,3 +230,19 @@ def index_refresh(*, progress: bool = False) -> PipelineReport:
     published = index_publish(embed_report=embed, progress=progress)
     pruned = index_prune() if published else []
     return PipelineReport(embed=embed, published=published, pruned=pruned)
+
+
+def index_refresh_now() -> str:
+    """A curator's "reindex now": queue the Airflow DAG when Airflow is configured, otherwise
+    run the pipeline here. Returns what happened, for people."""
+    if settings.AIRFLOW_API_URL:
+        from gallery.airflow_api import trigger_dag_run
+
+        return f"Airflow run {trigger_dag_run()} queued; new images are searchable when it finishes."
+    report = index_refresh()
+    if report.published:
+        return (
+            f"Embedded {report.embed.embedded} images; published index {report.published.version} "
+            f"with {report.published.item_count} images."
+        )
+    return f"Embedded {report.embed.embedded} images; the index was already up to date."

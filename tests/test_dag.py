@@ -7,6 +7,7 @@ The DAG runs in another process, as under a scheduler, on this test's database a
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 import uuid
@@ -71,6 +72,38 @@ def run_dag(airflow_env, settings):
         return done.returncode == 0 and "state=success" in log, log
 
     return run
+
+
+@pytest.fixture(scope="session")
+def airflow_api(airflow_env):
+    """A real Airflow API server on loopback, with one user; yields (url, username, password)."""
+    import socket
+    import time
+    import urllib.request
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {**airflow_env, "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "curator:admin"}
+    subprocess.run([*AIRFLOW, "dags", "reserialize"], env=env, check=True, capture_output=True)
+    home = Path(env["AIRFLOW_HOME"])
+    log = open(home / "api-server.log", "w")
+    server = subprocess.Popen([*AIRFLOW, "api-server", "--host", "127.0.0.1", "--port", str(port)], env=env, stdout=log, stderr=log)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(120):
+            try:
+                urllib.request.urlopen(f"{url}/api/v2/monitor/health", timeout=2)
+                break
+            except OSError:
+                assert server.poll() is None, (home / "api-server.log").read_text()
+                time.sleep(0.5)
+        password = json.loads((home / "simple_auth_manager_passwords.json.generated").read_text())["curator"]
+        yield url, "curator", password
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        log.close()
 
 
 def upload(seed, **kwargs):
@@ -152,3 +185,31 @@ def test_a_broken_image_fails_alone_and_a_crashed_publish_is_finished_next_run(r
     assert "0 images to embed" in log  # nothing embedded twice
     assert IndexVersion.objects.get(is_current=True).version != before.version
     assert Image.objects.get(pk=waiting.pk).status == "indexed"
+
+
+def test_reindex_now_queues_a_dag_run_through_the_rest_api(airflow_api, admin_client, settings):
+    from gallery.airflow_api import _post
+
+    settings.AIRFLOW_API_URL, settings.AIRFLOW_API_USERNAME, settings.AIRFLOW_API_PASSWORD = airflow_api
+    upload(1)
+    response = admin_client.post("/admin/gallery/image/", {"action": "reindex_now", "_selected_action": ["1"]}, follow=True)
+    text = response.content.decode()
+    run_id = re.search(r"Airflow run (\S+) queued", text).group(1)
+    # Airflow has the run; nothing was embedded here (a scheduler's worker will).
+    import urllib.request
+
+    token = _post(f"{airflow_api[0]}/auth/token", {"username": airflow_api[1], "password": airflow_api[2]})["access_token"]
+    request = urllib.request.Request(f"{airflow_api[0]}/api/v2/dags/search_index/dagRuns/{run_id}")
+    request.add_header("Authorization", f"Bearer {token}")
+    with urllib.request.urlopen(request) as reply:
+        run = json.load(reply)
+    assert run["state"] == "queued" and run["triggered_by"] == "rest_api"
+    assert Image.objects.get().status == "pending"
+
+
+def test_reindex_now_says_when_airflow_cannot_be_reached(admin_client, settings):
+    settings.AIRFLOW_API_URL = "http://127.0.0.1:9"  # nothing listens there
+    upload(1)
+    response = admin_client.post("/admin/gallery/image/", {"action": "reindex_now", "_selected_action": ["1"]}, follow=True)
+    assert "Airflow is unreachable" in response.content.decode()
+    assert Image.objects.get().status == "pending"

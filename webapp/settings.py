@@ -117,6 +117,13 @@ INDEX_STORAGE_PREFIX = env.str("INDEX_STORAGE_PREFIX", default="indexes")
 INDEX_CACHE_DIR = Path(env.str("INDEX_CACHE_DIR", default=str(VAR_DIR / "index-cache")))
 INDEX_KEEP_VERSIONS = env.int("INDEX_KEEP_VERSIONS", default=3)
 
+# "Reindex now" triggers the DAG through Airflow's REST API when AIRFLOW_API_URL is set,
+# and otherwise runs the same pipeline inline.
+AIRFLOW_API_URL = env.str("AIRFLOW_API_URL", default="")
+AIRFLOW_API_USERNAME = env.str("AIRFLOW_API_USERNAME", default="")
+AIRFLOW_API_PASSWORD = env.str("AIRFLOW_API_PASSWORD", default="")
+AIRFLOW_DAG_ID = "search_index"
+
 UPLOAD_MAX_BYTES = env.int("UPLOAD_MAX_BYTES", default=50 * 1024 * 1024)
 UPLOAD_MAX_PIXELS = env.int("UPLOAD_MAX_PIXELS", default=100_000_000)
 FILE_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
