@@ -38,13 +38,37 @@ class SearchHit:
 
 
 def search_by_text(*, text: str) -> list[SearchHit]:
-    text = " ".join(text.split())
-    if not text:
-        raise BadQuery("Type what you are looking for.")
-    if len(text) > MAX_QUERY_LENGTH:
-        raise BadQuery(f"The query is too long ({len(text)} characters; at most {MAX_QUERY_LENGTH}).")
+    text = _clean_text(text)
     _require_index()
     return search_by_vector(clip.embed_text(text), model_id=clip.embedder().model_id)
+
+
+def search_combined(
+    *,
+    text: str = "",
+    image_file: BinaryIO | None = None,
+    text_weight: float = 1.0,
+    image_weight: float = 1.0,
+    negative_text: str = "",
+    negative_weight: float = 0.5,
+) -> list[SearchHit]:
+    """Text and an example image together ("like this photo, but at night"), optionally
+    steering away from a negative text ("but not ..."): a weighted sum of their vectors."""
+    if not text.strip() and image_file is None:
+        raise BadQuery("Give a text, an image, or both.")
+    _require_index()
+    parts = []
+    if text.strip():
+        parts.append((clip.embed_text(_clean_text(text)), text_weight))
+    if image_file is not None:
+        parts.append((embed_query_image(file=image_file), image_weight))
+    if negative_text.strip():
+        parts.append((clip.embed_text(_clean_text(negative_text)), -negative_weight))
+    vector = np.sum([weight * part for part, weight in parts], axis=0)
+    norm = float(np.linalg.norm(vector))
+    if norm < 1e-6:
+        raise BadQuery("The weights cancel out: give the text or the image a weight above zero.")
+    return search_by_vector(vector / norm, model_id=clip.embedder().model_id)
 
 
 def embed_query_image(*, file: BinaryIO) -> np.ndarray:
@@ -80,6 +104,15 @@ def search_by_vector(vector: np.ndarray, *, model_id: str) -> list[SearchHit]:
     live = Image.objects.filter(pk__in=[pk for pk, _ in pairs], hidden=False).defer("embedding").in_bulk()
     hits = [(live[pk], score) for pk, score in pairs if pk in live]
     return [SearchHit(image=image, score=score, rank=rank) for rank, (image, score) in enumerate(hits, 1)]
+
+
+def _clean_text(text: str) -> str:
+    text = " ".join(text.split())
+    if not text:
+        raise BadQuery("Type what you are looking for.")
+    if len(text) > MAX_QUERY_LENGTH:
+        raise BadQuery(f"The query is too long ({len(text)} characters; at most {MAX_QUERY_LENGTH}).")
+    return text
 
 
 def _require_index():

@@ -6,6 +6,7 @@ import numpy as np
 from django.conf import settings
 from django.contrib import messages
 from django.core.paginator import Paginator
+from django.http import JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
@@ -116,3 +117,10 @@ def upload(request):
     if request.method == "POST":
         status = 400
     return render(request, "gallery/upload.html", {"form": form}, status=status)
+
+
+def page_not_found(request, exception):
+    """API clients get JSON even for URLs no API view matched; people get a page."""
+    if request.path.startswith("/api/"):
+        return JsonResponse({"detail": "Not found."}, status=404)
+    return render(request, "gallery/404.html", status=404)

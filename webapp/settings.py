@@ -29,6 +29,11 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
+    "rest_framework",
+    "rest_framework.authtoken",
+    "django_filters",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
     "gallery",
 ]
 
@@ -62,7 +67,8 @@ TEMPLATES = [
     },
 ]
 
-DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'db.sqlite3'}")}
+DATABASE_URL = env.str("DATABASE_URL", default="") or f"sqlite:///{VAR_DIR / 'db.sqlite3'}"
+DATABASES = {"default": env.db_url_config(DATABASE_URL)}
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     Path(DATABASES["default"]["NAME"]).parent.mkdir(parents=True, exist_ok=True)
     # Web requests and the indexer write at the same time; wait for the lock instead of failing.
@@ -129,6 +135,32 @@ UPLOAD_MAX_PIXELS = env.int("UPLOAD_MAX_PIXELS", default=100_000_000)
 FILE_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
 SEARCH_PAGE_SIZE = 16
 SEARCH_MAX_RESULTS = env.int("SEARCH_MAX_RESULTS", default=320)  # 20 pages
+
+# --- REST API ------------------------------------------------------------------------------
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.SessionAuthentication",  # the browser
+        "rest_framework.authentication.TokenAuthentication",  # programs
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["gallery.api.permissions.CanRead"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_PAGINATION_CLASS": "gallery.api.pagination.GalleryPagination",
+    "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+}
+API_REQUIRE_LOGIN = env.bool("API_REQUIRE_LOGIN", default=False)  # reading and searching too
+API_SEARCH_RATE = env.str("API_SEARCH_RATE", default="120/min")
+API_UPLOAD_RATE = env.str("API_UPLOAD_RATE", default="60/min")
+API_MAX_PAGE_SIZE = env.int("API_MAX_PAGE_SIZE", default=100)
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Search Image API",
+    "DESCRIPTION": "Upload photos and find them by text, by example image, or both.",
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    # Swagger UI's files come from the drf-spectacular-sidecar package: works offline.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "COMPONENT_SPLIT_REQUEST": True,
+}
 
 LOGGING = {
     "version": 1,

@@ -1,0 +1,232 @@
+"""REST API v1: behaviour per endpoint and role, through DRF's test client."""
+
+import re
+
+import pytest
+from django.contrib.auth.models import User
+from django.core.cache import cache
+from rest_framework.authtoken.models import Token
+from rest_framework.test import APIClient
+
+from gallery.models import Image
+from tests.conftest import as_upload, stored_files
+from tests.images import image_bytes
+
+pytestmark = pytest.mark.django_db
+API = "/api/v1"
+
+
+@pytest.fixture(autouse=True)
+def fresh_throttles():
+    cache.clear()
+
+
+@pytest.fixture
+def anon():
+    return APIClient()
+
+
+@pytest.fixture
+def member():
+    """A program holding the token of an ordinary user."""
+    user = User.objects.create_user("member", password="pw-member-123")
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
+    return client
+
+
+@pytest.fixture
+def staff():
+    client = APIClient()
+    client.force_authenticate(User.objects.create_user("curator", is_staff=True))
+    return client
+
+
+def ids(response):
+    return [row["image"]["id"] if "image" in row else row["id"] for row in response.json()["results"]]
+
+
+def test_list_pages_and_filters(anon, indexed_gallery):
+    first = anon.get(f"{API}/images/").json()
+    assert first["count"] == 20 and len(first["results"]) == 16 and first["next"].endswith("?page=2")
+    assert first["results"][0]["title"] == "Photo 19"  # newest first
+    assert len(anon.get(f"{API}/images/", {"page_size": 5}).json()["results"]) == 5
+    assert len(anon.get(f"{API}/images/", {"page_size": 1000}).json()["results"]) == 20  # capped at 100
+    assert anon.get(f"{API}/images/", {"status": "pending"}).json()["count"] == 0
+    cut = indexed_gallery[10].uploaded_at.isoformat()
+    assert anon.get(f"{API}/images/", {"uploaded_after": cut}).json()["count"] == 10
+    assert anon.get(f"{API}/images/", {"uploaded_before": cut}).json()["count"] == 11
+
+
+def test_bad_list_parameters_are_4xx_with_a_reason(anon, indexed_gallery):
+    response = anon.get(f"{API}/images/", {"page": 99})
+    assert response.status_code == 404 and "Invalid page" in response.json()["detail"]
+    response = anon.get(f"{API}/images/", {"status": "sleeping"})
+    assert response.status_code == 400 and "status" in response.json()
+    assert anon.get(f"{API}/images/", {"uploaded_after": "yesterday"}).status_code == 400
+
+
+def test_retrieve_gives_urls_and_metadata(anon, indexed_gallery):
+    image = indexed_gallery[0]
+    body = anon.get(f"{API}/images/{image.pk}/").json()
+    assert body["title"] == "Photo 0" and body["status"] == "indexed" and body["embedding_model"] == "tiny-test/random"
+    assert body["original_url"] == f"http://testserver{image.file.url}"
+    assert body["thumbnail_url"].startswith("http://testserver/media/thumbnails/")
+    missing = anon.get(f"{API}/images/999999/")
+    assert missing.status_code == 404 and missing.json()["detail"]
+
+
+def test_upload_needs_a_user_and_dedupes(anon, member, media):
+    assert anon.post(f"{API}/images/", {"file": as_upload(image_bytes(1))}).status_code in (401, 403)
+    assert Image.objects.count() == 0
+    created = member.post(f"{API}/images/", {"file": as_upload(image_bytes(1)), "title": "Shoes"})
+    assert created.status_code == 201 and created.json()["created"] is True and created.json()["status"] == "pending"
+    again = member.post(f"{API}/images/", {"file": as_upload(image_bytes(1)), "title": "Other"})
+    assert again.status_code == 201 and again.json() | {"created": True} == created.json()
+    assert Image.objects.get().title == "Shoes"
+
+
+@pytest.mark.parametrize(
+    "data, says", [(b"", "empty"), (b"GIF89a broken", "not an image"), (image_bytes(2)[:150], "damaged or truncated")]
+)
+def test_bad_uploads_get_400_and_store_nothing(member, media, data, says):
+    response = member.post(f"{API}/images/", {"file": as_upload(data)})
+    assert response.status_code == 400 and says in str(response.json())
+    assert Image.objects.count() == 0 and stored_files(media) == []
+
+
+def test_upload_without_a_file(member):
+    response = member.post(f"{API}/images/", {"title": "no file"})
+    assert response.status_code == 400 and "file" in response.json()
+
+
+def test_edit_hide_and_delete_need_staff(member, staff, anon, indexed_gallery, media, django_capture_on_commit_callbacks):
+    image = indexed_gallery[4]
+    url = f"{API}/images/{image.pk}/"
+    assert member.patch(url, {"title": "x"}, format="json").status_code == 403
+    assert member.post(f"{url}hide/").status_code == 403
+    assert member.delete(url).status_code == 403
+
+    assert staff.patch(url, {"title": "Renamed"}, format="json").json()["title"] == "Renamed"
+    assert staff.post(f"{url}hide/").json()["hidden"] is True
+    assert anon.get(url).status_code == 404
+    assert image.pk not in ids(anon.get(f"{API}/search/", {"q": "photo", "page_size": 100}))
+    assert staff.get(f"{API}/images/", {"hidden": "true"}).json()["count"] == 1
+    assert staff.post(f"{url}unhide/").json()["hidden"] is False
+    assert image.pk in ids(anon.get(f"{API}/search/", {"q": "photo", "page_size": 100}))
+
+    with django_capture_on_commit_callbacks(execute=True):
+        assert staff.delete(url).status_code == 204
+    assert not Image.objects.filter(pk=image.pk).exists() and image.file.name not in stored_files(media)
+    assert image.pk not in ids(anon.get(f"{API}/search/", {"q": "photo", "page_size": 100}))
+
+
+def test_text_search_ranks_and_pages(anon, indexed_gallery):
+    body = anon.get(f"{API}/search/", {"q": "a red square"}).json()
+    assert body["count"] == 20 and len(body["results"]) == 16 and "page=2" in body["next"]
+    assert [row["rank"] for row in body["results"]] == list(range(1, 17))
+    scores = [row["score"] for row in body["results"]]
+    assert scores == sorted(scores, reverse=True) and -1 <= scores[-1] <= scores[0] <= 1
+    second = anon.get(body["next"]).json()
+    assert [row["rank"] for row in second["results"]] == [17, 18, 19, 20] and second["previous"]
+
+
+@pytest.mark.parametrize(
+    "params, says",
+    [({}, "required"), ({"q": ""}, "blank"), ({"q": "   "}, "blank"), ({"q": "z" * 301}, "no more than 300")],
+    ids=["missing", "empty", "spaces", "too-long"],
+)
+def test_bad_text_queries(anon, indexed_gallery, params, says):
+    response = anon.get(f"{API}/search/", params)
+    assert response.status_code == 400 and says in str(response.json())
+
+
+def test_search_before_an_index_is_a_409_saying_so(anon, upload):
+    upload(1)
+    response = anon.get(f"{API}/search/", {"q": "cat"})
+    assert response.status_code == 409 and "no index has been built" in response.json()["detail"]
+
+
+def test_image_search_finds_the_twin_and_stores_nothing(anon, indexed_gallery, media):
+    before = stored_files(media)
+    body = anon.post(f"{API}/search/image/", {"file": as_upload(image_bytes(9))}).json()
+    assert body["results"][0]["image"]["title"] == "Photo 9" and body["results"][0]["score"] > 0.99
+    assert stored_files(media) == before and Image.objects.count() == 20
+    bad = anon.post(f"{API}/search/image/", {"file": as_upload(b"nope")})
+    assert bad.status_code == 400 and "not an image" in str(bad.json())
+
+
+def test_similar_starts_with_the_image_itself(anon, indexed_gallery):
+    image = indexed_gallery[13]
+    assert ids(anon.get(f"{API}/images/{image.pk}/similar/"))[0] == image.pk
+    assert anon.get(f"{API}/images/424242/similar/").status_code == 404
+
+
+def test_combined_search(anon, indexed_gallery):
+    only_image = anon.post(f"{API}/search/combined/", {"file": as_upload(image_bytes(6)), "text_weight": 0})
+    assert only_image.json()["results"][0]["image"]["title"] == "Photo 6"
+    mixed = anon.post(
+        f"{API}/search/combined/",
+        {"text": "a green circle", "file": as_upload(image_bytes(6)), "image_weight": 0.5, "negative_text": "blue"},
+    )
+    assert mixed.status_code == 200 and mixed.json()["count"] == 20
+    text_only = anon.post(f"{API}/search/combined/", {"text": "a green circle"}).json()
+    assert ids(anon.get(f"{API}/search/", {"q": "a green circle"})) == [r["image"]["id"] for r in text_only["results"]]
+    nothing = anon.post(f"{API}/search/combined/", {"text": ""})
+    assert nothing.status_code == 400 and "text, an image, or both" in nothing.json()["detail"]
+    cancelled = anon.post(f"{API}/search/combined/", {"file": as_upload(image_bytes(6)), "image_weight": 0})
+    assert cancelled.status_code == 400 and "cancel out" in cancelled.json()["detail"]
+
+
+def test_index_status_and_refresh(anon, staff, indexed_gallery, upload):
+    upload(500)
+    status = anon.get(f"{API}/index/").json()
+    assert (status["searchable"], status["waiting"], status["failed"]) == (20, 1, 0)
+    assert status["version"] and status["model"] == "tiny-test/random" and status["random_weights"] is True
+    assert anon.post(f"{API}/index/refresh/").status_code in (401, 403)
+    refreshed = staff.post(f"{API}/index/refresh/")
+    assert refreshed.status_code == 202 and "published index" in refreshed.json()["detail"]
+    assert anon.get(f"{API}/index/").json()["searchable"] == 21
+
+
+def test_login_can_be_required_for_reading(anon, member, indexed_gallery, settings):
+    settings.API_REQUIRE_LOGIN = True
+    assert anon.get(f"{API}/images/").status_code in (401, 403)
+    assert anon.get(f"{API}/search/", {"q": "x"}).status_code in (401, 403)
+    assert member.get(f"{API}/images/").json()["count"] == 20
+
+
+def test_search_and_upload_are_throttled(anon, member, indexed_gallery, settings):
+    settings.API_SEARCH_RATE = "3/min"
+    codes = [anon.get(f"{API}/search/", {"q": "x"}).status_code for _ in range(4)]
+    assert codes == [200, 200, 200, 429]
+    assert "throttled" in anon.get(f"{API}/search/", {"q": "x"}).json()["detail"]
+    settings.API_UPLOAD_RATE = "1/min"
+    assert member.post(f"{API}/images/", {"file": as_upload(image_bytes(90))}).status_code == 201
+    assert member.post(f"{API}/images/", {"file": as_upload(image_bytes(91))}).status_code == 429
+
+
+def test_a_program_gets_a_token_with_its_password(anon, db):
+    User.objects.create_user("robot", password="pw-robot-123")
+    token = anon.post(f"{API}/auth/token/", {"username": "robot", "password": "pw-robot-123"}).json()["token"]
+    program = APIClient()
+    program.credentials(HTTP_AUTHORIZATION=f"Token {token}")
+    assert program.post(f"{API}/images/", {"file": as_upload(image_bytes(3))}).status_code == 201
+
+
+def test_schema_and_offline_docs(anon):
+    schema = anon.get("/api/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json").json()
+    assert schema["openapi"].startswith("3.")
+    assert {"/api/v1/images/", "/api/v1/search/", "/api/v1/search/image/", "/api/v1/search/combined/", "/api/v1/index/"} <= set(schema["paths"])
+    docs = anon.get("/api/docs/").content.decode()
+    assets = re.findall(r'(?:src|href)="(/static/drf_spectacular_sidecar/[^"]+)"', docs)
+    assert assets and all(anon.get(asset).status_code == 200 for asset in assets)
+
+
+@pytest.mark.parametrize("value", ["0824-05-28T19:57:27+22:35", "0001-01-01T00:00:00+05:00"])
+def test_extreme_time_zone_offsets_are_handled(anon, indexed_gallery, value):
+    """Found by the schema fuzzer: PostgreSQL refuses offsets beyond ±15:59."""
+    response = anon.get(f"{API}/images/", {"uploaded_after": value})
+    assert response.status_code in (200, 400)
+    if response.status_code == 200:
+        assert response.json()["count"] == 20
