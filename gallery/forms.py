@@ -5,14 +5,34 @@ from gallery.search import MAX_QUERY_LENGTH
 
 
 class UploadForm(forms.Form):
-    # A plain FileField: the upload service does all image validation, for every way in.
-    file = forms.FileField(label=_("Photo"), widget=forms.ClearableFileInput(attrs={"accept": "image/*"}))
-    title = forms.CharField(label=_("Title"), max_length=200, required=False)
-    description = forms.CharField(label=_("Description"), widget=forms.Textarea(attrs={"rows": 3}), required=False)
+    """Title and description; the files come from ``request.FILES.getlist("files")`` and the
+    upload service validates each (for every way in, not only this form)."""
+
+    title = forms.CharField(
+        label=_("Title"),
+        max_length=200,
+        required=False,
+        help_text=_("for a single photo; by default its file name"),
+        widget=forms.TextInput(attrs={"class": "form-control"}),
+    )
+    description = forms.CharField(
+        label=_("Description"), required=False, widget=forms.Textarea(attrs={"rows": 3, "class": "form-control"})
+    )
 
 
 class ImageSearchForm(forms.Form):
-    file = forms.FileField(label=_("Search by image"), widget=forms.ClearableFileInput(attrs={"accept": "image/*"}))
+    """Search by an example image, optionally mixed with text and a negative text."""
+
+    file = forms.FileField(label=_("Example image"), required=False)
+    q = forms.CharField(label=_("Text"), max_length=MAX_QUERY_LENGTH, required=False)
+    balance = forms.IntegerField(label=_("Image weight"), min_value=0, max_value=100, initial=50, required=False)
+    negative = forms.CharField(label=_("But not"), max_length=MAX_QUERY_LENGTH, required=False)
+
+    def clean(self):
+        data = super().clean()
+        if not data.get("file") and not (data.get("q") or "").strip():
+            raise forms.ValidationError(_("Give an example image, a text, or both."))
+        return data
 
 
 class TextSearchForm(forms.Form):

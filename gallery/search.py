@@ -43,7 +43,7 @@ def search_by_text(*, text: str) -> list[SearchHit]:
     return search_by_vector(clip.embed_text(text), model_id=clip.embedder().model_id)
 
 
-def search_combined(
+def combined_query_vector(
     *,
     text: str = "",
     image_file: BinaryIO | None = None,
@@ -51,12 +51,11 @@ def search_combined(
     image_weight: float = 1.0,
     negative_text: str = "",
     negative_weight: float = 0.5,
-) -> list[SearchHit]:
+) -> np.ndarray:
     """Text and an example image together ("like this photo, but at night"), optionally
-    steering away from a negative text ("but not ..."): a weighted sum of their vectors."""
+    steering away from a negative text ("but not ..."): a normalised weighted sum."""
     if not text.strip() and image_file is None:
         raise BadQuery("Give a text, an image, or both.")
-    _require_index()
     parts = []
     if text.strip():
         parts.append((clip.embed_text(_clean_text(text)), text_weight))
@@ -68,7 +67,13 @@ def search_combined(
     norm = float(np.linalg.norm(vector))
     if norm < 1e-6:
         raise BadQuery("The weights cancel out: give the text or the image a weight above zero.")
-    return search_by_vector(vector / norm, model_id=clip.embedder().model_id)
+    return (vector / norm).astype(np.float32)
+
+
+def search_combined(**query) -> list[SearchHit]:
+    """Search with :func:`combined_query_vector`'s arguments."""
+    _require_index()
+    return search_by_vector(combined_query_vector(**query), model_id=clip.embedder().model_id)
 
 
 def embed_query_image(*, file: BinaryIO) -> np.ndarray:

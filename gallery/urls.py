@@ -8,5 +8,6 @@ urlpatterns = [
     path("search/", views.search_results, name="search"),
     path("search/image/", views.search_by_image, name="search-by-image"),
     path("images/<int:pk>/", views.image_detail, name="image-detail"),
+    path("images/<int:pk>/curate/", views.image_curate, name="image-curate"),
     path("upload/", views.upload, name="upload"),
 ]

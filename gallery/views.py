@@ -1,23 +1,29 @@
-"""Server-rendered pages. Each view reads its input, calls a service or selector, renders."""
+"""Server-rendered pages. Each view reads its input, calls a service or selector, renders.
+
+Every page works without JavaScript; ``static/gallery/gallery.js`` adds drag-and-drop, paste,
+previews and per-file upload progress on top.
+"""
 
 import secrets
 
 import numpy as np
 from django.conf import settings
 from django.contrib import messages
+from django.contrib.admin.views.decorators import staff_member_required
 from django.core.paginator import Paginator
 from django.http import JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
+from django.utils.http import urlencode
 from django.views.decorators.http import require_POST
 
 from gallery import clip, search
 from gallery.forms import ImageSearchForm, TextSearchForm, UploadForm
 from gallery.models import Image
 from gallery.selectors import gallery_images
-from gallery.uploads import UploadRejected, image_create
+from gallery.uploads import UploadRejected, image_create, image_delete, images_set_hidden
 
-# Query-image vectors live in the session (never the image), so results can be paged.
+# Query vectors (never the images) live in the session, so image results can be paged.
 SESSION_QUERIES = "image_queries"
 SESSION_QUERIES_KEPT = 5
 
@@ -42,10 +48,10 @@ def search_results(request):
     form = TextSearchForm(request.GET)
     text = request.GET.get("q", "")
     token = request.GET.get("image", "")
-    hits, error, status = [], "", 200
+    hits, error, status, label = [], "", 200, ""
     try:
         if token:
-            vector, model_id = _session_query(request, token)
+            vector, model_id, label = _session_query(request, token)
             hits = search.search_by_vector(vector, model_id=model_id)
         else:
             hits = search.search_by_text(text=text)
@@ -55,37 +61,58 @@ def search_results(request):
         error = str(exc)
     context = {
         "form": form,
-        "query": text,
+        "query": "" if token else text,
         "image_token": token,
+        "query_label": label,
         "page": _page(request, hits),
         "extra": _other_params(request),
         "error": error,
+        "weak": bool(hits) and hits[0].score < settings.SEARCH_WEAK_SCORE,
     }
     return render(request, "gallery/search.html", context, status=status)
 
 
 @require_POST
 def search_by_image(request):
+    """Image, text and "but not" text together: embed, keep the vector, show the results."""
     form = ImageSearchForm(request.POST, request.FILES)
     if not form.is_valid():
-        messages.error(request, "Choose an image file to search with.")
-        return redirect("gallery:gallery")
+        return render(request, "gallery/search.html", {"error": " ".join(form.errors.get("__all__", [])) or "Check the search fields.", "page": None}, status=400)
+    data = form.cleaned_data
+    image_share = (50 if data["balance"] is None else data["balance"]) / 100
     try:
-        vector = search.embed_query_image(file=form.cleaned_data["file"])
+        vector = search.combined_query_vector(
+            text=data["q"] or "",
+            image_file=data["file"],
+            text_weight=1 - image_share,
+            image_weight=image_share,
+            negative_text=data["negative"] or "",
+        )
     except search.BadQuery as exc:
         return render(request, "gallery/search.html", {"error": str(exc), "page": None}, status=400)
+    label = _describe(data)
     token = secrets.token_urlsafe(8)
     queries = request.session.get(SESSION_QUERIES, {})
-    queries[token] = {"vector": vector.tolist(), "model": clip.embedder().model_id}
+    queries[token] = {"vector": vector.tolist(), "model": clip.embedder().model_id, "label": label}
     request.session[SESSION_QUERIES] = dict(list(queries.items())[-SESSION_QUERIES_KEPT:])
-    return redirect(f"{reverse('gallery:search')}?image={token}")
+    return redirect(f"{reverse('gallery:search')}?{urlencode({'image': token})}")
+
+
+def _describe(data) -> str:
+    parts = []
+    if data["file"]:
+        parts.append("your image" if not data["q"] else f"your image ({data['balance'] if data['balance'] is not None else 50}%)")
+    if data["q"]:
+        parts.append(f"“{data['q']}”")
+    label = " + ".join(parts)
+    return f"{label}, but not “{data['negative']}”" if data["negative"] else label
 
 
 def _session_query(request, token):
     query = request.session.get(SESSION_QUERIES, {}).get(token)
     if query is None:
         raise search.BadQuery("That image search has expired; search with the image again.")
-    return np.asarray(query["vector"], dtype=np.float32), query["model"]
+    return np.asarray(query["vector"], dtype=np.float32), query["model"], query.get("label", "your image")
 
 
 def image_detail(request, pk):
@@ -99,24 +126,60 @@ def image_detail(request, pk):
     return render(request, "gallery/image_detail.html", {"image": image, "page": _page(request, similar), "error": error})
 
 
+@staff_member_required
+@require_POST
+def image_curate(request, pk):
+    image = get_object_or_404(Image, pk=pk)
+    action = request.POST.get("action")
+    if action == "delete":
+        image_delete(image=image)
+        messages.success(request, f"Deleted “{image}”.")
+        return redirect("gallery:gallery")
+    if action in ("hide", "unhide"):
+        images_set_hidden(images=Image.objects.filter(pk=pk), hidden=action == "hide")
+        messages.success(request, f"“{image}” is {'hidden' if action == 'hide' else 'visible again'}.")
+    return redirect(image)
+
+
 def upload(request):
-    form = UploadForm(request.POST or None, request.FILES or None)
-    status = 200
-    if request.method == "POST" and form.is_valid():
-        data = form.cleaned_data
-        try:
-            image, created = image_create(file=data["file"], title=data["title"], description=data["description"])
-        except UploadRejected as exc:
-            form.add_error("file", str(exc))
-        else:
-            if created:
-                messages.success(request, f"Added “{image}”. It becomes searchable after the next index run.")
-            else:
-                messages.info(request, f"This photo is already in the gallery as “{image}”.")
-            return redirect(image)
-    if request.method == "POST":
-        status = 400
-    return render(request, "gallery/upload.html", {"form": form}, status=status)
+    """One or many photos. Browsers with JavaScript send one file per request and read JSON,
+    to show progress per file; without it the page shows a summary."""
+    form = UploadForm(request.POST if request.method == "POST" else None)
+    if request.method != "POST":
+        return render(request, "gallery/upload.html", {"form": form})
+    files = request.FILES.getlist("files")
+    if not form.is_valid() or not files:
+        if not files:
+            form.add_error(None, "Choose at least one photo.")
+        return _upload_response(request, form, [], status=400)
+    title = form.cleaned_data["title"] if len(files) == 1 else ""
+    results = [_upload_one(upload, title, form.cleaned_data["description"]) for upload in files]
+    added = [r for r in results if r["outcome"] == "added"]
+    status = 400 if all(r["outcome"] == "rejected" for r in results) else 200
+    if len(results) == 1 and added and not _wants_json(request):
+        messages.success(request, f"Added “{added[0]['title']}”. It becomes searchable after the next index run.")
+        return redirect(added[0]["url"])
+    return _upload_response(request, form, results, status=status)
+
+
+def _upload_one(file, title, description) -> dict:
+    result = {"name": file.name}
+    try:
+        image, created = image_create(file=file, title=title, description=description)
+    except UploadRejected as exc:
+        return result | {"outcome": "rejected", "reason": str(exc)}
+    return result | {"outcome": "added" if created else "present", "url": image.get_absolute_url(), "title": str(image)}
+
+
+def _wants_json(request) -> bool:
+    return request.headers.get("Accept", "").startswith("application/json")
+
+
+def _upload_response(request, form, results, *, status):
+    if _wants_json(request):
+        errors = [str(e) for e in form.non_field_errors()] + [f"{k}: {' '.join(v)}" for k, v in form.errors.items() if k != "__all__"]
+        return JsonResponse({"results": results, "errors": errors}, status=status)
+    return render(request, "gallery/upload.html", {"form": form, "results": results}, status=status)
 
 
 def page_not_found(request, exception):

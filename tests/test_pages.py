@@ -91,7 +91,7 @@ def test_hidden_image_page_is_not_found_for_visitors(client, admin_client, index
 
 def test_upload_page_stores_the_photo(client, media):
     response = client.post(
-        "/upload/", {"file": as_upload(image_bytes(3)), "title": "Salad", "description": "on a wooden table"}
+        "/upload/", {"files": as_upload(image_bytes(3)), "title": "Salad", "description": "on a wooden table"}
     )
     image = Image.objects.get()
     assert response.status_code == 302 and response["Location"] == image.get_absolute_url()
@@ -100,17 +100,81 @@ def test_upload_page_stores_the_photo(client, media):
     assert "becomes searchable after the next index run" in page
 
 
-def test_upload_page_reports_a_duplicate(client):
-    client.post("/upload/", {"file": as_upload(image_bytes(3)), "title": "first"})
-    response = client.post("/upload/", {"file": as_upload(image_bytes(3)), "title": "again"}, follow=True)
-    assert "already in the gallery" in response.content.decode() and Image.objects.count() == 1
+def test_uploading_several_files_without_javascript_shows_a_summary(client, media):
+    client.post("/upload/", {"files": as_upload(image_bytes(1), name="first.jpg")})
+    response = client.post(
+        "/upload/",
+        {"files": [as_upload(image_bytes(1), name="again.jpg"), as_upload(image_bytes(2), name="new.jpg"), as_upload(b"oops", name="bad.jpg")]},
+    )
+    text = response.content.decode()
+    assert response.status_code == 200 and Image.objects.count() == 2
+    assert "Added <a" in text and "Already in the gallery: <a" in text and "Rejected bad.jpg: The file is not an image" in text
+    assert stored_files(media) == sorted(f for image in Image.objects.all() for f in (image.file.name, image.thumbnail.name))
+
+
+def test_upload_answers_json_for_scripts(client):
+    response = client.post("/upload/", {"files": as_upload(image_bytes(4), name="x.png")}, HTTP_ACCEPT="application/json")
+    (result,) = response.json()["results"]
+    assert result["outcome"] == "added" and result["url"] == Image.objects.get().get_absolute_url()
+    rejected = client.post("/upload/", {"files": as_upload(b"", name="empty.jpg")}, HTTP_ACCEPT="application/json")
+    assert rejected.status_code == 400 and rejected.json()["results"][0]["reason"] == "The file is empty."
 
 
 def test_upload_page_rejects_a_broken_file_and_keeps_the_form(client, media):
-    response = client.post("/upload/", {"file": as_upload(image_bytes(3)[:100]), "title": "Keep me"})
+    response = client.post("/upload/", {"files": as_upload(image_bytes(3)[:100]), "title": "Keep me"})
     text = response.content.decode()
     assert response.status_code == 400 and "damaged or truncated" in text and 'value="Keep me"' in text
     assert Image.objects.count() == 0 and stored_files(media) == []
+
+
+def test_upload_without_files_says_so(client):
+    response = client.post("/upload/", {"title": "nothing"})
+    assert response.status_code == 400 and "Choose at least one photo" in response.content.decode()
+
+
+def test_upload_page_tells_when_the_index_was_built(client, indexed_gallery):
+    assert "the last one built the index at" in client.get("/upload/").content.decode()
+
+
+def test_combined_search_mixes_image_words_and_a_negative(client, indexed_gallery):
+    response = client.post(
+        "/search/image/", {"file": as_upload(image_bytes(7)), "q": "a green circle", "balance": 80, "negative": "blue"}
+    )
+    page = client.get(response["Location"]).content.decode()
+    assert "Photos like your image (80%) + “a green circle”, but not “blue”" in page
+    assert len(re.findall('class="gallery-link"', page)) == 16
+    only_words = client.post("/search/image/", {"q": "a green circle", "balance": 0})
+    assert client.get(only_words["Location"]).status_code == 200
+    nothing = client.post("/search/image/", {"q": ""})
+    assert nothing.status_code == 400 and "Give an example image, a text, or both" in nothing.content.decode()
+
+
+def test_weak_matches_are_called_so(client, indexed_gallery, settings):
+    settings.SEARCH_WEAK_SCORE = 2.0  # no cosine reaches it
+    assert "No good matches" in client.get("/search/", {"q": "anything"}).content.decode()
+    settings.SEARCH_WEAK_SCORE = -2.0
+    assert "No good matches" not in client.get("/search/", {"q": "anything"}).content.decode()
+
+
+def test_staff_hide_unhide_and_delete_from_the_image_page(client, admin_client, indexed_gallery, django_capture_on_commit_callbacks):
+    image = indexed_gallery[1]
+    url = f"/images/{image.pk}/curate/"
+    assert "Hide</button>" not in client.get(image.get_absolute_url()).content.decode()
+    assert "Hide</button>" in admin_client.get(image.get_absolute_url()).content.decode()
+    assert client.post(url, {"action": "hide"}).status_code == 302 and not Image.objects.get(pk=image.pk).hidden  # to login
+    admin_client.post(url, {"action": "hide"})
+    assert Image.objects.get(pk=image.pk).hidden
+    admin_client.post(url, {"action": "unhide"})
+    assert not Image.objects.get(pk=image.pk).hidden
+    with django_capture_on_commit_callbacks(execute=True):
+        assert admin_client.post(url, {"action": "delete"})["Location"] == "/"
+    assert not Image.objects.filter(pk=image.pk).exists()
+
+
+def test_unknown_pages_are_friendly(client):
+    response = client.get("/images/999999/")
+    assert response.status_code == 404 and "Back to the gallery" in response.content.decode()
+    assert client.get("/api/v1/nothing-here/").json() == {"detail": "Not found."}
 
 
 def test_bootstrap_is_served_by_the_app_itself(client):

@@ -135,6 +135,9 @@ UPLOAD_MAX_PIXELS = env.int("UPLOAD_MAX_PIXELS", default=100_000_000)
 FILE_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
 SEARCH_PAGE_SIZE = 16
 SEARCH_MAX_RESULTS = env.int("SEARCH_MAX_RESULTS", default=320)  # 20 pages
+# Below this best score the page says there is no good match (CLIP text-image cosines of good
+# matches are typically 0.25-0.35; unrelated ones 0.1-0.2).
+SEARCH_WEAK_SCORE = env.float("SEARCH_WEAK_SCORE", default=0.2)
 
 # --- REST API ------------------------------------------------------------------------------
 REST_FRAMEWORK = {
