@@ -49,6 +49,7 @@ ERROR = OpenApiResponse(ErrorSerializer, description="what is wrong, in `detail`
 INVALID = OpenApiResponse(OpenApiTypes.OBJECT, description="field name -> list of problems, or `detail`")
 READ_ERRORS = {401: ERROR, 403: ERROR, 404: ERROR, 429: ERROR}
 SEARCH_ERRORS = {**READ_ERRORS, 400: INVALID, 409: OpenApiResponse(ErrorSerializer, description="no index yet, or built with another model")}
+BODY_ERRORS = {400: INVALID, 415: OpenApiResponse(ErrorSerializer, description="the body is not multipart/form-data (or JSON where allowed)")}
 
 
 def _run_search(query):
@@ -113,7 +114,7 @@ class ImageViewSet(_HitsPage, viewsets.GenericViewSet):
 
     @extend_schema(
         request={"multipart/form-data": ImageUploadSerializer},
-        responses={201: UploadedImageSerializer, 400: INVALID, **READ_ERRORS},
+        responses={201: UploadedImageSerializer, **BODY_ERRORS, **READ_ERRORS},
         description="Upload a photo. The same bytes again return the existing image with `created: false`.",
     )
     def create(self, request):
@@ -125,7 +126,7 @@ class ImageViewSet(_HitsPage, viewsets.GenericViewSet):
         image.created = created
         return Response(UploadedImageSerializer(image, context={"request": request}).data, status=status.HTTP_201_CREATED)
 
-    @extend_schema(request=ImageUpdateSerializer, responses={200: ImageSerializer, 400: INVALID, **READ_ERRORS})
+    @extend_schema(request=ImageUpdateSerializer, responses={200: ImageSerializer, **BODY_ERRORS, **READ_ERRORS})
     def partial_update(self, request, pk=None):
         data = _valid(ImageUpdateSerializer, request.data)
         image = image_update(image=self.get_object(), title=data.get("title"), description=data.get("description"))
@@ -190,7 +191,10 @@ class ImageSearchView(_HitsPage, GenericAPIView):
     parser_classes = [MultiPartParser]
     serializer_class = SearchHitSerializer
 
-    @extend_schema(request={"multipart/form-data": ImageSearchSerializer}, responses={200: SearchHitSerializer(many=True), **SEARCH_ERRORS})
+    @extend_schema(
+        request={"multipart/form-data": ImageSearchSerializer},
+        responses={200: SearchHitSerializer(many=True), **SEARCH_ERRORS, **BODY_ERRORS},
+    )
     def post(self, request):
         data = _valid(ImageSearchSerializer, request.data)
         return self.hits_response(_run_search(lambda: search.search_by_image(file=data["file"])))
@@ -206,7 +210,8 @@ class CombinedSearchView(_HitsPage, GenericAPIView):
     serializer_class = SearchHitSerializer
 
     @extend_schema(
-        request={"multipart/form-data": CombinedSearchSerializer}, responses={200: SearchHitSerializer(many=True), **SEARCH_ERRORS}
+        request={"multipart/form-data": CombinedSearchSerializer},
+        responses={200: SearchHitSerializer(many=True), **SEARCH_ERRORS, **BODY_ERRORS},
     )
     def post(self, request):
         data = _valid(CombinedSearchSerializer, request.data)
@@ -261,6 +266,6 @@ class IndexRefreshView(GenericAPIView):
 class TokenView(ObtainAuthToken):
     """A token for programs: POST username and password, then send `Authorization: Token <key>`."""
 
-    @extend_schema(responses={200: TokenSerializer, 400: INVALID})
+    @extend_schema(responses={200: TokenSerializer, **BODY_ERRORS})
     def post(self, request, *args, **kwargs):
         return super().post(request, *args, **kwargs)

@@ -1,0 +1,50 @@
+"""Smoke tests: each benchmark runs at a tiny size, so the scripts keep working. No timings
+are asserted here; the figures live in docs/performance.md."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+CONFIGS = str(ROOT / "tests" / "clip_configs")
+
+
+def test_embedding_benchmark():
+    from benchmarks import embedding
+
+    out = embedding.main(["--model", "tiny-test", "--config-dir", CONFIGS, "--images", "4", "--batch-sizes", "2", "--workers", "1,2"])
+    assert "pipeline / raw" in out and out.count("\n| 2 ") == 2
+
+
+def test_index_benchmark(tmp_path):
+    from benchmarks import index
+
+    out, points = index.main(["--sizes", "500", "--trees", "2,4", "--search-k", "0,200", "--queries", "10", "--dim", "16",
+                              "--plot", str(tmp_path / "plot.svg")])
+    assert "recall@10" in out and "exact (numpy)" in out and len(points) == 4
+    assert all(0 <= p["recall"] <= 1 for p in points) and (tmp_path / "plot.svg").stat().st_size > 1000
+
+
+def test_relevance_harness(monkeypatch):
+    from benchmarks import relevance
+
+    monkeypatch.setenv("CLIP_MODEL", "tiny-test")
+    monkeypatch.setenv("CLIP_PRETRAINED", "random")
+    out = relevance.main(["--config-dir", CONFIGS])
+    assert "text->image R@1" in out and "image->image P@3" in out
+
+
+@pytest.mark.django_db(transaction=True)
+def test_http_benchmark():
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("DJANGO_SETTINGS_MODULE", None)
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.http_search", "--items", "300", "--requests", "4", "--concurrency", "2",
+         "--model", "tiny-test", "--config-dir", CONFIGS, "--port", "8799"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "search by uploaded image" in done.stdout and "Text-encoder floor" in done.stdout
