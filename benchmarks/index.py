@@ -28,9 +28,11 @@ DIM = 512
 
 
 def clip_like_vectors(n: int, *, dim: int = DIM, seed: int = 0, clusters: int = 200) -> np.ndarray:
-    rng = np.random.default_rng(seed)
+    """Unit vectors around `clusters` fixed centres (the same for every seed) in a space whose
+    variance decays with the dimension, as in CLIP embeddings; `seed` draws the points."""
     spectrum = (1.0 / np.arange(1, dim + 1)) ** 0.5
-    centres = rng.normal(size=(clusters, dim)) * spectrum
+    centres = np.random.default_rng(12345).normal(size=(clusters, dim)) * spectrum
+    rng = np.random.default_rng(seed)
     out = np.empty((n, dim), dtype=np.float32)
     for start in range(0, n, 100_000):  # chunks keep the float64 temporaries small
         stop = min(n, start + 100_000)
@@ -96,10 +98,8 @@ def main(argv=None) -> tuple[str, list[dict]]:
             tmp = Path(tmp)
             vectors = clip_like_vectors(size, dim=args.dim)
             np.save(tmp / "vectors.npy", vectors)
-            rng = np.random.default_rng(1)
-            picks = rng.choice(size, size=min(args.queries, size), replace=False)
-            noisy = vectors[picks] + 0.05 * rng.normal(size=(len(picks), args.dim)).astype(np.float32)
-            queries = noisy / np.linalg.norm(noisy, axis=1, keepdims=True)
+            # Held-out points of the same distribution: like a new photo, not a stored one.
+            queries = clip_like_vectors(args.queries, dim=args.dim, seed=1)
             truth = exact_top10(vectors, queries)
             exact_ms = []
             for query in queries[:50]:
@@ -122,7 +122,7 @@ def main(argv=None) -> tuple[str, list[dict]]:
             query_rows.append([size, "exact (numpy)", "-", percentile_ms(exact_ms, 50), percentile_ms(exact_ms, 99), 1.0])
     out = "\n".join(
         [
-            f"Annoy at {args.dim} dimensions, angular metric, {args.queries} queries (near-duplicates of stored vectors)",
+            f"Annoy at {args.dim} dimensions, angular metric, {args.queries} held-out queries from the same distribution",
             "",
             table(["items", "trees", "build s", "file MB", "peak RSS MB"], build_rows),
             "",

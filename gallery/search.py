@@ -6,6 +6,7 @@ rows were deleted or hidden since the index was built, keeping the index's rank 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -37,7 +38,7 @@ class SearchHit:
     rank: int  # 1-based, after dropping hidden and deleted images
 
 
-def search_by_text(*, text: str) -> list[SearchHit]:
+def search_by_text(*, text: str) -> SearchResults:
     text = _clean_text(text)
     _require_index()
     return search_by_vector(clip.embed_text(text), model_id=clip.embedder().model_id)
@@ -70,7 +71,7 @@ def combined_query_vector(
     return (vector / norm).astype(np.float32)
 
 
-def search_combined(**query) -> list[SearchHit]:
+def search_combined(**query) -> SearchResults:
     """Search with :func:`combined_query_vector`'s arguments."""
     _require_index()
     return search_by_vector(combined_query_vector(**query), model_id=clip.embedder().model_id)
@@ -87,28 +88,54 @@ def embed_query_image(*, file: BinaryIO) -> np.ndarray:
     return clip.embedder().encode_images([image])[0]
 
 
-def search_by_image(*, file: BinaryIO) -> list[SearchHit]:
+def search_by_image(*, file: BinaryIO) -> SearchResults:
     _require_index()
     return search_by_vector(embed_query_image(file=file), model_id=clip.embedder().model_id)
 
 
-def search_similar(*, image: Image) -> list[SearchHit]:
+def search_similar(*, image: Image) -> SearchResults:
     """More like a gallery image, from its stored vector (it comes first, as its own twin)."""
     if image.vector is None:
         raise SearchUnavailable("This image is not embedded yet; similar images appear after the next index run.")
     return search_by_vector(image.vector, model_id=image.embedding_model)
 
 
-def search_by_vector(vector: np.ndarray, *, model_id: str) -> list[SearchHit]:
+class SearchResults(Sequence):
+    """Ranked hits of visible images. Slicing (what a paginator does) loads only the rows of
+    that slice: a page of 16 costs one small query, however many results were ranked."""
+
+    def __init__(self, ranked: list[tuple[int, float]]):
+        self._ranked = ranked  # (image id, score), best first, hidden and deleted ids dropped
+
+    def __len__(self) -> int:
+        return len(self._ranked)
+
+    def __iter__(self):
+        return iter(self[:])  # one query, not one per hit
+
+    def __getitem__(self, item):
+        if isinstance(item, int):
+            return self[item : item + 1 or None][0]
+        chosen = self._ranked[item]
+        images = Image.objects.defer("embedding").in_bulk([pk for pk, _ in chosen])
+        start = item.indices(len(self._ranked))[0]
+        # A row deleted since the ranking keeps its rank but is skipped.
+        return [
+            SearchHit(image=images[pk], score=score, rank=start + n + 1)
+            for n, (pk, score) in enumerate(chosen)
+            if pk in images
+        ]
+
+
+def search_by_vector(vector: np.ndarray, *, model_id: str) -> SearchResults:
     index = _require_index()
     try:
         index.manifest.check_model(model_id)
     except IndexMismatch as exc:
         raise SearchUnavailable(str(exc)) from None
     pairs = index.query(vector, settings.SEARCH_MAX_RESULTS, search_k=settings.INDEX_SEARCH_K)
-    live = Image.objects.filter(pk__in=[pk for pk, _ in pairs], hidden=False).defer("embedding").in_bulk()
-    hits = [(live[pk], score) for pk, score in pairs if pk in live]
-    return [SearchHit(image=image, score=score, rank=rank) for rank, (image, score) in enumerate(hits, 1)]
+    visible = set(Image.objects.filter(pk__in=[pk for pk, _ in pairs], hidden=False).values_list("pk", flat=True))
+    return SearchResults([(pk, score) for pk, score in pairs if pk in visible])
 
 
 def _clean_text(text: str) -> str:
