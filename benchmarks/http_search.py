@@ -111,6 +111,7 @@ def main(argv=None) -> str:
     parser.add_argument("--port", type=int, default=8765)
     parser.add_argument("--model", default="ViT-B-32")
     parser.add_argument("--config-dir", default="")
+    parser.add_argument("--runtime", default="torch", choices=["torch", "onnx", "onnx-int8"])
     args = parser.parse_args(argv)
     from benchmarks.report import machine, percentile_ms, table
 
@@ -129,6 +130,14 @@ def main(argv=None) -> str:
         }
         os.environ.update(env)
         setup_database(Path(tmp), args.items)
+        if args.runtime != "torch":
+            from django.core.management import call_command
+
+            call_command("export_onnx", verbosity=0)
+            env["CLIP_RUNTIME"] = os.environ["CLIP_RUNTIME"] = args.runtime
+            from django.conf import settings
+
+            settings.CLIP_RUNTIME = args.runtime
         from gallery import clip
 
         embedder = clip.embedder()
@@ -181,7 +190,7 @@ def main(argv=None) -> str:
     out = "\n".join(
         [
             f"HTTP search through gunicorn (1 worker, {args.concurrency} threads) on loopback, {args.items:,} images, "
-            f"{args.model} on CPU: {machine()}",
+            f"{args.model} ({args.runtime}) on CPU: {machine()}",
             "",
             table(["request", "concurrency", "requests", "p50 ms", "p99 ms", "req/s"], rows),
             "",

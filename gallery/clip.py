@@ -5,6 +5,8 @@ from functools import lru_cache
 import numpy as np
 from django.conf import settings
 
+from gallery import onnx_models
+
 from indexer.embedding import ClipEmbedder, ModelSpec, get_embedder
 
 
@@ -15,12 +17,16 @@ def model_spec() -> ModelSpec:
         device=settings.CLIP_DEVICE,
         config_dir=settings.CLIP_MODEL_CONFIG_DIR,
         cache_dir=settings.CLIP_CACHE_DIR,
+        runtime=settings.CLIP_RUNTIME,
     )
 
 
 def embedder() -> ClipEmbedder:
     """Loaded on first use and kept for the life of the process."""
-    return get_embedder(model_spec(), fallback_to_random=settings.CLIP_FALLBACK_TO_RANDOM)
+    spec = model_spec()
+    return get_embedder(
+        spec, fallback_to_random=settings.CLIP_FALLBACK_TO_RANDOM, onnx_dir=lambda: onnx_models.local_dir(spec)
+    )
 
 
 def embed_text(text: str) -> np.ndarray:

@@ -9,16 +9,13 @@ against their manifest and memory-mapped. Requests in flight keep the index they
 from __future__ import annotations
 
 import logging
-import os
-import shutil
-import tempfile
 import threading
 from pathlib import Path
 
 from django.conf import settings
-from django.core.files.storage import default_storage
 
 from gallery.models import IndexVersion
+from gallery.storage_cache import local_copy
 from indexer.index import FILES, IndexCorrupt, SearchIndex
 
 logger = logging.getLogger(__name__)
@@ -59,18 +56,4 @@ def clear_index_cache() -> None:
 
 
 def _local_copy(version: IndexVersion) -> Path:
-    target = cache_dir() / version.version
-    if (target / FILES[-1]).exists():
-        return target
-    work = Path(tempfile.mkdtemp(prefix=f".{version.version}.", dir=cache_dir()))
-    try:
-        for name in FILES:
-            with default_storage.open(f"{version.storage_prefix}/{name}", "rb") as src, open(work / name, "wb") as dst:
-                shutil.copyfileobj(src, dst, 1 << 20)
-        os.rename(work, target)
-    except OSError:
-        if not (target / FILES[-1]).exists():  # another process on this host won the race
-            raise
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    return target
+    return local_copy(version.storage_prefix, FILES, cache_dir() / version.version)

@@ -12,14 +12,13 @@ from pathlib import Path
 
 import numpy as np
 from django.conf import settings
-from django.core.files import File
 from django.core.files.storage import default_storage
 from django.db import transaction
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 from tqdm import tqdm
 
-from gallery import clip
+from gallery import clip, storage_cache
 from gallery.index_cache import cache_dir
 from gallery.models import Image, IndexVersion
 from indexer import index as annoy_index
@@ -134,6 +133,11 @@ def index_publish(
     if not force and not index_is_stale(model_id):
         logger.info("nothing new: the current index stays")
         return None
+    current = IndexVersion.objects.filter(is_current=True).first()
+    if not force and current and current.model != model_id and images_needing_embedding(model_id).exists():
+        # A new model or runtime: never publish a partial index; the old one serves meanwhile.
+        logger.info("re-embedding with %s is not finished; index %s keeps serving", model_id, current.version)
+        return None
     ids, vectors = _load_vectors(model_id, progress=progress)
     if not len(ids):
         logger.info("no embedded images yet; nothing to publish")
@@ -173,10 +177,7 @@ def _load_vectors(model_id: str, *, progress: bool) -> tuple[np.ndarray, np.ndar
 
 
 def _publish(manifest: annoy_index.Manifest, built: Path, embed_report: EmbedReport) -> IndexVersion:
-    prefix = f"{settings.INDEX_STORAGE_PREFIX}/{manifest.version}"
-    for name in annoy_index.FILES:  # the manifest last: it marks the upload complete
-        with open(built / name, "rb") as handle:
-            default_storage.save(f"{prefix}/{name}", File(handle))
+    storage_cache.publish(built, f"{settings.INDEX_STORAGE_PREFIX}/{manifest.version}", annoy_index.FILES)
     built_ids = np.load(built / annoy_index.IDS_FILE)
     with transaction.atomic():
         IndexVersion.objects.select_for_update().filter(is_current=True).update(is_current=False)

@@ -46,6 +46,7 @@ class ModelSpec:
     device: str = ""  # "" picks CUDA when present
     config_dir: str = ""  # extra open_clip model configs (JSON) to register
     cache_dir: str = ""  # where open_clip keeps downloaded weights
+    runtime: str = "torch"  # or "onnx" / "onnx-int8" (indexer.onnx_runtime)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> ModelSpec:
@@ -55,6 +56,7 @@ class ModelSpec:
             device=environ.get("CLIP_DEVICE", ""),
             config_dir=environ.get("CLIP_MODEL_CONFIG_DIR", ""),
             cache_dir=environ.get("CLIP_CACHE_DIR", ""),
+            runtime=environ.get("CLIP_RUNTIME") or "torch",
         )
 
     @property
@@ -69,6 +71,9 @@ class ModelSpec:
 
     def as_random(self) -> ModelSpec:
         return replace(self, pretrained=RANDOM)
+
+    def as_torch(self) -> ModelSpec:
+        return replace(self, runtime="torch")
 
 
 class ClipEmbedder:
@@ -94,7 +99,7 @@ class ClipEmbedder:
                 f"(e.g. {DEFAULT_MODEL}) or register its config with CLIP_MODEL_CONFIG_DIR."
             )
         self.device = spec.device or ("cuda" if torch.cuda.is_available() else "cpu")
-        self.weights_id = self._check_weights(open_clip)
+        self.weights_id = weights_id(spec)
         kwargs = {"device": self.device}
         if spec.cache_dir:
             kwargs["cache_dir"] = spec.cache_dir
@@ -127,27 +132,6 @@ class ClipEmbedder:
         self.image_size = int(size[0] if isinstance(size, (tuple, list)) else size)
         self._torch = torch
         self._lock = threading.Lock()  # one forward pass at a time; torch already uses every core
-
-    def _check_weights(self, open_clip) -> str:
-        """Fail fast with a clear message; return the id stored with every vector."""
-        spec = self.spec
-        if spec.is_random:
-            return RANDOM
-        if spec.is_checkpoint_file:
-            path = Path(spec.pretrained).expanduser()
-            if not path.is_file():
-                raise ModelLoadError(
-                    f"CLIP_PRETRAINED points at {path}, which is not a file. Set it to the "
-                    f"checkpoint of a {spec.model} model (CLIP_MODEL), or use an open_clip tag."
-                )
-            return f"{path.name}@{_file_fingerprint(path)}"
-        tags = open_clip.list_pretrained_tags_by_model(spec.model)
-        if spec.pretrained not in tags:
-            raise ModelLoadError(
-                f"CLIP_PRETRAINED={spec.pretrained!r} is neither a file nor one of open_clip's "
-                f"tags for CLIP_MODEL={spec.model} ({', '.join(tags) or 'none'})."
-            )
-        return spec.pretrained
 
     def _weights_source(self, open_clip) -> str:
         """A checkpoint path, or a tag open_clip will download.
@@ -205,8 +189,37 @@ class ClipEmbedder:
         return _normalised(features)
 
 
+def weights_id(spec: ModelSpec) -> str:
+    """What the vectors' model id says about the weights; fails fast with a clear message."""
+    if spec.is_random:
+        return RANDOM
+    if spec.is_checkpoint_file:
+        path = Path(spec.pretrained).expanduser()
+        if not path.is_file():
+            raise ModelLoadError(
+                f"CLIP_PRETRAINED points at {path}, which is not a file. Set it to the "
+                f"checkpoint of a {spec.model} model (CLIP_MODEL), or use an open_clip tag."
+            )
+        return f"{path.name}@{_file_fingerprint(path)}"
+    from indexer.torch_compat import ensure_torchvision_importable
+
+    ensure_torchvision_importable()
+    import open_clip
+
+    tags = open_clip.list_pretrained_tags_by_model(spec.model)
+    if spec.pretrained not in tags:
+        raise ModelLoadError(
+            f"CLIP_PRETRAINED={spec.pretrained!r} is neither a file nor one of open_clip's "
+            f"tags for CLIP_MODEL={spec.model} ({', '.join(tags) or 'none'})."
+        )
+    return spec.pretrained
+
+
 def _normalised(features: torch.Tensor) -> np.ndarray:
-    array = features.float().cpu().numpy()
+    return _normalised_array(features.float().cpu().numpy())
+
+
+def _normalised_array(array: np.ndarray) -> np.ndarray:
     norms = np.linalg.norm(array, axis=1, keepdims=True)
     return (array / np.maximum(norms, 1e-12)).astype(np.float32, copy=False)
 
@@ -239,13 +252,28 @@ _embedders: dict[ModelSpec, ClipEmbedder] = {}
 _embedders_lock = threading.Lock()
 
 
-def get_embedder(spec: ModelSpec, *, fallback_to_random: bool = False) -> ClipEmbedder:
+def get_embedder(spec: ModelSpec, *, fallback_to_random: bool = False, onnx_dir=None) -> ClipEmbedder:
     """The process-wide embedder for ``spec``, loaded on first call.
 
     With ``fallback_to_random`` a model whose weights cannot be loaded is replaced by the
     same architecture with (deterministic) random weights, and a warning is logged.
+    For the ONNX runtimes, ``onnx_dir`` is a callable giving the export's local folder.
     """
     with _embedders_lock:
+        if spec not in _embedders and spec.runtime != "torch":
+            from indexer.onnx_runtime import RUNTIMES, OnnxEmbedder
+
+            if spec.runtime not in RUNTIMES or onnx_dir is None:
+                raise ModelLoadError(f"CLIP_RUNTIME={spec.runtime!r}: use torch, onnx or onnx-int8.")
+            if spec.config_dir:
+                from indexer.torch_compat import ensure_torchvision_importable
+
+                ensure_torchvision_importable()
+                import open_clip
+
+                open_clip.add_model_config(spec.config_dir)
+            source = f"{spec.model}/{weights_id(spec)}"
+            _embedders[spec] = OnnxEmbedder(spec, onnx_dir(), expected_source=source)
         if spec not in _embedders:
             try:
                 _embedders[spec] = ClipEmbedder(spec)

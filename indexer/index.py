@@ -76,7 +76,9 @@ class Manifest:
             raise IndexCorrupt(f"manifest lacks {exc}") from None
 
     def check_model(self, model: str) -> None:
-        if model != self.model:
+        """Queries may come from another runtime of the same model (``#onnx-int8`` and the
+        like: `verify_onnx` shows they agree); another model or weights are refused."""
+        if model.split("#")[0] != self.model.split("#")[0]:
             raise IndexMismatch(
                 f"Index version {self.version} holds vectors of {self.model}, but the configured "
                 f"model is {model}. Rebuild the index with the configured model (embed and build), "

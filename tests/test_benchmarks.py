@@ -48,3 +48,10 @@ def test_http_benchmark():
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "search by uploaded image" in done.stdout and "Text-encoder floor" in done.stdout
+
+
+def test_runtimes_benchmark():
+    from benchmarks import runtimes
+
+    out = runtimes.main(["--model", "tiny-test", "--config-dir", CONFIGS, "--images", "4", "--batch-size", "2", "--queries", "3"])
+    assert "onnx-int8" in out and "min cosine to torch" in out

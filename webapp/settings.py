@@ -115,6 +115,9 @@ CLIP_CACHE_DIR = env.str("CLIP_CACHE_DIR", default="")
 # Use random weights (with a banner on every page) when the configured ones cannot be loaded.
 # Only the demo sets this; otherwise a missing model is an error.
 CLIP_FALLBACK_TO_RANDOM = env.bool("CLIP_FALLBACK_TO_RANDOM", default=False)
+# torch, or onnx / onnx-int8 (ONNX Runtime, from `manage.py export_onnx`; README "Fast CPU inference").
+CLIP_RUNTIME = env.str("CLIP_RUNTIME", default="torch")
+ONNX_STORAGE_PREFIX = env.str("ONNX_STORAGE_PREFIX", default="onnx")
 EMBED_BATCH_SIZE = env.int("EMBED_BATCH_SIZE", default=16)
 
 INDEX_TREES = env.int("INDEX_TREES", default=50)
@@ -171,6 +174,8 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "loggers": {
+        # Server errors with their traceback on the console, also when DEBUG is off.
+        "django.request": {"handlers": ["console"], "level": "ERROR", "propagate": False},
         "gallery": {"handlers": ["console"], "level": env.str("GALLERY_LOG_LEVEL", default="INFO"), "propagate": False},
         "indexer": {"handlers": ["console"], "level": env.str("GALLERY_LOG_LEVEL", default="INFO"), "propagate": False},
     },

@@ -1,0 +1,42 @@
+"""Local copies of immutable artifacts kept in storage (index versions, ONNX exports): fetched
+once per host into a folder, atomically, so several processes never see half a copy."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from django.core.files.storage import default_storage
+
+
+def local_copy(prefix: str, names: tuple[str, ...], target: Path) -> Path:
+    """``target`` holding ``names`` from ``prefix/`` in storage; the last name marks completeness."""
+    if (target / names[-1]).exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        for name in names:
+            with default_storage.open(f"{prefix}/{name}", "rb") as src, open(work / name, "wb") as dst:
+                shutil.copyfileobj(src, dst, 1 << 20)
+        os.rename(work, target)
+    except OSError:
+        if not (target / names[-1]).exists():  # another process on this host won the race
+            raise
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return target
+
+
+def publish(folder: Path, prefix: str, names: tuple[str, ...]) -> None:
+    """Save ``names`` from ``folder`` under ``prefix/`` in storage, in order (the last marks
+    the upload complete)."""
+    from django.core.files import File
+
+    for name in names:
+        if default_storage.exists(f"{prefix}/{name}"):
+            default_storage.delete(f"{prefix}/{name}")
+        with open(folder / name, "rb") as handle:
+            default_storage.save(f"{prefix}/{name}", File(handle))
