@@ -72,10 +72,11 @@ def search_index():
 
     @task
     def prune(published: str | None) -> list[str]:
+        """Old versions go once their successor has been current for the grace period."""
         _django()
         from gallery.indexing import index_prune
 
-        return index_prune() if published else []
+        return index_prune()
 
     prune(publish(embed.expand(ids=find_pending())))
 

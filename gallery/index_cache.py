@@ -20,6 +20,10 @@ from indexer.index import FILES, IndexCorrupt, SearchIndex
 
 logger = logging.getLogger(__name__)
 
+class IndexUnavailable(RuntimeError):
+    """No index is loaded in this process and the current one cannot be fetched."""
+
+
 _lock = threading.Lock()
 _loaded: SearchIndex | None = None
 
@@ -41,9 +45,15 @@ def current_index() -> SearchIndex | None:
         return loaded
     with _lock:
         if _loaded is None or _loaded.version != current.version:
-            index = SearchIndex(_local_copy(current))
-            if index.manifest.checksum != current.checksum:
-                raise IndexCorrupt(f"index {current.version} in storage does not match the database record")
+            try:
+                index = SearchIndex(_local_copy(current))
+                if index.manifest.checksum != current.checksum:
+                    raise IndexCorrupt(f"index {current.version} in storage does not match the database record")
+            except Exception as exc:  # storage unreachable or refusing, or a damaged copy
+                if _loaded is None:
+                    raise IndexUnavailable(f"index {current.version} cannot be fetched from storage ({exc})") from exc
+                logger.warning("still serving index %s: %s cannot be loaded: %s", _loaded.version, current.version, exc)
+                return _loaded
             logger.info("loaded index %s (%d images)", index.version, len(index))
             _loaded = index
         return _loaded

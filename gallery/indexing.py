@@ -8,6 +8,7 @@ import logging
 import shutil
 import time
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +22,7 @@ from tqdm import tqdm
 from gallery import clip, storage_cache
 from gallery.index_cache import cache_dir
 from gallery.models import Image, IndexVersion
+from gallery.uploads import StorageUnavailable
 from indexer import index as annoy_index
 from indexer.pipeline import embed_sources
 
@@ -81,6 +83,9 @@ def images_embed_pending(
     sources = [(pk, _reader(name)) for pk, name in todo]
     bar = tqdm(total=len(todo), desc="Embedding", unit="img", disable=not progress)
     for batch in embed_sources(sources, model, batch_size=batch_size or settings.EMBED_BATCH_SIZE):
+        for pk, exc in batch.failures:
+            if isinstance(exc, StorageUnavailable):  # transient: the rows stay pending, the run fails and retries
+                raise exc
         now = timezone.now()
         with transaction.atomic():
             for pk, vector in zip(batch.keys, batch.vectors):
@@ -91,7 +96,8 @@ def images_embed_pending(
                     status=Image.Status.PENDING,
                     error="",
                 )
-            for pk, reason in batch.failures:
+            for pk, exc in batch.failures:
+                reason = f"{type(exc).__name__}: {exc}"
                 logger.warning("image %s could not be embedded: %s", pk, reason)
                 Image.objects.filter(pk=pk).update(status=Image.Status.FAILED, error=reason[:2000])
         report.embedded += len(batch.keys)
@@ -108,8 +114,13 @@ def images_embed_pending(
 
 def _reader(name: str):
     def read() -> bytes:
-        with default_storage.open(name, "rb") as handle:
-            return handle.read()
+        try:
+            with default_storage.open(name, "rb") as handle:
+                return handle.read()
+        except FileNotFoundError:
+            raise  # the file is gone for good: the image fails
+        except Exception as exc:
+            raise StorageUnavailable(f"storage could not be read ({exc})") from exc
 
     return read
 
@@ -202,12 +213,18 @@ def _publish(manifest: annoy_index.Manifest, built: Path, embed_report: EmbedRep
     return version
 
 
-def index_prune(*, keep: int | None = None) -> list[str]:
-    """Delete all but the newest ``keep`` versions (the current one always stays)."""
+def index_prune(*, keep: int | None = None, grace_seconds: int | None = None) -> list[str]:
+    """Delete all but the newest ``keep`` versions (the current one always stays), once the
+    version that replaced each has been current for ``grace_seconds``: web processes that have
+    not yet swapped may still be reading it."""
     keep = settings.INDEX_KEEP_VERSIONS if keep is None else keep
-    old = list(IndexVersion.objects.filter(is_current=False).order_by("-created_at", "-pk")[max(keep - 1, 0) :])
+    grace = settings.INDEX_PRUNE_GRACE_SECONDS if grace_seconds is None else grace_seconds
+    cutoff = timezone.now() - timedelta(seconds=grace)
+    versions = list(IndexVersion.objects.order_by("-created_at", "-pk"))
     removed = []
-    for version in old:
+    for successor, version in zip(versions, versions[1:]):
+        if version.is_current or versions.index(version) < keep or successor.created_at > cutoff:
+            continue
         for name in annoy_index.FILES:
             default_storage.delete(f"{version.storage_prefix}/{name}")
         shutil.rmtree(cache_dir() / version.version, ignore_errors=True)

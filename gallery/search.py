@@ -14,7 +14,7 @@ import numpy as np
 from django.conf import settings
 
 from gallery import clip
-from gallery.index_cache import current_index
+from gallery.index_cache import IndexUnavailable, current_index
 from gallery.models import Image
 from gallery.uploads import UploadRejected, inspect_upload, read_upload
 from indexer.images import open_rgb
@@ -148,7 +148,10 @@ def _clean_text(text: str) -> str:
 
 
 def _require_index():
-    index = current_index()
+    try:
+        index = current_index()
+    except IndexUnavailable as exc:
+        raise SearchUnavailable(f"Search is unavailable for a moment: the {exc}. Please try again shortly.") from None
     if index is None:
         raise SearchUnavailable(
             "Search is not ready yet: no index has been built. New uploads become searchable after the next index run."

@@ -24,6 +24,10 @@ class UploadRejected(ValueError):
     """Nothing was stored. The message is meant for the person who uploaded."""
 
 
+class StorageUnavailable(RuntimeError):
+    """The storage refused or could not be reached; nothing was saved. Safe to show."""
+
+
 def image_create(
     *, file: BinaryIO, filename: str = "", title: str = "", description: str = ""
 ) -> tuple[Image, bool]:
@@ -40,8 +44,12 @@ def image_create(
 
     stored: list[str] = []
     try:
-        stored.append(default_storage.save(f"originals/{sha256[:2]}/{sha256}.{info.extension}", ContentFile(data)))
-        stored.append(default_storage.save(f"thumbnails/{sha256[:2]}/{sha256}.jpg", ContentFile(thumbnail)))
+        try:
+            stored.append(default_storage.save(f"originals/{sha256[:2]}/{sha256}.{info.extension}", ContentFile(data)))
+            stored.append(default_storage.save(f"thumbnails/{sha256[:2]}/{sha256}.jpg", ContentFile(thumbnail)))
+        except Exception as exc:  # OSError locally; botocore's errors for object storage
+            logger.error("storage failed while saving an upload: %s", exc)
+            raise StorageUnavailable("The photo could not be stored right now, so nothing was saved; please try again later.") from exc
         with transaction.atomic():
             image = Image.objects.create(
                 file=stored[0],

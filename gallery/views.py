@@ -21,7 +21,7 @@ from gallery import clip, search
 from gallery.forms import ImageSearchForm, TextSearchForm, UploadForm
 from gallery.models import Image
 from gallery.selectors import gallery_images
-from gallery.uploads import UploadRejected, image_create, image_delete, images_set_hidden
+from gallery.uploads import StorageUnavailable, UploadRejected, image_create, image_delete, images_set_hidden
 
 # Query vectors (never the images) live in the session, so image results can be paged.
 SESSION_QUERIES = "image_queries"
@@ -155,7 +155,9 @@ def upload(request):
     title = form.cleaned_data["title"] if len(files) == 1 else ""
     results = [_upload_one(upload, title, form.cleaned_data["description"]) for upload in files]
     added = [r for r in results if r["outcome"] == "added"]
-    status = 400 if all(r["outcome"] == "rejected" for r in results) else 200
+    status = 200
+    if all(r["outcome"] == "rejected" for r in results):
+        status = 503 if any(r.get("retry") for r in results) else 400
     if len(results) == 1 and added and not _wants_json(request):
         messages.success(request, f"Added “{added[0]['title']}”. It becomes searchable after the next index run.")
         return redirect(added[0]["url"])
@@ -166,8 +168,8 @@ def _upload_one(file, title, description) -> dict:
     result = {"name": file.name}
     try:
         image, created = image_create(file=file, title=title, description=description)
-    except UploadRejected as exc:
-        return result | {"outcome": "rejected", "reason": str(exc)}
+    except (UploadRejected, StorageUnavailable) as exc:
+        return result | {"outcome": "rejected", "reason": str(exc), "retry": isinstance(exc, StorageUnavailable)}
     return result | {"outcome": "added" if created else "present", "url": image.get_absolute_url(), "title": str(image)}
 
 

@@ -24,7 +24,7 @@ ReadBytes = Callable[[], bytes]
 class EmbeddedBatch(Generic[K]):
     keys: list[K]  # in the order of `vectors`' rows
     vectors: np.ndarray
-    failures: list[tuple[K, str]] = field(default_factory=list)  # (key, reason)
+    failures: list[tuple[K, Exception]] = field(default_factory=list)  # (key, what went wrong)
 
 
 def embed_sources(
@@ -35,7 +35,7 @@ def embed_sources(
     workers: int = 2,
 ) -> Iterator[EmbeddedBatch[K]]:
     """Embed ``(key, read_bytes)`` pairs in batches. A source that cannot be read or decoded
-    becomes a failure with its reason; it never stops the others."""
+    becomes a failure with its exception; it never stops the others."""
 
     def prepare(read: ReadBytes):
         # Decode at a reduced scale where the format allows: the model sees ~224 px anyway.
@@ -49,7 +49,7 @@ def embed_sources(
                 tensors.append(future.result())
                 keys.append(key)
             except Exception as exc:  # unreadable, truncated, vanished from storage...
-                failures.append((key, f"{type(exc).__name__}: {exc}"))
+                failures.append((key, exc))
         if tensors:
             import torch
 

@@ -1,4 +1,6 @@
 import io
+import os
+import uuid
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
@@ -7,18 +9,60 @@ from gallery.index_cache import clear_index_cache
 from tests.images import image_bytes
 
 
+@pytest.fixture(scope="session")
+def s3_bucket():
+    """With S3_BUCKET set (scripts/s3-server), the suite runs on object storage: the tests
+    create the bucket; each test then works under a prefix of its own."""
+    bucket = os.environ.get("S3_BUCKET")
+    if bucket:
+        s3_client().create_bucket(Bucket=bucket)
+    return bucket
+
+
+def s3_client():
+    import boto3
+    from botocore.config import Config
+
+    return boto3.client(
+        "s3",
+        endpoint_url=os.environ["S3_ENDPOINT_URL"],
+        region_name=os.environ.get("S3_REGION", "us-east-1"),
+        aws_access_key_id=os.environ["S3_ACCESS_KEY_ID"],
+        aws_secret_access_key=os.environ["S3_SECRET_ACCESS_KEY"],
+        config=Config(s3={"addressing_style": "path"}),
+    )
+
+
 @pytest.fixture(autouse=True)
-def media(settings, tmp_path):
-    """A fresh media folder and index cache for every test."""
+def media(settings, tmp_path, s3_bucket):
+    """A fresh media folder (or bucket prefix) and index cache for every test."""
     settings.MEDIA_ROOT = tmp_path / "media"
     settings.INDEX_CACHE_DIR = tmp_path / "index-cache"
+    if s3_bucket:
+        default = settings.STORAGES["default"]
+        location = f"tests/{uuid.uuid4().hex[:12]}"
+        settings.STORAGES = {**settings.STORAGES, "default": {**default, "OPTIONS": {**default["OPTIONS"], "location": location}}}
     clear_index_cache()
     yield settings.MEDIA_ROOT
     clear_index_cache()
 
 
-def stored_files(media_root):
-    return sorted(str(p.relative_to(media_root)) for p in media_root.rglob("*") if p.is_file())
+def stored_files(media_root=None, folder=""):
+    """Every file in the default storage (local folder or bucket prefix), as storage names."""
+    from django.core.files.storage import default_storage
+
+    try:
+        folders, files = default_storage.listdir(folder)
+    except FileNotFoundError:
+        return []
+    names = [f"{folder}/{name}" if folder else name for name in files]
+    for sub in folders:
+        names += stored_files(folder=f"{folder}/{sub}" if folder else sub)
+    return sorted(names)
+
+
+def on_object_storage() -> bool:
+    return bool(os.environ.get("S3_BUCKET"))
 
 
 @pytest.fixture

@@ -70,8 +70,8 @@ def test_retrieve_gives_urls_and_metadata(anon, indexed_gallery):
     image = indexed_gallery[0]
     body = anon.get(f"{API}/images/{image.pk}/").json()
     assert body["title"] == "Photo 0" and body["status"] == "indexed" and body["embedding_model"] == "tiny-test/random"
-    assert body["original_url"] == f"http://testserver{image.file.url}"
-    assert body["thumbnail_url"].startswith("http://testserver/media/thumbnails/")
+    assert body["original_url"].startswith("http") and image.file.name in body["original_url"]
+    assert image.thumbnail.name in body["thumbnail_url"]
     missing = anon.get(f"{API}/images/999999/")
     assert missing.status_code == 404 and missing.json()["detail"]
 

@@ -140,11 +140,14 @@ def test_an_index_of_another_model_is_refused_clearly(indexed_gallery, settings)
     assert len(search.search_by_text(text="a cat")) == 20
 
 
-def test_old_versions_are_pruned(indexed_gallery, upload, settings):
+def test_old_versions_are_pruned_after_a_grace_period(indexed_gallery, upload, settings):
     settings.INDEX_KEEP_VERSIONS = 2
     for seed in (50, 51, 52):
         upload(seed)
         indexing.index_refresh()
+    assert IndexVersion.objects.count() == 4  # within the grace period: nothing deleted yet
+    settings.INDEX_PRUNE_GRACE_SECONDS = 0
+    assert len(indexing.index_prune()) == 2
     versions = list(IndexVersion.objects.order_by("-created_at", "-pk"))
     assert len(versions) == 2 and versions[0].is_current
     assert IndexVersion.objects.filter(is_current=True).count() == 1

@@ -5,7 +5,7 @@ import io
 import pytest
 
 from gallery.models import Image
-from gallery.uploads import UploadRejected, image_create, image_delete
+from gallery.uploads import StorageUnavailable, UploadRejected, image_create, image_delete
 from tests.conftest import stored_files
 from tests.images import image_bytes
 
@@ -62,17 +62,18 @@ def test_too_large_a_file_is_refused(settings, media):
 
 
 def test_a_storage_failure_leaves_nothing_half_saved(monkeypatch, media):
-    from django.core.files.storage import default_storage
+    from django.core.files.storage import storages
 
-    real_save = default_storage.save
+    storage = storages["default"]
+    real_save = storage.save
 
     def save(name, content, **kwargs):
         if name.startswith("thumbnails/"):
             raise OSError("disk full")
         return real_save(name, content, **kwargs)
 
-    monkeypatch.setattr(default_storage, "save", save)
-    with pytest.raises(OSError):
+    monkeypatch.setattr(storage, "save", save)
+    with pytest.raises(StorageUnavailable, match="nothing was saved"):
         image_create(file=io.BytesIO(image_bytes(6)))
     assert Image.objects.count() == 0 and stored_files(media) == []
 

@@ -101,8 +101,30 @@ STORAGES = {
         else "django.contrib.staticfiles.storage.StaticFilesStorage"
     },
 }
-# Serve the local media folder from the app (a real deployment puts images on object storage).
-GALLERY_SERVE_MEDIA = env.bool("GALLERY_SERVE_MEDIA", default=True)
+# Any S3-compatible object storage (django-storages + boto3) when S3_BUCKET is set: originals,
+# thumbnails, index versions and ONNX exports all live in the bucket; browsers get short-lived
+# presigned URLs. Without it, the local media folder, served by the app.
+S3_BUCKET = env.str("S3_BUCKET", default="")
+if S3_BUCKET:
+    STORAGES["default"] = {
+        "BACKEND": "storages.backends.s3.S3Storage",
+        "OPTIONS": {
+            "bucket_name": S3_BUCKET,
+            "endpoint_url": env.str("S3_ENDPOINT_URL", default="") or None,
+            "region_name": env.str("S3_REGION", default="us-east-1"),
+            "access_key": env.str("S3_ACCESS_KEY_ID", default="") or None,
+            "secret_key": env.str("S3_SECRET_ACCESS_KEY", default="") or None,
+            "addressing_style": env.str("S3_ADDRESSING_STYLE", default="path"),
+            "signature_version": "s3v4",
+            "location": env.str("S3_PREFIX", default=""),
+            "querystring_auth": True,
+            "querystring_expire": env.int("S3_URL_EXPIRE_SECONDS", default=3600),
+            "file_overwrite": False,
+            # Every object is immutable (names carry a hash or a version): browsers may keep it.
+            "object_parameters": {"CacheControl": "public, max-age=31536000, immutable"},
+        },
+    }
+GALLERY_SERVE_MEDIA = env.bool("GALLERY_SERVE_MEDIA", default=not S3_BUCKET)
 
 DATA_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024  # form fields; files are limited below
 
@@ -125,6 +147,8 @@ INDEX_SEARCH_K = env.int("INDEX_SEARCH_K", default=20_000)
 INDEX_STORAGE_PREFIX = env.str("INDEX_STORAGE_PREFIX", default="indexes")
 INDEX_CACHE_DIR = Path(env.str("INDEX_CACHE_DIR", default=str(VAR_DIR / "index-cache")))
 INDEX_KEEP_VERSIONS = env.int("INDEX_KEEP_VERSIONS", default=3)
+# A replaced version is deleted only this long after its successor was published.
+INDEX_PRUNE_GRACE_SECONDS = env.int("INDEX_PRUNE_GRACE_SECONDS", default=3600)
 
 # "Reindex now" triggers the DAG through Airflow's REST API when AIRFLOW_API_URL is set,
 # and otherwise runs the same pipeline inline.

@@ -31,13 +31,25 @@ from gallery.api.serializers import (
     UploadedImageSerializer,
 )
 from gallery.models import Image
-from gallery.uploads import UploadRejected, image_create, image_delete, image_update, images_set_hidden
+from gallery.uploads import (
+    StorageUnavailable,
+    UploadRejected,
+    image_create,
+    image_delete,
+    image_update,
+    images_set_hidden,
+)
 from indexer.embedding import ModelLoadError
 
 
 class IndexNotReady(exceptions.APIException):
     status_code = status.HTTP_409_CONFLICT
     default_code = "index_not_ready"
+
+
+class StorageDown(exceptions.APIException):
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    default_code = "storage_unavailable"
 
 
 class ModelUnavailable(exceptions.APIException):
@@ -114,7 +126,7 @@ class ImageViewSet(_HitsPage, viewsets.GenericViewSet):
 
     @extend_schema(
         request={"multipart/form-data": ImageUploadSerializer},
-        responses={201: UploadedImageSerializer, **BODY_ERRORS, **READ_ERRORS},
+        responses={201: UploadedImageSerializer, **BODY_ERRORS, **READ_ERRORS, 503: ERROR},
         description="Upload a photo. The same bytes again return the existing image with `created: false`.",
     )
     def create(self, request):
@@ -123,6 +135,8 @@ class ImageViewSet(_HitsPage, viewsets.GenericViewSet):
             image, created = image_create(file=data["file"], title=data["title"], description=data["description"])
         except UploadRejected as exc:
             raise exceptions.ValidationError({"file": [str(exc)]}) from None
+        except StorageUnavailable as exc:
+            raise StorageDown(str(exc)) from None
         image.created = created
         return Response(UploadedImageSerializer(image, context={"request": request}).data, status=status.HTTP_201_CREATED)
 
