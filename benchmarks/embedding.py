@@ -10,7 +10,6 @@ The photos are the sample photographs shipped in scikit-image/scikit-learn, save
 from __future__ import annotations
 
 import argparse
-import io
 import itertools
 import tempfile
 import time

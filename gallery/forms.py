@@ -34,6 +34,3 @@ class ImageSearchForm(forms.Form):
             raise forms.ValidationError(_("Give an example image, a text, or both."))
         return data
 
-
-class TextSearchForm(forms.Form):
-    q = forms.CharField(label=_("Search"), max_length=MAX_QUERY_LENGTH, required=False)

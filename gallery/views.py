@@ -18,7 +18,7 @@ from django.utils.http import urlencode
 from django.views.decorators.http import require_POST
 
 from gallery import clip, search
-from gallery.forms import ImageSearchForm, TextSearchForm, UploadForm
+from gallery.forms import ImageSearchForm, UploadForm
 from gallery.models import Image
 from gallery.selectors import gallery_images
 from gallery.uploads import StorageUnavailable, UploadRejected, image_create, image_delete, images_set_hidden
@@ -45,7 +45,6 @@ def gallery(request):
 
 
 def search_results(request):
-    form = TextSearchForm(request.GET)
     text = request.GET.get("q", "")
     token = request.GET.get("image", "")
     hits, error, status, label = [], "", 200, ""
@@ -60,7 +59,6 @@ def search_results(request):
     except search.SearchUnavailable as exc:
         error = str(exc)
     context = {
-        "form": form,
         "query": "" if token else text,
         "image_token": token,
         "query_label": label,

@@ -39,15 +39,15 @@ DEFAULT_TREES = 50
 DEFAULT_SEARCH_K = 20_000
 
 
-class IndexError_(Exception):
-    """Base of the errors below (named so it does not shadow the builtin IndexError)."""
+class IndexFileError(Exception):
+    """Base of the errors below."""
 
 
-class IndexCorrupt(IndexError_):
+class IndexCorrupt(IndexFileError):
     pass
 
 
-class IndexMismatch(IndexError_):
+class IndexMismatch(IndexFileError):
     """The index was built for another model than the one asked to query it."""
 
 

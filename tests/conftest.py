@@ -1,12 +1,25 @@
 import io
 import os
 import uuid
+from pathlib import Path
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 
 from gallery.index_cache import clear_index_cache
+from indexer.embedding import ModelSpec, clear_embedders
 from tests.images import image_bytes
+
+CLIP_CONFIGS = str(Path(__file__).parent / "clip_configs")
+TINY = ModelSpec(model="tiny-test", pretrained="random", config_dir=CLIP_CONFIGS)
+
+
+@pytest.fixture
+def fresh_embedders():
+    """No model loaded before or after the test."""
+    clear_embedders()
+    yield
+    clear_embedders()
 
 
 @pytest.fixture(scope="session")

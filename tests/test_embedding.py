@@ -1,24 +1,17 @@
 """indexer.embedding through the real OpenCLIP code path, with a tiny random-weight model."""
 
 import io
-from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from indexer.embedding import ModelLoadError, ModelSpec, clear_embedders, get_embedder
+from tests.conftest import CLIP_CONFIGS as CONFIGS
+from tests.conftest import TINY
 from tests.images import image_bytes
 
-CONFIGS = str(Path(__file__).parent / "clip_configs")
-TINY = ModelSpec(model="tiny-test", pretrained="random", config_dir=CONFIGS)
-
-
-@pytest.fixture(autouse=True)
-def fresh_embedders():
-    clear_embedders()
-    yield
-    clear_embedders()
+pytestmark = pytest.mark.usefixtures("fresh_embedders")
 
 
 def pictures(n):

@@ -3,7 +3,6 @@
 import io
 import json
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,13 +11,14 @@ from django.core.management import CommandError, call_command
 
 from gallery import indexing, search
 from gallery.models import Image, IndexVersion
-from indexer.embedding import ModelSpec, clear_embedders, get_embedder
+from indexer.embedding import ModelSpec, get_embedder
 from indexer.images import open_rgb
 from indexer.onnx_export import export_onnx
+from tests.conftest import CLIP_CONFIGS as CONFIGS
+from tests.conftest import TINY
 from tests.images import image_bytes
 
-CONFIGS = str(Path(__file__).parent / "clip_configs")
-TINY = ModelSpec(model="tiny-test", pretrained="random", config_dir=CONFIGS)
+pytestmark = pytest.mark.usefixtures("fresh_embedders")
 
 
 @pytest.fixture(scope="module")
@@ -27,13 +27,6 @@ def exported(tmp_path_factory):
     folder = tmp_path_factory.mktemp("onnx")
     manifest = export_onnx(get_embedder(TINY), folder, int8=True)
     return folder, manifest
-
-
-@pytest.fixture(autouse=True)
-def fresh_embedders():
-    clear_embedders()
-    yield
-    clear_embedders()
 
 
 def pictures(n):

@@ -175,7 +175,6 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["gallery.api.permissions.CanRead"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_PAGINATION_CLASS": "gallery.api.pagination.GalleryPagination",
-    "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
 }
 API_REQUIRE_LOGIN = env.bool("API_REQUIRE_LOGIN", default=False)  # reading and searching too
 API_SEARCH_RATE = env.str("API_SEARCH_RATE", default="120/min")

@@ -1,6 +1,6 @@
 from rest_framework import serializers
 
-from gallery.models import Image, IndexVersion
+from gallery.models import Image
 from gallery.search import MAX_QUERY_LENGTH
 
 
@@ -83,12 +83,6 @@ class IndexStatusSerializer(serializers.Serializer):
     waiting = serializers.IntegerField()
     failed = serializers.IntegerField()
     random_weights = serializers.BooleanField()
-
-
-class IndexVersionSerializer(serializers.ModelSerializer):
-    class Meta:
-        model = IndexVersion
-        fields = ["version", "model", "item_count", "embedded_count", "embed_seconds", "build_seconds", "created_at", "is_current"]
 
 
 class ErrorSerializer(serializers.Serializer):
