@@ -3,6 +3,7 @@ once per host into a folder, atomically, so several processes never see half a c
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import tempfile
@@ -12,21 +13,25 @@ from django.core.files.storage import default_storage
 
 
 def local_copy(prefix: str, names: tuple[str, ...], target: Path) -> Path:
-    """``target`` holding ``names`` from ``prefix/`` in storage; the last name marks completeness."""
+    """``target`` holding ``names`` from ``prefix/`` in storage; the last name marks completeness.
+
+    Processes of one host take turns on a lock file, so the first downloads and the others
+    find its copy: a 3 GB index is fetched once per host, not once per worker."""
     if (target / names[-1]).exists():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
-        for name in names:
-            with default_storage.open(f"{prefix}/{name}", "rb") as src, open(work / name, "wb") as dst:
-                shutil.copyfileobj(src, dst, 1 << 20)
-        os.rename(work, target)
-    except OSError:
-        if not (target / names[-1]).exists():  # another process on this host won the race
-            raise
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+    with open(target.parent / f".{target.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if (target / names[-1]).exists():
+            return target
+        work = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+        try:
+            for name in names:
+                with default_storage.open(f"{prefix}/{name}", "rb") as src, open(work / name, "wb") as dst:
+                    shutil.copyfileobj(src, dst, 1 << 20)
+            os.rename(work, target)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
     return target
 
 

@@ -167,3 +167,24 @@ def test_bad_text_queries(indexed_gallery, text, says):
 def test_a_bad_query_image_is_refused(indexed_gallery):
     with pytest.raises(search.BadQuery, match="not an image"):
         search.search_by_image(file=io.BytesIO(b"plain text"))
+
+
+def test_processes_on_one_host_share_one_download(indexed_gallery, settings, monkeypatch):
+    """Several workers swapping to a new version at once fetch it from storage once."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from django.core.files.storage import storages
+
+    from gallery.storage_cache import local_copy
+    from indexer.index import FILES
+
+    version = IndexVersion.objects.get(is_current=True)
+    shutil.rmtree(settings.INDEX_CACHE_DIR / version.version)
+    storage, opened = storages["default"], []
+    real_open = storage.open
+    monkeypatch.setattr(storage, "open", lambda name, mode="rb": opened.append(name) or real_open(name, mode))
+    target = settings.INDEX_CACHE_DIR / version.version
+    with ThreadPoolExecutor(4) as pool:
+        copies = list(pool.map(lambda _: local_copy(version.storage_prefix, FILES, target), range(4)))
+    assert copies == [target] * 4 and len(opened) == len(FILES)
+    assert sorted(p.name for p in target.iterdir()) == sorted(FILES)
