@@ -110,6 +110,10 @@ class SearchResults(Sequence):
     def __len__(self) -> int:
         return len(self._ranked)
 
+    @property
+    def best_score(self) -> float | None:
+        return self._ranked[0][1] if self._ranked else None
+
     def __iter__(self):
         return iter(self[:])  # one query, not one per hit
 

@@ -65,7 +65,7 @@ def search_results(request):
         "page": _page(request, hits),
         "extra": _other_params(request),
         "error": error,
-        "weak": bool(hits) and hits[0].score < settings.SEARCH_WEAK_SCORE,
+        "weak": bool(hits) and hits.best_score < settings.SEARCH_WEAK_SCORE,
     }
     return render(request, "gallery/search.html", context, status=status)
 
