@@ -9,6 +9,7 @@ against their manifest and memory-mapped. Requests in flight keep the index they
 from __future__ import annotations
 
 import logging
+import shutil
 import threading
 from pathlib import Path
 
@@ -46,9 +47,7 @@ def current_index() -> SearchIndex | None:
     with _lock:
         if _loaded is None or _loaded.version != current.version:
             try:
-                index = SearchIndex(_local_copy(current))
-                if index.manifest.checksum != current.checksum:
-                    raise IndexCorrupt(f"index {current.version} in storage does not match the database record")
+                index = _load(current)
             except Exception as exc:  # storage unreachable or refusing, or a damaged copy
                 if _loaded is None:
                     raise IndexUnavailable(f"index {current.version} cannot be fetched from storage ({exc})") from exc
@@ -65,5 +64,17 @@ def clear_index_cache() -> None:
         _loaded = None
 
 
-def _local_copy(version: IndexVersion) -> Path:
-    return local_copy(version.storage_prefix, FILES, cache_dir() / version.version)
+def _load(version: IndexVersion) -> SearchIndex:
+    """Memory-map this host's copy, fetching it again once if the copy is damaged."""
+    for attempt in (1, 2):
+        directory = local_copy(version.storage_prefix, FILES, cache_dir() / version.version)
+        try:
+            index = SearchIndex(directory)
+            if index.manifest.checksum != version.checksum:
+                raise IndexCorrupt(f"index {version.version} in storage does not match the database record")
+            return index
+        except IndexCorrupt:
+            shutil.rmtree(directory, ignore_errors=True)
+            if attempt == 2:
+                raise
+    raise AssertionError("unreachable")

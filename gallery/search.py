@@ -18,7 +18,7 @@ from gallery.index_cache import IndexUnavailable, current_index
 from gallery.models import Image
 from gallery.uploads import UploadRejected, inspect_upload, read_upload
 from indexer.images import open_rgb
-from indexer.index import IndexMismatch
+from indexer.index import IndexMismatch, SearchIndex
 
 MAX_QUERY_LENGTH = 300  # characters; CLIP reads at most 77 tokens anyway
 
@@ -40,8 +40,8 @@ class SearchHit:
 
 def search_by_text(*, text: str) -> SearchResults:
     text = _clean_text(text)
-    _require_index()
-    return search_by_vector(clip.embed_text(text), model_id=clip.embedder().model_id)
+    index = _require_index()  # before encoding: no index, no work
+    return search_by_vector(clip.embed_text(text), model_id=clip.embedder().model_id, index=index)
 
 
 def combined_query_vector(
@@ -73,8 +73,8 @@ def combined_query_vector(
 
 def search_combined(**query) -> SearchResults:
     """Search with :func:`combined_query_vector`'s arguments."""
-    _require_index()
-    return search_by_vector(combined_query_vector(**query), model_id=clip.embedder().model_id)
+    index = _require_index()
+    return search_by_vector(combined_query_vector(**query), model_id=clip.embedder().model_id, index=index)
 
 
 def embed_query_image(*, file: BinaryIO) -> np.ndarray:
@@ -89,8 +89,8 @@ def embed_query_image(*, file: BinaryIO) -> np.ndarray:
 
 
 def search_by_image(*, file: BinaryIO) -> SearchResults:
-    _require_index()
-    return search_by_vector(embed_query_image(file=file), model_id=clip.embedder().model_id)
+    index = _require_index()
+    return search_by_vector(embed_query_image(file=file), model_id=clip.embedder().model_id, index=index)
 
 
 def search_similar(*, image: Image) -> SearchResults:
@@ -131,8 +131,8 @@ class SearchResults(Sequence):
         ]
 
 
-def search_by_vector(vector: np.ndarray, *, model_id: str) -> SearchResults:
-    index = _require_index()
+def search_by_vector(vector: np.ndarray, *, model_id: str, index: SearchIndex | None = None) -> SearchResults:
+    index = _require_index() if index is None else index
     try:
         index.manifest.check_model(model_id)
     except IndexMismatch as exc:

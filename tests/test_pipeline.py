@@ -188,3 +188,15 @@ def test_processes_on_one_host_share_one_download(indexed_gallery, settings, mon
         copies = list(pool.map(lambda _: local_copy(version.storage_prefix, FILES, target), range(4)))
     assert copies == [target] * 4 and len(opened) == len(FILES)
     assert sorted(p.name for p in target.iterdir()) == sorted(FILES)
+
+
+def test_a_damaged_local_copy_is_fetched_again(indexed_gallery, settings):
+    from gallery.index_cache import clear_index_cache
+
+    version = IndexVersion.objects.get(is_current=True).version
+    with open(settings.INDEX_CACHE_DIR / version / "index.ann", "r+b") as handle:
+        handle.seek(64)
+        handle.write(b"bit rot")
+    clear_index_cache()
+    assert current_index().version == version  # re-downloaded from storage and verified
+    assert search.search_similar(image=indexed_gallery[3])[0].image.pk == indexed_gallery[3].pk
