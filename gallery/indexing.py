@@ -158,11 +158,11 @@ def index_publish(
     built = builds / manifest.version
     try:
         version = _publish(manifest, built, embed_report or EmbedReport())
-    finally:
         # Keep the build as this process's cached copy: no need to fetch it back.
         if not (cache_dir() / manifest.version).exists():
             built.rename(cache_dir() / manifest.version)
-        shutil.rmtree(built, ignore_errors=True)
+    finally:
+        shutil.rmtree(built, ignore_errors=True)  # a failed publish leaves no local copy behind
     logger.info(
         "published index %s: %d images, built in %.1f s", manifest.version, manifest.item_count, manifest.build_seconds
     )

@@ -200,3 +200,21 @@ def test_a_damaged_local_copy_is_fetched_again(indexed_gallery, settings):
     clear_index_cache()
     assert current_index().version == version  # re-downloaded from storage and verified
     assert search.search_similar(image=indexed_gallery[3])[0].image.pk == indexed_gallery[3].pk
+
+
+def test_a_failed_publish_leaves_no_local_build_behind(upload, settings, monkeypatch):
+    from django.core.files.storage import storages
+
+    upload(1)
+    indexing.images_embed_pending()
+    storage = storages["default"]
+
+    def refuse(name, content, **kwargs):
+        raise OSError("storage refused")
+
+    monkeypatch.setattr(storage, "save", refuse)
+    with pytest.raises(OSError):
+        indexing.index_publish()
+    assert IndexVersion.objects.count() == 0
+    leftovers = [p.name for p in settings.INDEX_CACHE_DIR.iterdir() if p.name != "builds"]
+    assert leftovers == [] and list((settings.INDEX_CACHE_DIR / "builds").iterdir()) == []
