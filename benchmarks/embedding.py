@@ -15,6 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 from PIL import Image
 
 from benchmarks.report import machine, table
@@ -42,12 +43,10 @@ def make_files(folder: Path, count: int) -> list[Path]:
 
 
 def raw_rate(embedder, tensors, batch_size: int) -> float:
-    import torch
-
-    embedder.encode_image_batch(torch.stack(tensors[:batch_size]))  # warm-up
+    embedder.encode_image_batch(np.stack(tensors[:batch_size]))  # warm-up
     started = time.perf_counter()
     for start in range(0, len(tensors), batch_size):
-        embedder.encode_image_batch(torch.stack(tensors[start : start + batch_size]))
+        embedder.encode_image_batch(np.stack(tensors[start : start + batch_size]))
     return len(tensors) / (time.perf_counter() - started)
 
 

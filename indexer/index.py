@@ -76,14 +76,19 @@ class Manifest:
             raise IndexCorrupt(f"manifest lacks {exc}") from None
 
     def check_model(self, model: str) -> None:
-        """Queries may come from another runtime of the same model (``#onnx-int8`` and the
-        like: `verify_onnx` shows they agree); another model or weights are refused."""
-        if model.split("#")[0] != self.model.split("#")[0]:
-            raise IndexMismatch(
-                f"Index version {self.version} holds vectors of {self.model}, but the configured "
-                f"model is {model}. Rebuild the index with the configured model (embed and build), "
-                "or set CLIP_MODEL/CLIP_PRETRAINED back to the model the index was built with."
-            )
+        check_model(version=self.version, built_with=self.model, model=model)
+
+
+def check_model(*, version: str, built_with: str, model: str) -> None:
+    """Queries may come from another runtime of the same model (``#onnx-int8`` and the like:
+    `verify_onnx` shows they agree); another model or weights are refused. Shared by every
+    index backend (indexer.backends)."""
+    if model.split("#")[0] != built_with.split("#")[0]:
+        raise IndexMismatch(
+            f"Index version {version} holds vectors of {built_with}, but the configured "
+            f"model is {model}. Rebuild the index with the configured model (embed and build), "
+            "or set CLIP_MODEL/CLIP_PRETRAINED back to the model the index was built with."
+        )
 
 
 def new_version_name(now: datetime | None = None) -> str:

@@ -1,7 +1,7 @@
 """Batch embedding with decoding overlapped with the model (clip-retrieval's reader/mapper split).
 
 While the model encodes batch *n*, a thread pool reads, decodes and preprocesses batch *n+1*:
-Pillow and torch both release the GIL, so the two kinds of work share the cores.
+Pillow, numpy, torch and ONNX Runtime all release the GIL, so the two kinds of work share the cores.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Callable, Generic, Hashable, Iterable, Iterator, TypeVar
 
 import numpy as np
 
-from indexer.embedding import ClipEmbedder
+from indexer.embedding import Embedder
 from indexer.images import open_rgb
 
 K = TypeVar("K", bound=Hashable)
@@ -29,7 +29,7 @@ class EmbeddedBatch(Generic[K]):
 
 def embed_sources(
     sources: Iterable[tuple[K, ReadBytes]],
-    embedder: ClipEmbedder,
+    embedder: Embedder,
     *,
     batch_size: int = 16,
     workers: int = 2,
@@ -51,9 +51,7 @@ def embed_sources(
             except Exception as exc:  # unreadable, truncated, vanished from storage...
                 failures.append((key, exc))
         if tensors:
-            import torch
-
-            vectors = embedder.encode_image_batch(torch.stack(tensors))
+            vectors = embedder.encode_image_batch(np.stack(tensors))
         else:
             vectors = np.zeros((0, embedder.dim), dtype=np.float32)
         return EmbeddedBatch(keys=keys, vectors=vectors, failures=failures)

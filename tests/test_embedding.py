@@ -46,7 +46,7 @@ def test_loads_a_local_checkpoint_file(tmp_path):
     import torch
 
     checkpoint = tmp_path / "tiny-weights.pt"
-    torch.save(get_embedder(TINY)._model.state_dict(), checkpoint)
+    torch.save(get_embedder(TINY).model.state_dict(), checkpoint)
     expected = get_embedder(TINY).encode_texts(["a dog"])
     from_file = get_embedder(ModelSpec(model="tiny-test", pretrained=str(checkpoint), config_dir=CONFIGS))
     assert from_file.model_id.startswith("tiny-test/tiny-weights.pt@")
@@ -102,3 +102,41 @@ def test_torchvision_imports_with_the_cpu_torch():
     ensure_torchvision_importable()
     import open_clip  # noqa: F401
     import torchvision.transforms  # noqa: F401
+
+
+def test_no_import_cycles_in_the_indexer_package():
+    """Modules of indexer/ import each other in one direction only (module-level imports)."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    modules = {
+        ".".join(path.relative_to(root).with_suffix("").parts).removesuffix(".__init__"): path
+        for path in (root / "indexer").rglob("*.py")
+    }
+    graph = {}
+    for name, path in modules.items():
+        imported = set()
+        for node in ast.parse(path.read_text()).body:  # top level only: lazy imports inside functions are fine
+            if isinstance(node, ast.ImportFrom) and node.module:
+                imported |= {node.module} | {f"{node.module}.{alias.name}" for alias in node.names}
+            elif isinstance(node, ast.Import):
+                imported |= {alias.name for alias in node.names}
+        graph[name] = {m for m in imported if m in modules and m != name}
+
+    def visit(name, trail):
+        assert name not in trail, f"import cycle: {' -> '.join([*trail, name])}"
+        for other in graph[name]:
+            visit(other, [*trail, name])
+
+    for name in graph:
+        visit(name, [])
+
+
+def test_importing_the_embedding_package_loads_neither_torch_nor_onnxruntime():
+    import subprocess
+    import sys
+
+    code = "import sys, indexer.embedding, indexer.runtime_choice; print(sorted({'torch', 'onnxruntime', 'open_clip'} & set(sys.modules)))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"

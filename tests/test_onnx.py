@@ -10,10 +10,11 @@ from django.core.files.storage import default_storage
 from django.core.management import CommandError, call_command
 
 from gallery import indexing, search
+from tests.searching import by_image, by_text, similar
 from gallery.models import Image, IndexVersion
 from indexer.embedding import ModelSpec, get_embedder
 from indexer.images import open_rgb
-from indexer.onnx_export import export_onnx
+from indexer.onnx_export import INT8_VARIANTS
 from tests.conftest import CLIP_CONFIGS as CONFIGS
 from tests.conftest import TINY
 from tests.images import image_bytes
@@ -21,12 +22,9 @@ from tests.images import image_bytes
 pytestmark = pytest.mark.usefixtures("fresh_embedders")
 
 
-@pytest.fixture(scope="module")
-def exported(tmp_path_factory):
-    """One export of the tiny model (fp32 and int8) for the whole module."""
-    folder = tmp_path_factory.mktemp("onnx")
-    manifest = export_onnx(get_embedder(TINY), folder, int8=True)
-    return folder, manifest
+@pytest.fixture
+def exported(tiny_onnx_export):
+    return tiny_onnx_export
 
 
 def pictures(n):
@@ -37,7 +35,7 @@ def pictures(n):
 def test_onnx_embeddings_agree_with_torch(exported, runtime, tolerance):
     folder, _ = exported
     torch_model = get_embedder(TINY)
-    onnx_model = get_embedder(ModelSpec(**{**TINY.__dict__, "runtime": runtime}), onnx_dir=lambda: folder)
+    onnx_model = get_embedder(TINY.with_runtime(runtime), onnx_files=folder)
     assert onnx_model.model_id == {"onnx": "tiny-test/random#onnx-fp32", "onnx-int8": "tiny-test/random#onnx-int8"}[runtime]
     images, texts = pictures(6), ["a red square", "a blue circle", "a cat"]
     for a, b in ((torch_model.encode_images(images), onnx_model.encode_images(images)),
@@ -48,9 +46,16 @@ def test_onnx_embeddings_agree_with_torch(exported, runtime, tolerance):
 
 def test_export_manifest(exported):
     folder, manifest = exported
-    assert manifest["source_model"] == "tiny-test/random" and manifest["opset"] == 18
+    assert manifest["model_id"] == "tiny-test/random" and manifest["opset"] == 18
     assert manifest["precisions"] == ["fp32", "int8"]
-    assert set(manifest["files"]) == {"image.onnx", "text.onnx", "image-int8.onnx", "text-int8.onnx"}
+    assert set(manifest["files"]) == {
+        "image.onnx", "text.onnx", "image-int8.onnx", "text-int8.onnx", "bpe_simple_vocab_16e6.txt.gz", "reference.npz",
+    }
+    # every int8 variant was tried on each tower, and one per tower kept
+    assert {(row["tower"], row["variant"]) for row in manifest["int8_variants"]} == {
+        (tower, variant) for tower in ("image", "text") for variant in INT8_VARIANTS
+    }
+    assert sorted(row["tower"] for row in manifest["int8_variants"] if row["kept"]) == ["image", "text"]
     assert json.loads((folder / "manifest.json").read_text()) == manifest
 
 
@@ -63,19 +68,22 @@ def test_a_changed_or_damaged_export_is_refused(exported, tmp_path):
     other = ModelSpec(model="tiny-test", pretrained=str(tmp_path / "other.pt"), config_dir=CONFIGS, runtime="onnx")
     (tmp_path / "other.pt").write_bytes(b"weights of another training run")
     with pytest.raises(ModelLoadError, match="export_onnx"):
-        get_embedder(other, onnx_dir=lambda: copy)
+        get_embedder(other, onnx_files=copy)
     (copy / "text.onnx").write_bytes(b"damaged")
     with pytest.raises(ModelLoadError, match="checksum"):
-        get_embedder(ModelSpec(**{**TINY.__dict__, "runtime": "onnx"}), onnx_dir=lambda: copy)
+        get_embedder(TINY.with_runtime("onnx"), onnx_files=copy).encode_texts(["a damaged tower loads on first use"])
 
 
 @pytest.mark.django_db
 def test_export_command_stores_files_next_to_the_indexes():
-    call_command("export_onnx", stdout=io.StringIO())
+    out = io.StringIO()
+    call_command("export_onnx", "--int8-variants", "dynamic,dynamic-per-channel", stdout=out)
+    assert "| text | dynamic-per-channel |" in out.getvalue()
     prefix = "onnx/tiny-test-random"
-    assert sorted(default_storage.listdir(prefix)[1]) == sorted(
-        ["image.onnx", "text.onnx", "image-int8.onnx", "text-int8.onnx", "manifest.json"]
-    )
+    assert sorted(default_storage.listdir(prefix)[1]) == sorted([
+        "image.onnx", "text.onnx", "image-int8.onnx", "text-int8.onnx", "manifest.json",
+        "bpe_simple_vocab_16e6.txt.gz", "reference.npz",
+    ])
     out = io.StringIO()
     call_command("verify_onnx", "--runtime", "onnx", stdout=out)
     assert "cosine mean 1.0000" in out.getvalue() and "Verdict: safe to switch" in out.getvalue()
@@ -89,15 +97,14 @@ def test_runtime_without_an_export_is_a_clear_error(indexed_gallery, settings):
 
 
 @pytest.mark.django_db
-def test_switching_runtime_reembeds_without_serving_mixed_vectors(indexed_gallery, settings):
+def test_switching_runtime_reembeds_without_serving_mixed_vectors(indexed_gallery, settings, stored_onnx_export):
     torch_version = IndexVersion.objects.get(is_current=True)
-    torch_top = [hit.image.pk for hit in search.search_by_text(text="a green circle")[:5]]
-    call_command("export_onnx", stdout=io.StringIO())
+    torch_top = [hit.image.pk for hit in by_text("a green circle")[:5]]
     settings.CLIP_RUNTIME = "onnx"
 
     # Queries already come from ONNX, against the torch index: the same results.
-    assert [hit.image.pk for hit in search.search_by_text(text="a green circle")[:5]] == torch_top
-    assert search.search_by_image(file=io.BytesIO(image_bytes(4)))[0].image.pk == indexed_gallery[4].pk
+    assert [hit.image.pk for hit in by_text("a green circle")[:5]] == torch_top
+    assert by_image(io.BytesIO(image_bytes(4)))[0].image.pk == indexed_gallery[4].pk
 
     # Half re-embedded: nothing is published, the torch index keeps serving.
     half = [image.pk for image in indexed_gallery[:10]]
@@ -109,4 +116,4 @@ def test_switching_runtime_reembeds_without_serving_mixed_vectors(indexed_galler
     assert report.embed.embedded == 10 and report.published.model == "tiny-test/random#onnx-fp32"
     assert report.published.item_count == 20
     assert set(Image.objects.values_list("embedding_model", flat=True)) == {"tiny-test/random#onnx-fp32"}
-    assert [hit.image.pk for hit in search.search_by_text(text="a green circle")[:5]] == torch_top
+    assert [hit.image.pk for hit in by_text("a green circle")[:5]] == torch_top

@@ -9,9 +9,11 @@ import pytest
 from django.core.files.storage import default_storage
 
 from gallery import indexing, search
+from tests.searching import by_image, by_text, similar
 from gallery.index_cache import current_index
 from gallery.models import Image, IndexVersion
-from gallery.uploads import image_delete, images_reembed, images_set_hidden
+from gallery.curation import image_delete, images_reembed, images_set_hidden
+from gallery.errors import NotReady
 from tests.images import image_bytes
 
 pytestmark = pytest.mark.django_db
@@ -35,13 +37,13 @@ def test_uploaded_images_become_searchable(upload):
 
     # An image is its own nearest neighbour, by stored vector and by the uploaded file.
     for image in images:
-        assert search.search_similar(image=Image.objects.get(pk=image.pk))[0].image.pk == image.pk
-    hits = search.search_by_image(file=io.BytesIO(image_bytes(3)))
+        assert similar(Image.objects.get(pk=image.pk))[0].image.pk == image.pk
+    hits = by_image(io.BytesIO(image_bytes(3)))
     assert hits[0].image.pk == images[3].pk and hits[0].score == pytest.approx(1, abs=1e-4)
 
 
 def test_text_search_returns_every_image_ranked(indexed_gallery):
-    hits = search.search_by_text(text="a red square")
+    hits = by_text("a red square")
     assert len(hits) == 20
     assert [hit.rank for hit in hits] == list(range(1, 21))
     scores = [hit.score for hit in hits]
@@ -56,15 +58,15 @@ def test_hidden_and_deleted_images_never_appear(indexed_gallery, django_capture_
         image_delete(image=Image.objects.get(pk=deleted.pk))
     # No rebuild: both are dropped at query time.
     for hits in (
-        search.search_by_text(text="anything"),
-        search.search_by_image(file=io.BytesIO(image_bytes(3))),
-        search.search_similar(image=indexed_gallery[0]),
+        by_text("anything"),
+        by_image(io.BytesIO(image_bytes(3))),
+        similar(indexed_gallery[0]),
     ):
         found = [hit.image.pk for hit in hits]
         assert hidden.pk not in found and deleted.pk not in found
         assert [hit.rank for hit in hits] == list(range(1, len(hits) + 1))
     images_set_hidden(images=Image.objects.filter(pk=hidden.pk), hidden=False)
-    assert hidden.pk in [hit.image.pk for hit in search.search_by_text(text="anything")]
+    assert hidden.pk in [hit.image.pk for hit in by_text("anything")]
 
 
 def test_a_broken_image_fails_alone(upload):
@@ -94,8 +96,8 @@ def test_nothing_new_means_no_rebuild(indexed_gallery):
 
 def test_search_before_any_index_says_so(upload):
     upload(1)
-    with pytest.raises(search.SearchUnavailable, match="no index has been built"):
-        search.search_by_text(text="a cat")
+    with pytest.raises(NotReady, match="no index has been built"):
+        by_text("a cat")
 
 
 def test_a_running_process_picks_up_a_new_version(indexed_gallery, upload, settings):
@@ -106,7 +108,7 @@ def test_a_running_process_picks_up_a_new_version(indexed_gallery, upload, setti
     indexing.index_refresh()
     second = current_index()
     assert second.version != first.version and len(second) == 21
-    assert search.search_similar(image=Image.objects.get(pk=new.pk))[0].image.pk == new.pk
+    assert similar(Image.objects.get(pk=new.pk))[0].image.pk == new.pk
 
 
 def test_a_process_with_only_storage_and_database_loads_the_index(indexed_gallery, settings):
@@ -117,8 +119,8 @@ def test_a_process_with_only_storage_and_database_loads_the_index(indexed_galler
 
     clear_index_cache()
     assert current_index().version == version
-    assert (settings.INDEX_CACHE_DIR / version / "index.ann").exists()
-    assert search.search_similar(image=indexed_gallery[5])[0].image.pk == indexed_gallery[5].pk
+    assert (settings.INDEX_CACHE_DIR / "indexes" / version / "index.ann").exists()
+    assert similar(indexed_gallery[5])[0].image.pk == indexed_gallery[5].pk
 
 
 def test_an_index_of_another_model_is_refused_clearly(indexed_gallery, settings):
@@ -132,12 +134,12 @@ def test_an_index_of_another_model_is_refused_clearly(indexed_gallery, settings)
     config = json.loads((Path(__file__).parent / "clip_configs" / "tiny-test.json").read_text())
     (config_dir / "tiny-test-other.json").write_text(json.dumps(config))
     settings.CLIP_MODEL_CONFIG_DIR = str(config_dir)
-    with pytest.raises(search.SearchUnavailable, match="holds vectors of tiny-test/random.*Rebuild the index"):
-        search.search_by_text(text="a cat")
+    with pytest.raises(NotReady, match="holds vectors of tiny-test/random.*Rebuild the index"):
+        by_text("a cat")
     # The next run re-embeds everything with the new model and publishes a matching index.
     report = indexing.index_refresh()
     assert report.embed.embedded == 20 and report.published.model == "tiny-test-other/random"
-    assert len(search.search_by_text(text="a cat")) == 20
+    assert len(by_text("a cat")) == 20
 
 
 def test_old_versions_are_pruned_after_a_grace_period(indexed_gallery, upload, settings):
@@ -153,7 +155,7 @@ def test_old_versions_are_pruned_after_a_grace_period(indexed_gallery, upload, s
     assert IndexVersion.objects.filter(is_current=True).count() == 1
     with_files = [name for name in default_storage.listdir("indexes")[0] if default_storage.listdir(f"indexes/{name}")[1]]
     assert sorted(with_files) == sorted(v.version for v in versions)
-    assert sorted(p.name for p in settings.INDEX_CACHE_DIR.iterdir() if not p.name.startswith(".") and p.name != "builds") == sorted(
+    assert sorted(p.name for p in (settings.INDEX_CACHE_DIR / "indexes").iterdir() if not p.name.startswith(".")) == sorted(
         v.version for v in versions
     )
 
@@ -161,12 +163,12 @@ def test_old_versions_are_pruned_after_a_grace_period(indexed_gallery, upload, s
 @pytest.mark.parametrize("text, says", [("", "Type what"), ("   ", "Type what"), ("x" * 301, "too long")])
 def test_bad_text_queries(indexed_gallery, text, says):
     with pytest.raises(search.BadQuery, match=says):
-        search.search_by_text(text=text)
+        by_text(text)
 
 
 def test_a_bad_query_image_is_refused(indexed_gallery):
     with pytest.raises(search.BadQuery, match="not an image"):
-        search.search_by_image(file=io.BytesIO(b"plain text"))
+        by_image(io.BytesIO(b"plain text"))
 
 
 def test_processes_on_one_host_share_one_download(indexed_gallery, settings, monkeypatch):
@@ -175,15 +177,15 @@ def test_processes_on_one_host_share_one_download(indexed_gallery, settings, mon
 
     from django.core.files.storage import storages
 
-    from gallery.storage_cache import local_copy
+    from gallery.artifacts import local_copy
     from indexer.index import FILES
 
     version = IndexVersion.objects.get(is_current=True)
-    shutil.rmtree(settings.INDEX_CACHE_DIR / version.version)
+    shutil.rmtree(settings.INDEX_CACHE_DIR / "indexes" / version.version)
     storage, opened = storages["default"], []
     real_open = storage.open
     monkeypatch.setattr(storage, "open", lambda name, mode="rb": opened.append(name) or real_open(name, mode))
-    target = settings.INDEX_CACHE_DIR / version.version
+    target = settings.INDEX_CACHE_DIR / "indexes" / version.version
     with ThreadPoolExecutor(4) as pool:
         copies = list(pool.map(lambda _: local_copy(version.storage_prefix, FILES, target), range(4)))
     assert copies == [target] * 4 and len(opened) == len(FILES)
@@ -194,12 +196,12 @@ def test_a_damaged_local_copy_is_fetched_again(indexed_gallery, settings):
     from gallery.index_cache import clear_index_cache
 
     version = IndexVersion.objects.get(is_current=True).version
-    with open(settings.INDEX_CACHE_DIR / version / "index.ann", "r+b") as handle:
+    with open(settings.INDEX_CACHE_DIR / "indexes" / version / "index.ann", "r+b") as handle:
         handle.seek(64)
         handle.write(b"bit rot")
     clear_index_cache()
     assert current_index().version == version  # re-downloaded from storage and verified
-    assert search.search_similar(image=indexed_gallery[3])[0].image.pk == indexed_gallery[3].pk
+    assert similar(indexed_gallery[3])[0].image.pk == indexed_gallery[3].pk
 
 
 def test_a_failed_publish_leaves_no_local_build_behind(upload, settings, monkeypatch):
@@ -216,5 +218,5 @@ def test_a_failed_publish_leaves_no_local_build_behind(upload, settings, monkeyp
     with pytest.raises(OSError):
         indexing.index_publish()
     assert IndexVersion.objects.count() == 0
-    leftovers = [p.name for p in settings.INDEX_CACHE_DIR.iterdir() if p.name != "builds"]
+    leftovers = [p.name for p in (settings.INDEX_CACHE_DIR / "indexes").glob("*")]
     assert leftovers == [] and list((settings.INDEX_CACHE_DIR / "builds").iterdir()) == []

@@ -1,0 +1,67 @@
+"""One embedder per spec and process, like open_clip's factory functions: the single place
+that picks the backend and applies the random-weights fallback."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import TYPE_CHECKING
+
+from indexer.embedding.base import AUTO, ONNX_PRECISIONS, RUNTIMES, TORCH, Embedder, ModelLoadError, ModelSpec
+
+if TYPE_CHECKING:  # pragma: no cover
+    from indexer.embedding.onnx_backend import ExportFiles
+
+logger = logging.getLogger(__name__)
+
+_embedders: dict[ModelSpec, Embedder] = {}
+_lock = threading.Lock()
+
+
+def get_embedder(spec: ModelSpec, *, fallback_to_random: bool = False, onnx_files: ExportFiles | None = None) -> Embedder:
+    """The process-wide embedder for ``spec``, loaded on first call.
+
+    With ``fallback_to_random`` a model whose weights cannot be loaded is replaced by the
+    same architecture with (deterministic) random weights, and a warning is logged.
+    For the ONNX runtimes, ``onnx_files`` is the export's folder, or a callable that gives the
+    local path of one of its files (fetched on first use).
+    ``CLIP_RUNTIME=auto`` is resolved before this (indexer.runtime_choice).
+    """
+    with _lock:
+        if spec not in _embedders:
+            try:
+                _embedders[spec] = _load(spec, onnx_files)
+            except ModelLoadError as exc:
+                if not fallback_to_random or spec.is_random:
+                    raise
+                logger.warning("%s Falling back to random weights.", exc)
+                # random weights are drawn by torch: an ONNX export of them is of no help here
+                random_spec = spec.as_random().as_torch()
+                if random_spec not in _embedders:
+                    _embedders[random_spec] = _load(random_spec, onnx_files)
+                _embedders[spec] = _embedders[random_spec]
+        return _embedders[spec]
+
+
+def clear_embedders() -> None:
+    with _lock:
+        _embedders.clear()
+
+
+def load_embedder(spec: ModelSpec, *, onnx_files: ExportFiles | None = None) -> Embedder:
+    """A new embedder that the process does not keep (to measure runtimes, then let them go)."""
+    return _load(spec, onnx_files)
+
+
+def _load(spec: ModelSpec, onnx_files: ExportFiles | None) -> Embedder:
+    if spec.runtime == TORCH:
+        from indexer.embedding.torch_backend import TorchEmbedder
+
+        return TorchEmbedder(spec)
+    if spec.runtime == AUTO:
+        raise ModelLoadError("CLIP_RUNTIME=auto must be resolved to a runtime first (indexer.runtime_choice).")
+    if spec.runtime not in ONNX_PRECISIONS or onnx_files is None:
+        raise ModelLoadError(f"CLIP_RUNTIME={spec.runtime!r}: use auto, {', '.join(RUNTIMES)}.")
+    from indexer.embedding.onnx_backend import OnnxEmbedder
+
+    return OnnxEmbedder(spec, onnx_files, expected_model_id=spec.torch_model_id)
