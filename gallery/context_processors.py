@@ -1,6 +1,14 @@
-from gallery.selectors import index_status as _index_status
+from gallery import access
+from gallery.forms import DEFAULT_BALANCE
+from gallery.listing import index_status as _index_status
+from gallery.search import MAX_QUERY_LENGTH
 
 
 def index_status(request):
     """The status line and the random-weights banner on every page."""
-    return {"index_status": _index_status()}
+    return {
+        "index_status": _index_status(),
+        "can_upload": access.can_upload(request.user),
+        "max_query_length": MAX_QUERY_LENGTH,
+        "default_balance": DEFAULT_BALANCE,
+    }

@@ -2,37 +2,33 @@
 
 Like ``django.contrib.sites``' ``SITE_CACHE``: a module-level cache with an explicit clear.
 Each lookup asks the database which version is current (one indexed query); when that changed,
-the version's files are copied from storage into a local cache folder (once per host), checked
+the version's files are copied from storage into this host's cache (once per host), checked
 against their manifest and memory-mapped. Requests in flight keep the index they started with.
+
+A process holds a shared lock on the copy it serves. When it swaps, it deletes every other
+local copy that no process holds, so a host keeps the current version plus at most the ones
+other processes have not yet swapped away from (pruning in storage only reaches the host that
+prunes).
 """
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import shutil
 import threading
 from pathlib import Path
 
-from django.conf import settings
-
+from gallery.artifacts import local_copy, local_folder
+from gallery.errors import Unavailable
 from gallery.models import IndexVersion
-from gallery.storage_cache import local_copy
 from indexer.index import FILES, IndexCorrupt, SearchIndex
 
 logger = logging.getLogger(__name__)
 
-class IndexUnavailable(RuntimeError):
-    """No index is loaded in this process and the current one cannot be fetched."""
-
-
 _lock = threading.Lock()
 _loaded: SearchIndex | None = None
-
-
-def cache_dir() -> Path:
-    path = Path(settings.INDEX_CACHE_DIR)
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+_in_use = None  # open file holding a shared lock on the loaded copy's marker
 
 
 def current_index() -> SearchIndex | None:
@@ -50,11 +46,14 @@ def current_index() -> SearchIndex | None:
                 index = _load(current)
             except Exception as exc:  # storage unreachable or refusing, or a damaged copy
                 if _loaded is None:
-                    raise IndexUnavailable(f"index {current.version} cannot be fetched from storage ({exc})") from exc
+                    logger.error("index %s cannot be loaded: %s", current.version, exc)
+                    raise Unavailable("Search is unavailable for a moment; please try again shortly.") from exc
                 logger.warning("still serving index %s: %s cannot be loaded: %s", _loaded.version, current.version, exc)
                 return _loaded
             logger.info("loaded index %s (%d images)", index.version, len(index))
             _loaded = index
+            _hold(index.version)
+            remove_unused_copies()
         return _loaded
 
 
@@ -62,12 +61,50 @@ def clear_index_cache() -> None:
     global _loaded
     with _lock:
         _loaded = None
+        _hold(None)
+
+
+def remove_unused_copies() -> list[str]:
+    """Delete local copies of versions that no process on this host holds."""
+    folder = local_folder("indexes")
+    removed = []
+    for directory in folder.iterdir():
+        if directory.name.startswith(".") or not directory.is_dir():
+            continue  # markers, lock files, and copies still being downloaded
+        marker = folder / f".{directory.name}.in-use"
+        with open(marker, "a") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue  # some process still serves it
+            shutil.rmtree(directory, ignore_errors=True)
+            for leftover in (marker, folder / f".{directory.name}.lock"):
+                leftover.unlink(missing_ok=True)
+        removed.append(directory.name)
+    if removed:
+        logger.info("removed local index copies %s", ", ".join(sorted(removed)))
+    return removed
+
+
+def local_index_dir(version: str) -> Path:
+    return local_folder("indexes") / version
+
+
+def _hold(version: str | None) -> None:
+    """Mark ``version`` as served by this process (and release the previous mark)."""
+    global _in_use
+    if _in_use is not None:
+        _in_use.close()  # releases the shared lock
+        _in_use = None
+    if version is not None:
+        _in_use = open(local_folder("indexes") / f".{version}.in-use", "a")
+        fcntl.flock(_in_use, fcntl.LOCK_SH)
 
 
 def _load(version: IndexVersion) -> SearchIndex:
     """Memory-map this host's copy, fetching it again once if the copy is damaged."""
     for attempt in (1, 2):
-        directory = local_copy(version.storage_prefix, FILES, cache_dir() / version.version)
+        directory = local_copy(version.storage_prefix, FILES, local_index_dir(version.version))
         try:
             index = SearchIndex(directory)
             if index.manifest.checksum != version.checksum:

@@ -5,10 +5,14 @@ run these same functions; each step is safe to run again."""
 from __future__ import annotations
 
 import logging
+import os
 import shutil
+import socket
 import time
+import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -19,10 +23,14 @@ from django.db.models import Q, QuerySet
 from django.utils import timezone
 from tqdm import tqdm
 
-from gallery import clip, storage_cache
-from gallery.index_cache import cache_dir
-from gallery.models import Image, IndexVersion
-from gallery.uploads import StorageUnavailable
+from gallery import clip, recall_gate
+from gallery.artifacts import local_folder, store_artifact
+from gallery.duplicates import find_near_duplicates
+from gallery.errors import StorageUnavailable
+from gallery.fresh_segment import fresh_rows
+from gallery.index_cache import local_index_dir
+from gallery.models import Image, IndexVersion, PublishLease
+from gallery.saved_searches import saved_searches_record_matches
 from indexer import index as annoy_index
 from indexer.pipeline import embed_sources
 
@@ -109,29 +117,64 @@ def images_embed_pending(
         "embedded %d images (%d failed) in %.1f s, %.1f images/s with %s",
         report.embedded, report.failed, report.seconds, report.rate, model.model_id,
     )
+    find_near_duplicates([pk for pk, _ in todo])  # new vectors against all stored ones: groups for curators
+    saved_searches_record_matches([pk for pk, _ in todo])  # new matches of members' saved searches
     return report
 
 
 def _reader(name: str):
     def read() -> bytes:
-        try:
-            with default_storage.open(name, "rb") as handle:
-                return handle.read()
-        except FileNotFoundError:
-            raise  # the file is gone for good: the image fails
-        except Exception as exc:
-            raise StorageUnavailable(f"storage could not be read ({exc})") from exc
+        for attempt in range(1, READ_ATTEMPTS + 1):
+            try:
+                with default_storage.open(name, "rb") as handle:
+                    return handle.read()
+            except Exception as exc:
+                if is_permanent_read_error(exc):
+                    raise  # the image fails with this reason; the run goes on
+                if attempt == READ_ATTEMPTS:
+                    raise StorageUnavailable(f"storage could not be read ({exc})") from exc
+                logger.warning("reading %s failed (%s); retrying", name, exc)
+                time.sleep(READ_RETRY_SECONDS * attempt)
+        raise AssertionError("unreachable")
 
     return read
 
 
+READ_ATTEMPTS = 3  # per original and run; a store still failing then fails the run, which Airflow retries
+READ_RETRY_SECONDS = 0.5
+
+
+def is_permanent_read_error(exc: Exception) -> bool:
+    """An original that will never read (gone, refused, not a file), as opposed to a store that
+    is down for a moment (timeouts, 5xx, connections), which is worth retrying."""
+    if isinstance(exc, (FileNotFoundError, PermissionError, IsADirectoryError)):
+        return True
+    response = getattr(exc, "response", None)  # botocore's ClientError
+    if isinstance(response, dict):
+        status = response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
+        return 400 <= int(status) < 500 and int(status) not in (408, 429)
+    return False
+
+
 def index_is_stale(model_id: str) -> bool:
     """Whether a rebuild would change what search sees: new vectors, deletions, a new model."""
-    current = IndexVersion.objects.filter(is_current=True).first()
+    current = IndexVersion.objects.current()
     if current is None or current.model != model_id:
         return _indexable(model_id).exists()
     waiting = _indexable(model_id).filter(status=Image.Status.PENDING).exists()
     return waiting or _indexable(model_id).count() != current.item_count
+
+
+@dataclass
+class IndexBuild:
+    """A built index on this host's disk, not yet stored or current."""
+
+    manifest: annoy_index.Manifest
+    folder: Path
+    snapshot_at: datetime
+
+    def discard(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)
 
 
 def index_publish(
@@ -139,34 +182,141 @@ def index_publish(
 ) -> IndexVersion | None:
     """Build an index over every stored vector of the configured model, publish it as a new
     version, make it current and mark its pending rows indexed. Returns ``None`` when
-    nothing changed since the current version (unless ``force``) or nothing is embedded."""
+    nothing changed since the current version (unless ``force``), nothing is embedded, or
+    another process is publishing (its index will hold these rows, or the next run's will)."""
     model_id = clip.embedder().model_id
-    if not force and not index_is_stale(model_id):
-        logger.info("nothing new: the current index stays")
+    if not _should_publish(model_id, force=force):
         return None
-    current = IndexVersion.objects.filter(is_current=True).first()
-    if not force and current and current.model != model_id and images_needing_embedding(model_id).exists():
+    with publish_lease() as held:
+        if not held:
+            logger.info("another process is building an index; this run publishes nothing")
+            return None
+        build = index_build(model_id, progress=progress)
+        if build is None or not recall_gate.admit(build, force=force):  # a refused build is recorded and discarded
+            return None
+        return index_activate(build, embed_report=embed_report or EmbedReport())
+
+
+def fresh_segment_size(model_id: str | None = None) -> int:
+    """How many vectors search reads exactly, outside the built index (the fresh segment)."""
+    return fresh_rows(model_id or clip.embedder().model_id).count()
+
+
+def index_compact_if_due(
+    *, force_hourly: bool, embed_report: EmbedReport | None = None, progress: bool = False
+) -> IndexVersion | None:
+    """The frequent run's publish step: rebuild the index over everything (a compaction) when
+    this is the hourly run, when the fresh segment has grown past ``FRESH_SEGMENT_MAX``, or when
+    the configured model has no index yet (the old model's index cannot answer its queries).
+    Otherwise the new vectors are already searchable in the fresh segment; nothing is built."""
+    model_id = clip.embedder().model_id
+    size = fresh_segment_size(model_id)
+    current = IndexVersion.objects.current()
+    model_changed = current is not None and current.model != model_id
+    if not (force_hourly or size > settings.FRESH_SEGMENT_MAX or model_changed):
+        logger.info("fresh segment holds %d vectors (compaction past %d): no rebuild this run", size, settings.FRESH_SEGMENT_MAX)
+        return None
+    logger.info("compacting: fresh segment holds %d vectors%s", size, " (hourly run)" if force_hourly else "")
+    return index_publish(embed_report=embed_report, progress=progress)
+
+
+def _should_publish(model_id: str, *, force: bool) -> bool:
+    if force:
+        return True
+    if not index_is_stale(model_id):
+        logger.info("nothing new: the current index stays")
+        return False
+    current = IndexVersion.objects.current()
+    if current and current.model != model_id and images_needing_embedding(model_id).exists():
         # A new model or runtime: never publish a partial index; the old one serves meanwhile.
         logger.info("re-embedding with %s is not finished; index %s keeps serving", model_id, current.version)
-        return None
+        return False
+    return True
+
+
+def index_build(model_id: str, *, progress: bool = False) -> IndexBuild | None:
+    """Read every stored vector of ``model_id`` and build an index on local disk."""
+    snapshot_at = timezone.now()
     ids, vectors = _load_vectors(model_id, progress=progress)
     if not len(ids):
         logger.info("no embedded images yet; nothing to publish")
         return None
-    builds = cache_dir() / "builds"
+    builds = local_folder("builds")
     manifest = annoy_index.build_index(ids, vectors, model=model_id, out_dir=builds, n_trees=settings.INDEX_TREES)
-    built = builds / manifest.version
+    return IndexBuild(manifest=manifest, folder=builds / manifest.version, snapshot_at=snapshot_at)
+
+
+def index_activate(build: IndexBuild, *, embed_report: EmbedReport) -> IndexVersion | None:
+    """Store ``build``, then make it current unless a build that read its vectors later is
+    current already (two publishers racing: the older one must never win). The local build
+    becomes this host's cached copy; a failed or refused publish leaves no copy behind."""
+    manifest = build.manifest
     try:
-        version = _publish(manifest, built, embed_report or EmbedReport())
-        # Keep the build as this process's cached copy: no need to fetch it back.
-        if not (cache_dir() / manifest.version).exists():
-            built.rename(cache_dir() / manifest.version)
+        store_artifact(build.folder, f"{settings.INDEX_STORAGE_PREFIX}/{manifest.version}", annoy_index.FILES)
+        version = _make_current(build, embed_report)
+        if version is None:
+            logger.warning("index %s was built from older vectors than the current one; not published", manifest.version)
+            for name in annoy_index.FILES:
+                default_storage.delete(f"{settings.INDEX_STORAGE_PREFIX}/{manifest.version}/{name}")
+            return None
+        target = local_index_dir(manifest.version)
+        if not target.exists():
+            build.folder.rename(target)  # no need to fetch it back
     finally:
-        shutil.rmtree(built, ignore_errors=True)  # a failed publish leaves no local copy behind
+        build.discard()
     logger.info(
         "published index %s: %d images, built in %.1f s", manifest.version, manifest.item_count, manifest.build_seconds
     )
     return version
+
+
+def _make_current(build: IndexBuild, embed_report: EmbedReport) -> IndexVersion | None:
+    manifest = build.manifest
+    built_ids = np.load(build.folder / annoy_index.IDS_FILE)
+    with transaction.atomic():
+        current = IndexVersion.objects.select_for_update().filter(is_current=True)
+        if IndexVersion.objects.filter(snapshot_at__gt=build.snapshot_at).exists():
+            return None
+        current.update(is_current=False)
+        version = IndexVersion.objects.create(
+            version=manifest.version,
+            model=manifest.model,
+            dim=manifest.dim,
+            item_count=manifest.item_count,
+            n_trees=manifest.n_trees,
+            checksum=manifest.checksum,
+            snapshot_at=build.snapshot_at,
+            embedded_count=embed_report.embedded,
+            embed_seconds=round(embed_report.seconds, 3),
+            build_seconds=manifest.build_seconds,
+            is_current=True,
+        )
+        # Only rows whose vectors are in this build become indexed; later ones stay pending.
+        pending = Image.objects.filter(status=Image.Status.PENDING, embedding_model=manifest.model)
+        waiting = np.fromiter(pending.values_list("pk", flat=True), dtype=np.int64)
+        included = waiting[np.isin(waiting, built_ids)].tolist()
+        for start in range(0, len(included), 500):
+            pending.filter(pk__in=included[start : start + 500]).update(status=Image.Status.INDEXED)
+    return version
+
+
+@contextmanager
+def publish_lease(*, seconds: int | None = None):
+    """Yields whether this process holds the publish lease (one publisher at a time)."""
+    seconds = settings.INDEX_PUBLISH_LEASE_SECONDS if seconds is None else seconds
+    holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    PublishLease.objects.get_or_create(pk=1)
+    now = timezone.now()
+    held = bool(
+        PublishLease.objects.filter(pk=1)
+        .filter(Q(holder="") | Q(expires_at__lt=now))
+        .update(holder=holder, expires_at=now + timedelta(seconds=seconds))
+    )
+    try:
+        yield held
+    finally:
+        if held:
+            PublishLease.objects.filter(pk=1, holder=holder).update(holder="", expires_at=None)
 
 
 def _indexable(model_id: str) -> QuerySet[Image]:
@@ -187,32 +337,6 @@ def _load_vectors(model_id: str, *, progress: bool) -> tuple[np.ndarray, np.ndar
     return ids, (np.vstack(vectors) if vectors else np.zeros((0, 0), dtype=np.float32))
 
 
-def _publish(manifest: annoy_index.Manifest, built: Path, embed_report: EmbedReport) -> IndexVersion:
-    storage_cache.publish(built, f"{settings.INDEX_STORAGE_PREFIX}/{manifest.version}", annoy_index.FILES)
-    built_ids = np.load(built / annoy_index.IDS_FILE)
-    with transaction.atomic():
-        IndexVersion.objects.select_for_update().filter(is_current=True).update(is_current=False)
-        version = IndexVersion.objects.create(
-            version=manifest.version,
-            model=manifest.model,
-            dim=manifest.dim,
-            item_count=manifest.item_count,
-            n_trees=manifest.n_trees,
-            checksum=manifest.checksum,
-            embedded_count=embed_report.embedded,
-            embed_seconds=round(embed_report.seconds, 3),
-            build_seconds=manifest.build_seconds,
-            is_current=True,
-        )
-        # Only rows whose vectors are in this build become indexed; later ones stay pending.
-        pending = Image.objects.filter(status=Image.Status.PENDING, embedding_model=manifest.model)
-        waiting = np.fromiter(pending.values_list("pk", flat=True), dtype=np.int64)
-        included = waiting[np.isin(waiting, built_ids)].tolist()
-        for start in range(0, len(included), 500):
-            pending.filter(pk__in=included[start : start + 500]).update(status=Image.Status.INDEXED)
-    return version
-
-
 def index_prune(*, keep: int | None = None, grace_seconds: int | None = None) -> list[str]:
     """Delete all but the newest ``keep`` versions (the current one always stays), once the
     version that replaced each has been current for ``grace_seconds``: web processes that have
@@ -227,7 +351,7 @@ def index_prune(*, keep: int | None = None, grace_seconds: int | None = None) ->
             continue
         for name in annoy_index.FILES:
             default_storage.delete(f"{version.storage_prefix}/{name}")
-        shutil.rmtree(cache_dir() / version.version, ignore_errors=True)
+        shutil.rmtree(local_index_dir(version.version), ignore_errors=True)
         version.delete()
         removed.append(version.version)
     if removed:

@@ -1,10 +1,39 @@
+from __future__ import annotations
+
 import numpy as np
+from django.conf import settings
 from django.db import models
 from django.urls import reverse
 from django.utils.translation import gettext_lazy as _
 
 
+class Tag(models.Model):
+    """A word or short phrase curators and uploaders attach to images. Names are kept
+    normalised (lower case, single spaces: see ``gallery.tags``), so "Sunset" and "sunset " are one tag."""
+
+    NAME_MAX_LENGTH = 50
+
+    name = models.CharField(_("name"), max_length=NAME_MAX_LENGTH, unique=True)
+    slug = models.SlugField(_("slug"), max_length=NAME_MAX_LENGTH + 10, unique=True, allow_unicode=True)
+
+    class Meta:
+        verbose_name = _("tag")
+        verbose_name_plural = _("tags")
+        ordering = ["name"]
+
+    def __str__(self):
+        return self.name
+
+    def get_absolute_url(self):
+        from django.utils.http import urlencode
+
+        return reverse("gallery:gallery") + "?" + urlencode({"tag": self.name})
+
+
 class Image(models.Model):
+    TITLE_MAX_LENGTH = 200
+    DESCRIPTION_MAX_LENGTH = 5000  # a caption or a product text, not a document
+
     class Status(models.TextChoices):
         PENDING = "pending", _("pending")  # waiting for the next index run
         INDEXED = "indexed", _("indexed")  # in the current published index
@@ -13,7 +42,7 @@ class Image(models.Model):
     file = models.FileField(_("original"), max_length=255)
     thumbnail = models.FileField(_("thumbnail"), max_length=255)
     sha256 = models.CharField(_("SHA-256"), max_length=64, unique=True, editable=False)
-    title = models.CharField(_("title"), max_length=200, blank=True)
+    title = models.CharField(_("title"), max_length=TITLE_MAX_LENGTH, blank=True)
     description = models.TextField(_("description"), blank=True)
     width = models.PositiveIntegerField(_("width"), editable=False)
     height = models.PositiveIntegerField(_("height"), editable=False)
@@ -28,11 +57,20 @@ class Image(models.Model):
     embedding_model = models.CharField(_("embedding model"), max_length=200, blank=True, editable=False)
     embedded_at = models.DateTimeField(_("embedded at"), null=True, editable=False)
     hidden = models.BooleanField(_("hidden"), default=False, db_index=True)
+    # 64-bit DCT perceptual hash (imagehash.phash) as 16 hex digits, taken at upload from the
+    # decoded picture; it confirms near-duplicates (gallery.duplicates). Null for older rows.
+    phash = models.CharField(_("perceptual hash"), max_length=16, null=True, blank=True, editable=False)
+    tags = models.ManyToManyField(Tag, verbose_name=_("tags"), related_name="images", blank=True)
+    # The tag names as one text, so full-text search reads title, tags and description from one
+    # row (PostgreSQL's GIN index covers an expression over this table only). Written by
+    # ``gallery.tags`` whenever the tags change; never edited by hand.
+    tag_names = models.TextField(_("tag names"), blank=True, editable=False)
 
     class Meta:
         verbose_name = _("image")
         verbose_name_plural = _("images")
         ordering = ["-uploaded_at", "-pk"]
+        permissions = [("reindex_image", _("Can start an index run"))]
 
     def __str__(self):
         return self.title or f"Image {self.pk}"
@@ -40,11 +78,33 @@ class Image(models.Model):
     def get_absolute_url(self):
         return reverse("gallery:image-detail", args=[self.pk])
 
+    class SearchState(models.TextChoices):
+        WAITING = "waiting", _("waiting")  # not embedded yet
+        SEARCHABLE = "searchable", _("searchable")  # embedded: found by search in the fresh segment
+        INDEXED = "indexed", _("indexed")  # in the built index
+        FAILED = "failed", _("failed")
+
+    @property
+    def search_state(self) -> str:
+        """What search does with this image now (no column: derived from status and vector).
+        Rows become indexed exactly when a version holding them is current, so a pending row
+        with a vector is in the fresh segment. ``embedded_at`` is set and cleared with the
+        vector and stays loaded where lists defer the vector itself."""
+        if self.status == self.Status.PENDING:
+            return self.SearchState.SEARCHABLE if self.embedded_at is not None else self.SearchState.WAITING
+        return self.SearchState(self.status)
+
     @property
     def vector(self) -> np.ndarray | None:
         if self.embedding is None:
             return None
         return np.frombuffer(bytes(self.embedding), dtype=np.float32)
+
+
+class IndexVersionQuerySet(models.QuerySet):
+    def current(self) -> IndexVersion | None:
+        """The version search serves, or ``None`` before the first publish."""
+        return self.filter(is_current=True).first()
 
 
 class IndexVersion(models.Model):
@@ -56,11 +116,15 @@ class IndexVersion(models.Model):
     item_count = models.PositiveIntegerField(_("images"))
     n_trees = models.PositiveIntegerField(_("trees"))
     checksum = models.CharField(_("SHA-256 of the index"), max_length=64)
+    # When the build read its vectors: a build that read earlier never replaces a later one.
+    snapshot_at = models.DateTimeField(_("vectors read at"), null=True, db_index=True)
     embedded_count = models.PositiveIntegerField(_("newly embedded"), default=0)
     embed_seconds = models.FloatField(_("embedding seconds"), default=0)
     build_seconds = models.FloatField(_("build seconds"))
     created_at = models.DateTimeField(_("built at"), auto_now_add=True)
     is_current = models.BooleanField(_("current"), default=False)
+
+    objects = IndexVersionQuerySet.as_manager()
 
     class Meta:
         verbose_name = _("index version")
@@ -77,6 +141,176 @@ class IndexVersion(models.Model):
 
     @property
     def storage_prefix(self) -> str:
-        from django.conf import settings
-
         return f"{settings.INDEX_STORAGE_PREFIX}/{self.version}"
+
+
+class PublishLease(models.Model):
+    """One row: who is building and publishing an index, until when. Taken with a single
+    conditional UPDATE, so it serialises publishers on SQLite and PostgreSQL alike, and a
+    crashed holder's lease simply runs out."""
+
+    holder = models.CharField(max_length=100, blank=True)
+    expires_at = models.DateTimeField(null=True)
+
+    class Meta:
+        verbose_name = _("publish lease")
+
+
+class QueryPin(models.Model):
+    """A curator's decision for one text query: these images first, in this order, and those
+    never. ``query`` is stored normalised (``gallery.pins.normalise_query``), so " Red  Shoes "
+    and "red shoes" are one query."""
+
+    query = models.CharField(_("query"), max_length=300, unique=True)
+    pinned = models.ManyToManyField(
+        Image, through="PinnedImage", related_name="pinned_for", verbose_name=_("pinned images"), blank=True
+    )
+    excluded = models.ManyToManyField(Image, related_name="excluded_from", verbose_name=_("excluded images"), blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, editable=False, related_name="+",
+        verbose_name=_("created by"),
+    )
+    created_at = models.DateTimeField(_("created at"), auto_now_add=True)
+    updated_at = models.DateTimeField(_("updated at"), auto_now=True)
+
+    class Meta:
+        verbose_name = _("curator pin")
+        verbose_name_plural = _("curator pins")
+        ordering = ["query"]
+
+    def __str__(self):
+        return self.query
+
+    def pinned_ids(self) -> list[int]:
+        return list(self.placements.order_by("position", "pk").values_list("image_id", flat=True))
+
+
+class PinnedImage(models.Model):
+    """One pinned image of a :class:`QueryPin`, at ``position`` (smallest first)."""
+
+    pin = models.ForeignKey(QueryPin, on_delete=models.CASCADE, related_name="placements", verbose_name=_("pin"))
+    image = models.ForeignKey(Image, on_delete=models.CASCADE, related_name="+", verbose_name=_("image"))
+    position = models.PositiveIntegerField(_("position"), default=0)
+
+    class Meta:
+        verbose_name = _("pinned image")
+        verbose_name_plural = _("pinned images")
+        ordering = ["position", "pk"]
+        constraints = [models.UniqueConstraint(fields=["pin", "image"], name="image_pinned_once_per_query")]
+
+    def __str__(self):
+        return f"{self.pin} #{self.position}: {self.image}"
+
+
+class GoldenQuery(models.Model):
+    """A query curators know the answer to: a new index is published only if it finds at least
+    as many of the expected images in its top ``k`` as the current one (``gallery.recall_gate``)."""
+
+    text = models.CharField(_("query"), max_length=300, unique=True)
+    expected = models.ManyToManyField(Image, related_name="+", verbose_name=_("expected images"))
+    k = models.PositiveSmallIntegerField(_("found within the top"), default=10)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, editable=False, related_name="+",
+        verbose_name=_("created by"),
+    )
+    created_at = models.DateTimeField(_("created at"), auto_now_add=True)
+    updated_at = models.DateTimeField(_("updated at"), auto_now=True)
+
+    class Meta:
+        verbose_name = _("golden query")
+        verbose_name_plural = _("golden queries")
+        ordering = ["text"]
+
+    def __str__(self):
+        return self.text
+
+
+class RefusedBuild(models.Model):
+    """An index build the recall gate refused: never stored, never an :class:`IndexVersion`
+    (that table holds only versions whose files are in storage and that can be made current;
+    pruning, rollback and the "older snapshot never wins" rule all read it)."""
+
+    version = models.CharField(_("version"), max_length=64, unique=True)
+    model = models.CharField(_("model"), max_length=200)
+    item_count = models.PositiveIntegerField(_("images"))
+    snapshot_at = models.DateTimeField(_("vectors read at"))
+    structural_recall = models.FloatField(_("structural recall"))
+    sample_size = models.PositiveIntegerField(_("sampled vectors"))
+    golden_before = models.FloatField(_("golden score of the current version"), null=True)
+    golden_after = models.FloatField(_("golden score of this build"), null=True)
+    reason = models.TextField(_("reason"))
+    current_version = models.CharField(_("version serving meanwhile"), max_length=64, blank=True)
+    created_at = models.DateTimeField(_("refused at"), auto_now_add=True, db_index=True)
+
+    class Meta:
+        verbose_name = _("refused index build")
+        verbose_name_plural = _("refused index builds")
+        ordering = ["-created_at", "-pk"]
+
+    def __str__(self):
+        return self.version
+
+class DuplicateGroup(models.Model):
+    """Images that look like copies of one another (resized, re-compressed, cropped a little),
+    found after embedding (``gallery.duplicates``). A curator keeps one; the others are hidden
+    and the group is resolved."""
+
+    members = models.ManyToManyField(Image, related_name="duplicate_groups", verbose_name=_("images"))
+    created_at = models.DateTimeField(_("found at"), auto_now_add=True, db_index=True)
+    resolved = models.BooleanField(_("resolved"), default=False, db_index=True)
+    kept = models.ForeignKey(
+        Image, on_delete=models.SET_NULL, null=True, blank=True, related_name="+", verbose_name=_("kept image")
+    )
+    resolved_at = models.DateTimeField(_("resolved at"), null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("duplicate group")
+        verbose_name_plural = _("duplicate groups")
+        ordering = ["resolved", "-created_at", "-pk"]
+
+    def __str__(self):
+        return f"Duplicates #{self.pk}"
+
+
+class SavedSearch(models.Model):
+    """A member's search, kept to be told about new matches. The query's fields are stored
+    (not a signed token, which expires); an example image is kept only as its vector."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="saved_searches", verbose_name=_("user"))
+    name = models.CharField(_("name"), max_length=200, blank=True)
+    text = models.CharField(_("text"), max_length=300, blank=True)
+    text_weight = models.FloatField(_("text weight"), default=1.0)
+    image_vector = models.BinaryField(_("example image vector"), null=True, editable=False)  # float32 bytes
+    image_model = models.CharField(_("vector space of the example image"), max_length=200, blank=True, editable=False)
+    image_weight = models.FloatField(_("image weight"), default=1.0)
+    negative_text = models.CharField(_("but not"), max_length=300, blank=True)
+    negative_weight = models.FloatField(_("negative weight"), default=0.5)
+    created_at = models.DateTimeField(_("saved at"), auto_now_add=True)
+    # Matches found after this are "new" on the member's page; null: never looked.
+    last_seen_at = models.DateTimeField(_("last looked at"), null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("saved search")
+        verbose_name_plural = _("saved searches")
+        ordering = ["-created_at", "-pk"]
+
+    def __str__(self):
+        return self.name or self.text or f"Saved search {self.pk}"
+
+    def get_absolute_url(self):
+        return reverse("gallery:saved-searches") + f"#saved-{self.pk}"
+
+
+class SavedSearchMatch(models.Model):
+    """An image that matched a saved search when it was embedded, with its score then."""
+
+    saved_search = models.ForeignKey(SavedSearch, on_delete=models.CASCADE, related_name="matches")
+    image = models.ForeignKey(Image, on_delete=models.CASCADE, related_name="saved_search_matches")
+    score = models.FloatField(_("score"))
+    found_at = models.DateTimeField(_("found at"), auto_now_add=True, db_index=True)
+
+    class Meta:
+        verbose_name = _("saved search match")
+        verbose_name_plural = _("saved search matches")
+        ordering = ["-found_at", "-score", "pk"]
+        constraints = [models.UniqueConstraint(fields=["saved_search", "image"], name="one_match_per_image")]

@@ -1,69 +1,167 @@
-"""Selectors that answer searches: by text, by an uploaded image, and "more like this".
+"""The one search path: a :class:`SearchQuery` value and :func:`search`, which answers it.
 
-Each encodes the query, asks the current index for the nearest vectors, and drops ids whose
-rows were deleted or hidden since the index was built, keeping the index's rank order.
+Pages and the API build a query from their input (text, an example image, both with weights
+and a "but not" text, or "more like" a gallery image) and call :func:`search`; it checks the
+index, encodes the query, asks the index and the fresh segment (``gallery.fresh_segment``) for
+the nearest vectors, fuses them with a keyword ranking for text queries (``gallery.keywords``,
+``gallery.ranking``), drops rows deleted or hidden since the index was built, and returns
+:class:`SearchResults` that :func:`paginate` pages.
 """
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import BinaryIO
 
 import numpy as np
 from django.conf import settings
+from django.core import signing
+from django.core.paginator import InvalidPage, Page, Paginator
 
-from gallery import clip
-from gallery.index_cache import IndexUnavailable, current_index
+from gallery import clip, fresh_segment, keywords, pins, ranking
+from gallery.errors import BadQuery, GalleryError, NotReady, UploadRejected
+from gallery.index_cache import current_index
 from gallery.models import Image
-from gallery.uploads import UploadRejected, inspect_upload, read_upload
-from indexer.images import open_rgb
-from indexer.index import IndexMismatch, SearchIndex
+from gallery.uploads import decode_upload, read_upload
+from indexer.index import IndexMismatch
 
 MAX_QUERY_LENGTH = 300  # characters; CLIP reads at most 77 tokens anyway
+DEFAULT_NEGATIVE_WEIGHT = 0.5
+_TOKEN_SALT = "gallery.search-query"
+NOTHING_TO_SEARCH = "Give an example image, a text, or both."
 
 
-class SearchUnavailable(Exception):
-    """Search cannot run yet (no index, or one built with another model). Message for people."""
+class PageNotFound(GalleryError):
+    status = 404
 
 
-class BadQuery(ValueError):
-    """The query itself is wrong. Message for people."""
+@dataclass(frozen=True, eq=False)
+class SearchQuery:
+    """What someone asked for. The combined vector is
+    ``normalise(text_weight * text + image_weight * image - negative_weight * negative)``."""
+
+    text: str = ""
+    image_vector: np.ndarray | None = None  # of an example image, which is never stored
+    image_model: str = ""  # the vector space of ``image_vector``
+    text_weight: float = 1.0
+    image_weight: float = 1.0
+    negative_text: str = ""
+    negative_weight: float = DEFAULT_NEGATIVE_WEIGHT
+    similar_to: int | None = None  # "more like" this image (its stored vector)
+    ranking: str = ""  # hybrid, clip or keywords; "" for SEARCH_RANKING (text queries only)
+
+    @classmethod
+    def build(
+        cls,
+        *,
+        text: str = "",
+        image_file: BinaryIO | None = None,
+        text_weight: float = 1.0,
+        image_weight: float = 1.0,
+        negative_text: str = "",
+        negative_weight: float = DEFAULT_NEGATIVE_WEIGHT,
+    ) -> SearchQuery:
+        """A query from people's input, validated; an example image is embedded here, in memory."""
+        text, negative_text = _clean_text(text, required=False), _clean_text(negative_text, required=False)
+        if not text and image_file is None:
+            raise BadQuery(NOTHING_TO_SEARCH)
+        query = cls(
+            text=text,
+            text_weight=text_weight,
+            image_weight=image_weight,
+            negative_text=negative_text,
+            negative_weight=negative_weight,
+        )
+        if image_file is not None:
+            query = replace(query, image_vector=embed_query_image(file=image_file), image_model=clip.embedder().model_id)
+        query.check_weights()
+        return query
+
+    @classmethod
+    def similar(cls, image: Image) -> SearchQuery:
+        return cls(similar_to=image.pk)
+
+    def ranking_mode(self) -> str:
+        """How this query is ranked: only a text query (no image, not "more like") has words
+        to match; every other query is CLIP's alone."""
+        if not self.text or self.image_vector is not None or self.similar_to is not None:
+            return ranking.CLIP
+        return self.ranking or settings.SEARCH_RANKING
+
+    def check_weights(self) -> None:
+        if (self.text and self.text_weight > 0) or (self.image_vector is not None and self.image_weight > 0):
+            return
+        raise BadQuery("The weights cancel out: give the text or the image a weight above zero.")
+
+    def vector(self) -> tuple[np.ndarray, str]:
+        """The query's vector and the vector space it lives in (the model id)."""
+        if self.similar_to is not None:
+            image = Image.objects.only("embedding", "embedding_model").filter(pk=self.similar_to).first()
+            if image is None or image.vector is None:
+                raise NotReady("This image is not embedded yet; similar images appear after the next index run.")
+            return image.vector, image.embedding_model
+        model_id = clip.embedder().model_id
+        parts = []
+        if self.text:
+            parts.append((clip.embed_text(self.text), self.text_weight))
+        if self.image_vector is not None:
+            if self.image_model != model_id:
+                raise BadQuery("That image search was made with another model; search with the image again.")
+            parts.append((self.image_vector, self.image_weight))
+        if self.negative_text:
+            parts.append((clip.embed_text(self.negative_text), -self.negative_weight))
+        return combine(parts), model_id
+
+    def describe(self) -> str:
+        """For headings: ``your image (50%) + “at night”, but not “people”``."""
+        parts = []
+        if self.image_vector is not None:
+            share = self.image_weight / ((self.text_weight if self.text else 0) + self.image_weight or 1)
+            parts.append("your image" if not self.text else f"your image ({round(100 * share)}%)")
+        if self.text:
+            parts.append(f"“{self.text}”")
+        label = " + ".join(parts)
+        return f"{label}, but not “{self.negative_text}”" if self.negative_text else label
+
+    def to_token(self) -> str:
+        """A signed, URL-safe form of the query, so results of an image search can be paged
+        and reloaded without storing anything server-side (float16 keeps the vector at ~1 KB)."""
+        data = {
+            "t": self.text,
+            "tw": self.text_weight,
+            "iw": self.image_weight,
+            "n": self.negative_text,
+            "nw": self.negative_weight,
+        }
+        if self.image_vector is not None:
+            data["v"] = base64.b64encode(self.image_vector.astype(np.float16).tobytes()).decode()
+            data["m"] = self.image_model
+        return signing.dumps(data, salt=_TOKEN_SALT, compress=True)
+
+    @classmethod
+    def from_token(cls, token: str) -> SearchQuery:
+        try:
+            data = signing.loads(token, salt=_TOKEN_SALT, max_age=settings.SEARCH_TOKEN_MAX_AGE)
+        except signing.BadSignature:
+            raise BadQuery("That image search has expired or is damaged; search with the image again.") from None
+        vector = None
+        if "v" in data:
+            vector = np.frombuffer(base64.b64decode(data["v"]), dtype=np.float16).astype(np.float32)
+        return cls(
+            text=data["t"],
+            image_vector=vector,
+            image_model=data.get("m", ""),
+            text_weight=data["tw"],
+            image_weight=data["iw"],
+            negative_text=data["n"],
+            negative_weight=data["nw"],
+        )
 
 
-@dataclass(frozen=True)
-class SearchHit:
-    image: Image
-    score: float  # cosine similarity, -1..1
-    rank: int  # 1-based, after dropping hidden and deleted images
-
-
-def search_by_text(*, text: str) -> SearchResults:
-    text = _clean_text(text)
-    index = _require_index()  # before encoding: no index, no work
-    return search_by_vector(clip.embed_text(text), model_id=clip.embedder().model_id, index=index)
-
-
-def combined_query_vector(
-    *,
-    text: str = "",
-    image_file: BinaryIO | None = None,
-    text_weight: float = 1.0,
-    image_weight: float = 1.0,
-    negative_text: str = "",
-    negative_weight: float = 0.5,
-) -> np.ndarray:
-    """Text and an example image together ("like this photo, but at night"), optionally
-    steering away from a negative text ("but not ..."): a normalised weighted sum."""
-    if not text.strip() and image_file is None:
-        raise BadQuery("Give a text, an image, or both.")
-    parts = []
-    if text.strip():
-        parts.append((clip.embed_text(_clean_text(text)), text_weight))
-    if image_file is not None:
-        parts.append((embed_query_image(file=image_file), image_weight))
-    if negative_text.strip():
-        parts.append((clip.embed_text(_clean_text(negative_text)), -negative_weight))
+def combine(parts: list[tuple[np.ndarray, float]]) -> np.ndarray:
+    """The normalised weighted sum of unit vectors."""
     vector = np.sum([weight * part for part, weight in parts], axis=0)
     norm = float(np.linalg.norm(vector))
     if norm < 1e-6:
@@ -71,48 +169,115 @@ def combined_query_vector(
     return (vector / norm).astype(np.float32)
 
 
-def search_combined(**query) -> SearchResults:
-    """Search with :func:`combined_query_vector`'s arguments."""
-    index = _require_index()
-    return search_by_vector(combined_query_vector(**query), model_id=clip.embedder().model_id, index=index)
-
-
 def embed_query_image(*, file: BinaryIO) -> np.ndarray:
-    """The vector of an uploaded query image. The image is decoded in memory and never stored."""
+    """The vector of an example image, decoded in memory with the upload rules; never stored."""
+    embedder = clip.embedder()
     try:
-        data = read_upload(file)
-        inspect_upload(data)
+        _, picture = decode_upload(read_upload(file), min_size=embedder.image_size)
     except UploadRejected as exc:
         raise BadQuery(str(exc)) from None
-    image = open_rgb(data)
-    return clip.embedder().encode_images([image])[0]
+    return embedder.encode_images([picture])[0]
 
 
-def search_by_image(*, file: BinaryIO) -> SearchResults:
-    index = _require_index()
-    return search_by_vector(embed_query_image(file=file), model_id=clip.embedder().model_id, index=index)
+def search(query: SearchQuery) -> SearchResults:
+    """Ranked visible images for ``query``.
+
+    What CLIP sees: the current index's nearest vectors merged by score with an exact search
+    over the fresh segment (vectors embedded since that index was built). A text query (no
+    image, not "more like") is also matched by its words against titles, tags and descriptions
+    (``gallery.keywords``), and the two rankings are fused (``gallery.ranking``); its
+    ``ranking`` (or SEARCH_RANKING) can ask for one of them alone. Raises :class:`NotReady`
+    while CLIP has nothing to search, unless the words alone were asked for."""
+    limit = settings.SEARCH_MAX_RESULTS
+    mode = query.ranking_mode()
+    clip_pairs = _clip_ranking(query, limit) if mode != ranking.KEYWORDS else []
+    keyword_pairs = keywords.keyword_ranking(query.text, limit) if mode != ranking.CLIP else []
+    if mode == ranking.CLIP:
+        ranked = [(pk, score, ranking.LOOKS) for pk, score in clip_pairs]
+    else:
+        # The order is the fused one; the score shown stays the CLIP cosine, where CLIP ranked
+        # the image (None for images only the words found).
+        cosine = dict(clip_pairs)
+        exact = keywords.exact_matches(query.text, [pk for pk, _ in keyword_pairs])
+        fused = ranking.fuse(clip_pairs, keyword_pairs, k=settings.SEARCH_RRF_K, exact=exact)
+        ranked = [(pk, cosine.get(pk), matched) for pk, _, matched in fused[:limit]]
+    visible = set(Image.objects.filter(pk__in=[pk for pk, *_ in ranked], hidden=False).values_list("pk", flat=True))
+    return SearchResults(pins.apply_pins(pins.pinnable_text(query), [hit for hit in ranked if hit[0] in visible]))
 
 
-def search_similar(*, image: Image) -> SearchResults:
-    """More like a gallery image, from its stored vector (it comes first, as its own twin)."""
-    if image.vector is None:
-        raise SearchUnavailable("This image is not embedded yet; similar images appear after the next index run.")
-    return search_by_vector(image.vector, model_id=image.embedding_model)
+def _clip_ranking(query: SearchQuery, limit: int) -> list[tuple[int, float]]:
+    """``(id, cosine)`` of the nearest vectors, best first, from the index and the fresh segment."""
+    index = current_index()
+    if index is None and not fresh_segment.anything_fresh():
+        _not_ready()  # before encoding: nothing to search, no work
+    vector, model_id = query.vector()
+    segment = fresh_segment.current_segment(model_id)
+    if segment.version != (index.version if index is not None else None):
+        # A version was made current in between: its rows have left the fresh segment, so
+        # serve that version too (or, if it cannot be loaded, the one held; see index_cache).
+        index = current_index()
+    built: list[tuple[int, float]] = []
+    if index is not None:
+        try:
+            index.manifest.check_model(model_id)
+        except IndexMismatch as exc:
+            # Another model's index: a partial answer from the re-embedded rows alone would
+            # hide most of the gallery, so say so until the new index is published.
+            raise NotReady(str(exc)) from None
+        built = index.query(vector, limit, search_k=settings.INDEX_SEARCH_K)
+    elif not len(segment):
+        _not_ready()
+    return merge_ranked(built, segment.query(vector, limit))[:limit]
+
+
+def merge_ranked(*rankings: list[tuple[int, float]]) -> list[tuple[int, float]]:
+    """One ranking, best first, from several: an id found more than once keeps its best score
+    (a row published while a query ran can come from both the index and the fresh segment)."""
+    best: dict[int, float] = {}
+    for ranking in rankings:
+        for pk, score in ranking:
+            if score > best.get(pk, -np.inf):
+                best[pk] = score
+    return sorted(best.items(), key=lambda pair: (-pair[1], pair[0]))
+
+
+@dataclass(frozen=True)
+class SearchHit:
+    image: Image
+    # Cosine similarity between the query and the image, -1..1, when CLIP ranked the image;
+    # None for an image only its words found, or one a curator pinned that search did not rank.
+    score: float | None
+    rank: int  # 1-based, after dropping hidden and deleted images
+    matched: str = ranking.LOOKS  # "looks" (CLIP), "words" (title, tags, description) or "both"
+    pinned: bool = False  # placed by a curator (gallery.pins)
 
 
 class SearchResults(Sequence):
     """Ranked hits of visible images. Slicing (what a paginator does) loads only the rows of
-    that slice: a page of 16 costs one small query, however many results were ranked."""
+    that slice: a page of 16 costs one small query (and one for their tags), however many
+    results were ranked."""
 
-    def __init__(self, ranked: list[tuple[int, float]]):
-        self._ranked = ranked  # (image id, score), best first, hidden and deleted ids dropped
+    def __init__(self, ranked: list[tuple]):
+        # (image id, score, matched), best first, hidden and deleted ids dropped; an
+        # (image id, score) pair is a CLIP hit.
+        self._pinned = getattr(ranked, "pinned", frozenset())  # a gallery.pins.PinnedRanking
+        self._ranked = [(hit[0], hit[1], hit[2] if len(hit) > 2 else ranking.LOOKS) for hit in ranked]
 
     def __len__(self) -> int:
         return len(self._ranked)
 
     @property
     def best_score(self) -> float | None:
-        return self._ranked[0][1] if self._ranked else None
+        """The best CLIP cosine among the hits (None when CLIP ranked none of them)."""
+        return max((score for _, score, _ in self._ranked if score is not None), default=None)
+
+    @property
+    def weak(self) -> bool:
+        """Even the best match is poor (nothing pinned, no words matched, and a low cosine):
+        say so rather than pretend."""
+        if not self._ranked or self._pinned or any(matched != ranking.LOOKS for *_, matched in self._ranked):
+            return False
+        return self._ranked[0][1] is not None and self._ranked[0][1] < settings.SEARCH_WEAK_SCORE
 
     def __iter__(self):
         return iter(self[:])  # one query, not one per hit
@@ -121,43 +286,44 @@ class SearchResults(Sequence):
         if isinstance(item, int):
             return self[item : item + 1 or None][0]
         chosen = self._ranked[item]
-        images = Image.objects.defer("embedding").in_bulk([pk for pk, _ in chosen])
+        images = Image.objects.defer("embedding").prefetch_related("tags").in_bulk([pk for pk, *_ in chosen])
         start = item.indices(len(self._ranked))[0]
         # A row deleted since the ranking keeps its rank but is skipped.
         return [
-            SearchHit(image=images[pk], score=score, rank=start + n + 1)
-            for n, (pk, score) in enumerate(chosen)
+            SearchHit(image=images[pk], score=score, rank=start + n + 1, matched=matched, pinned=pk in self._pinned)
+            for n, (pk, score, matched) in enumerate(chosen)
             if pk in images
         ]
 
 
-def search_by_vector(vector: np.ndarray, *, model_id: str, index: SearchIndex | None = None) -> SearchResults:
-    index = _require_index() if index is None else index
+def paginate(items: Sequence, number, *, page_size: int | None = None) -> Page:
+    """One rule for pages and API: page 1 always exists; any other number that is not a page
+    of the results (past the end, zero, not a number) is a 404."""
+    paginator = Paginator(items, page_size or settings.SEARCH_PAGE_SIZE)
     try:
-        index.manifest.check_model(model_id)
-    except IndexMismatch as exc:
-        raise SearchUnavailable(str(exc)) from None
-    pairs = index.query(vector, settings.SEARCH_MAX_RESULTS, search_k=settings.INDEX_SEARCH_K)
-    visible = set(Image.objects.filter(pk__in=[pk for pk, _ in pairs], hidden=False).values_list("pk", flat=True))
-    return SearchResults([(pk, score) for pk, score in pairs if pk in visible])
+        return paginator.page(number or 1)
+    except InvalidPage:
+        raise PageNotFound(f"There is no page {str(number)[:20]!r} of these results.") from None
 
 
-def _clean_text(text: str) -> str:
-    text = " ".join(text.split())
-    if not text:
+def _clean_text(text: str, *, required: bool = True) -> str:
+    text = " ".join((text or "").split())
+    if not text and required:
         raise BadQuery("Type what you are looking for.")
     if len(text) > MAX_QUERY_LENGTH:
         raise BadQuery(f"The query is too long ({len(text)} characters; at most {MAX_QUERY_LENGTH}).")
     return text
 
 
-def _require_index():
-    try:
-        index = current_index()
-    except IndexUnavailable as exc:
-        raise SearchUnavailable(f"Search is unavailable for a moment: the {exc}. Please try again shortly.") from None
-    if index is None:
-        raise SearchUnavailable(
-            "Search is not ready yet: no index has been built. New uploads become searchable after the next index run."
-        )
-    return index
+def text_query(text: str, *, ranking_name: str = "") -> SearchQuery:
+    """A plain text search ("red running shoes"), ranked as ``ranking_name`` says (hybrid,
+    clip or keywords; empty for SEARCH_RANKING)."""
+    if ranking_name and ranking_name not in ranking.RANKINGS:
+        raise BadQuery(f"Unknown ranking {ranking_name[:20]!r}: use one of {', '.join(ranking.RANKINGS)}.")
+    return SearchQuery(text=_clean_text(text), ranking=ranking_name)
+
+
+def _not_ready():
+    raise NotReady(
+        "Search is not ready yet: no index has been built. New uploads become searchable after the next index run."
+    )

@@ -1,11 +1,12 @@
-"""Services that add, change and remove images. Every way in (web form, API, admin, the
-import command) goes through these, so validation and deduplication happen in one place."""
+"""The upload service. Every way in (web form, API, admin, the import command) goes through
+:func:`image_create`, so validation, deduplication and storage happen in one place."""
 
 from __future__ import annotations
 
 import hashlib
 import logging
 import re
+import secrets
 from pathlib import PurePath
 from typing import BinaryIO
 
@@ -14,39 +15,45 @@ from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.db import IntegrityError, transaction
 
+from gallery import keywords
+from gallery.airflow_api import announce_new_images
+from gallery.errors import StorageUnavailable, UploadRejected
 from gallery.models import Image
-from indexer.images import ImageRejected, inspect_image, make_thumbnail, open_rgb
+from gallery.perceptual_hash import perceptual_hash
+from gallery.tags import tag_names_parse, tags_set
+from indexer.images import ImageInfo, ImageRejected, make_thumbnail, prepare_image
 
 logger = logging.getLogger(__name__)
 
 
-class UploadRejected(ValueError):
-    """Nothing was stored. The message is meant for the person who uploaded."""
-
-
-class StorageUnavailable(RuntimeError):
-    """The storage refused or could not be reached; nothing was saved. Safe to show."""
-
-
 def image_create(
-    *, file: BinaryIO, filename: str = "", title: str = "", description: str = ""
+    *, file: BinaryIO, filename: str = "", title: str = "", description: str = "", tags: str | list[str] = ""
 ) -> tuple[Image, bool]:
     """Store an upload as a pending image. Returns ``(image, created)``: the same bytes
-    uploaded again return the existing image with ``created=False``."""
+    uploaded again return the existing image with ``created=False`` (and its tags unchanged:
+    after the upload only curators change tags)."""
+    tag_names = tag_names_parse(tags)  # refused before anything is stored
     filename = filename or PurePath(getattr(file, "name", "") or "").name
+    if len(description) > Image.DESCRIPTION_MAX_LENGTH:
+        raise UploadRejected(f"The description is too long (at most {Image.DESCRIPTION_MAX_LENGTH} characters).")
     data = read_upload(file)
     sha256 = hashlib.sha256(data).hexdigest()
     existing = Image.objects.filter(sha256=sha256).first()
     if existing:
         return existing, False
-    info = inspect_upload(data)
-    thumbnail = make_thumbnail(open_rgb(data))
+    info, picture = decode_upload(data)
+    thumbnail = make_thumbnail(picture, in_place=True)
+    phash = perceptual_hash(picture)  # from the thumbnail-sized picture: the hash reads 32x32 pixels
+    del picture
 
+    # Each upload writes names of its own: two uploads of the same bytes at once never write
+    # (or, for the one that loses the insert, delete) the same object; S3 has no exclusive create.
+    unique = f"{sha256[:2]}/{sha256}-{secrets.token_hex(4)}"
     stored: list[str] = []
     try:
         try:
-            stored.append(default_storage.save(f"originals/{sha256[:2]}/{sha256}.{info.extension}", ContentFile(data)))
-            stored.append(default_storage.save(f"thumbnails/{sha256[:2]}/{sha256}.jpg", ContentFile(thumbnail)))
+            stored.append(default_storage.save(f"originals/{unique}.{info.extension}", ContentFile(data)))
+            stored.append(default_storage.save(f"thumbnails/{unique}.jpg", ContentFile(thumbnail)))
         except Exception as exc:  # OSError locally; botocore's errors for object storage
             logger.error("storage failed while saving an upload: %s", exc)
             raise StorageUnavailable("The photo could not be stored right now, so nothing was saved; please try again later.") from exc
@@ -55,56 +62,27 @@ def image_create(
                 file=stored[0],
                 thumbnail=stored[1],
                 sha256=sha256,
-                title=(title or _title_from_filename(filename))[:200],
+                title=(title or _title_from_filename(filename))[: Image.TITLE_MAX_LENGTH],
                 description=description,
                 width=info.width,
                 height=info.height,
                 size_bytes=len(data),
+                phash=phash,
             )
+            if tag_names:
+                tags_set(image=image, names=tag_names)  # also writes the full-text row
+            else:
+                keywords.images_reindex([image.pk])
+            transaction.on_commit(announce_new_images, robust=True)  # the DAG runs soon; never fails the upload
     except IntegrityError:
-        # The same bytes arrived twice at once and the other upload won.
-        _delete_files(stored)
+        # The same bytes arrived twice at once and the other upload won: its files stay.
+        delete_files(stored)
         return Image.objects.get(sha256=sha256), False
     except BaseException:
-        _delete_files(stored)  # never leave a file without its row
+        delete_files(stored)  # never leave a file without its row
         raise
     logger.debug("stored image %s (%s, %dx%d)", image.pk, filename or "upload", info.width, info.height)
     return image, True
-
-
-def validate_upload(*, file: BinaryIO) -> None:
-    """Raise :class:`UploadRejected` unless ``file`` would be accepted. Stores nothing."""
-    inspect_upload(read_upload(file))
-
-
-def image_update(
-    *, image: Image, title: str | None = None, description: str | None = None, hidden: bool | None = None
-) -> Image:
-    changes = {"title": title[:200] if title is not None else None, "description": description, "hidden": hidden}
-    changes = {field: value for field, value in changes.items() if value is not None}
-    for field, value in changes.items():
-        setattr(image, field, value)
-    image.save(update_fields=list(changes))
-    return image
-
-
-def images_set_hidden(*, images, hidden: bool) -> int:
-    """Hidden images stay in the index but are dropped from results at query time."""
-    return images.update(hidden=hidden)
-
-
-def images_reembed(*, images) -> int:
-    """Queue images to be embedded again by the next index run."""
-    return images.update(status=Image.Status.PENDING, error="", embedding=None, embedding_model="", embedded_at=None)
-
-
-def image_delete(*, image: Image) -> None:
-    """Delete the row, then its files once the deletion is committed. Search drops the id at
-    query time, so it disappears from results before the next index build."""
-    names = [image.file.name, image.thumbnail.name]
-    with transaction.atomic():
-        image.delete()
-        transaction.on_commit(lambda: _delete_files(names))
 
 
 def read_upload(file: BinaryIO) -> bytes:
@@ -123,12 +101,24 @@ def read_upload(file: BinaryIO) -> bytes:
     return data
 
 
-def inspect_upload(data: bytes):
-    """What the image is, or :class:`UploadRejected` saying why it is refused."""
+def decode_upload(data: bytes, *, min_size: int | None = None):
+    """``(info, upright RGB image)`` decoded once and small, or :class:`UploadRejected` saying
+    why the file is refused. ``min_size`` is the shorter side the caller needs."""
     try:
-        return inspect_image(data, max_pixels=settings.UPLOAD_MAX_PIXELS)
+        kwargs = {"thumbnail_size": min_size} if min_size else {}
+        return prepare_image(
+            data,
+            max_pixels=settings.UPLOAD_MAX_PIXELS,
+            max_full_decode_pixels=settings.UPLOAD_MAX_FULL_DECODE_PIXELS,
+            **kwargs,
+        )
     except ImageRejected as exc:
         raise UploadRejected(str(exc)) from None
+
+
+def inspect_upload(data: bytes) -> ImageInfo:
+    """What the image is, or :class:`UploadRejected` saying why it is refused."""
+    return decode_upload(data)[0]
 
 
 def _title_from_filename(filename: str) -> str:
@@ -136,9 +126,10 @@ def _title_from_filename(filename: str) -> str:
     return re.sub(r"[_\-.]+", " ", stem).strip()
 
 
-def _delete_files(names: list[str]) -> None:
+def delete_files(names: list[str]) -> None:
     for name in names:
         try:
             default_storage.delete(name)
         except Exception:  # the row is already gone; an orphan file is only wasted space
             logger.exception("could not delete %s from storage", name)
+

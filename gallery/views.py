@@ -1,36 +1,60 @@
-"""Server-rendered pages. Each view reads its input, calls a service or selector, renders.
+"""Server-rendered pages. Each view asks ``gallery.access``, reads its input, calls the same
+services and search as the API, and renders; a gallery error is rendered with the status the
+API would answer (``gallery.errors.http_status``).
 
 Every page works without JavaScript; ``static/gallery/gallery.js`` adds drag-and-drop, paste,
-previews and per-file upload progress on top.
+previews, and uploads through the REST API with per-file progress on top.
 """
 
-import secrets
+from __future__ import annotations
 
-import numpy as np
+import mimetypes
+
+from functools import wraps
+
 from django.conf import settings
 from django.contrib import messages
-from django.contrib.admin.views.decorators import staff_member_required
-from django.core.paginator import Paginator
-from django.http import JsonResponse
+from django.contrib.auth.views import LoginView, redirect_to_login
+from django.core.files.storage import default_storage
+from django.db.models import Q
+from django.http import FileResponse, Http404, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
+from django.utils.cache import patch_cache_control
 from django.utils.http import urlencode
 from django.views.decorators.http import require_POST
 
-from gallery import clip, search
+from gallery import access, curation, search, tags
+from gallery.errors import GalleryError, http_status
 from gallery.forms import ImageSearchForm, UploadForm
+from gallery.listing import gallery_images
 from gallery.models import Image
-from gallery.selectors import gallery_images
-from gallery.uploads import StorageUnavailable, UploadRejected, image_create, image_delete, images_set_hidden
+from gallery.ranking import RANKINGS
+from gallery.throttles import SearchThrottle, SignInThrottle, UploadThrottle, throttled
+from gallery.uploads import image_create
+from indexer.embedding import ModelLoadError
 
-# Query vectors (never the images) live in the session, so image results can be paged.
-SESSION_QUERIES = "image_queries"
-SESSION_QUERIES_KEPT = 5
+
+def viewers_only(view):
+    """Pages for people who may read the gallery (everyone, unless GALLERY_REQUIRE_LOGIN)."""
+
+    @wraps(view)
+    def wrapper(request, *args, **kwargs):
+        if not access.can_view(request.user):
+            return redirect_to_login(request.get_full_path())
+        return view(request, *args, **kwargs)
+
+    return wrapper
+
+
+def _too_many(request, wait: float):
+    response = render(request, "gallery/error.html", {"error": "Too many requests; please wait a moment."}, status=429)
+    response["Retry-After"] = str(int(wait) + 1)
+    return response
 
 
 def _page(request, items):
-    """A page of 16; a missing or bad page number gives the first or last page."""
-    return Paginator(items, settings.SEARCH_PAGE_SIZE).get_page(request.GET.get("page"))
+    return search.paginate(items, request.GET.get("page"))
 
 
 def _other_params(request) -> str:
@@ -40,146 +64,164 @@ def _other_params(request) -> str:
     return params.urlencode() + "&" if params else ""
 
 
+def _failure(request, exc: Exception, template: str, context: dict):
+    """A gallery error rendered on its page, with the status the API answers for it."""
+    status = http_status(exc)
+    if status is None:
+        raise exc
+    return render(request, template, {**context, "error": str(exc)}, status=status)
+
+
+@viewers_only
 def gallery(request):
-    return render(request, "gallery/gallery.html", {"page": _page(request, gallery_images())})
-
-
-def search_results(request):
-    text = request.GET.get("q", "")
-    token = request.GET.get("image", "")
-    hits, error, status, label = [], "", 200, ""
+    """The grid, newest first; ``?tag=`` keeps the images with that tag (none for an unknown tag)."""
+    tag_name = request.GET.get("tag", "").strip()
+    tag = tags.tag_lookup(tag_name) if tag_name else None
+    images = gallery_images(request.user, tag=tag) if tag or not tag_name else Image.objects.none()
     try:
-        if token:
-            vector, model_id, label = _session_query(request, token)
-            hits = search.search_by_vector(vector, model_id=model_id)
-        else:
-            hits = search.search_by_text(text=text)
-    except search.BadQuery as exc:
-        error, status = str(exc), 400
-    except search.SearchUnavailable as exc:
-        error = str(exc)
+        page = _page(request, images)
+    except GalleryError as exc:
+        return _failure(request, exc, "gallery/error.html", {})
+    context = {"page": page, "extra": _other_params(request), "tag_name": tag.name if tag else tag_name}
+    return render(request, "gallery/gallery.html", context)
+
+
+@viewers_only
+def search_results(request):
+    """Text search (``?q=``), or the results of an image search (``?query=`` token)."""
+    text, token = request.GET.get("q", ""), request.GET.get("query", "")
+    ranking_name = request.GET.get("ranking", "")
     context = {
         "query": "" if token else text,
-        "image_token": token,
-        "query_label": label,
-        "page": _page(request, hits),
+        "query_token": token,
         "extra": _other_params(request),
-        "error": error,
-        "weak": bool(hits) and hits.best_score < settings.SEARCH_WEAK_SCORE,
+        "ranking": ranking_name or settings.SEARCH_RANKING,
+        "rankings": RANKINGS,
     }
-    return render(request, "gallery/search.html", context, status=status)
+    if wait := throttled(request, SearchThrottle):
+        return _too_many(request, wait)
+    try:
+        query = search.SearchQuery.from_token(token) if token else search.text_query(text, ranking_name=ranking_name)
+        context["query_label"] = query.describe()
+        results = search.search(query)
+        context |= {"page": _page(request, results), "weak": results.weak}
+    except (GalleryError, ModelLoadError) as exc:
+        return _failure(request, exc, "gallery/search.html", context)
+    return render(request, "gallery/search.html", context)
 
 
+@viewers_only
 @require_POST
 def search_by_image(request):
-    """Image, text and "but not" text together: embed, keep the vector, show the results."""
+    """Image, text and "but not" text together: embed the image, then show the results at a
+    URL that carries the query (signed), so they can be paged and reloaded."""
+    if wait := throttled(request, SearchThrottle):
+        return _too_many(request, wait)
     form = ImageSearchForm(request.POST, request.FILES)
     if not form.is_valid():
-        return render(request, "gallery/search.html", {"error": " ".join(form.errors.get("__all__", [])) or "Check the search fields.", "page": None}, status=400)
-    data = form.cleaned_data
-    image_share = (50 if data["balance"] is None else data["balance"]) / 100
+        error = " ".join(message for messages_ in form.errors.values() for message in messages_)
+        return render(request, "gallery/search.html", {"error": error or "Check the search fields."}, status=400)
     try:
-        vector = search.combined_query_vector(
-            text=data["q"] or "",
-            image_file=data["file"],
-            text_weight=1 - image_share,
-            image_weight=image_share,
-            negative_text=data["negative"] or "",
-        )
-    except search.BadQuery as exc:
-        return render(request, "gallery/search.html", {"error": str(exc), "page": None}, status=400)
-    label = _describe(data)
-    token = secrets.token_urlsafe(8)
-    queries = request.session.get(SESSION_QUERIES, {})
-    queries[token] = {"vector": vector.tolist(), "model": clip.embedder().model_id, "label": label}
-    request.session[SESSION_QUERIES] = dict(list(queries.items())[-SESSION_QUERIES_KEPT:])
-    return redirect(f"{reverse('gallery:search')}?{urlencode({'image': token})}")
+        query = search.SearchQuery.build(**form.query_arguments())
+    except (GalleryError, ModelLoadError) as exc:
+        return _failure(request, exc, "gallery/search.html", {})
+    return redirect(f"{reverse('gallery:search')}?{urlencode({'query': query.to_token()})}")
 
 
-def _describe(data) -> str:
-    parts = []
-    if data["file"]:
-        parts.append("your image" if not data["q"] else f"your image ({data['balance'] if data['balance'] is not None else 50}%)")
-    if data["q"]:
-        parts.append(f"“{data['q']}”")
-    label = " + ".join(parts)
-    return f"{label}, but not “{data['negative']}”" if data["negative"] else label
-
-
-def _session_query(request, token):
-    query = request.session.get(SESSION_QUERIES, {}).get(token)
-    if query is None:
-        raise search.BadQuery("That image search has expired; search with the image again.")
-    return np.asarray(query["vector"], dtype=np.float32), query["model"], query.get("label", "your image")
-
-
+@viewers_only
 def image_detail(request, pk):
-    images = Image.objects.all() if request.user.is_staff else Image.objects.filter(hidden=False)
-    image = get_object_or_404(images, pk=pk)
-    similar, error = [], ""
+    image = get_object_or_404(access.viewable_images(request.user), pk=pk)
+    context = {"image": image, "can_curate": access.can_curate(request.user), "can_delete": access.can_delete(request.user)}
     try:
-        similar = search.search_similar(image=image)
-    except search.SearchUnavailable as exc:
-        error = str(exc)
-    return render(request, "gallery/image_detail.html", {"image": image, "page": _page(request, similar), "error": error})
+        context["page"] = _page(request, search.search(search.SearchQuery.similar(image)))
+    except search.PageNotFound:
+        raise Http404("No such page of similar images.") from None
+    except (GalleryError, ModelLoadError) as exc:  # the image itself is still worth showing
+        context["similar_error"] = str(exc)
+    return render(request, "gallery/image_detail.html", context)
 
 
-@staff_member_required
 @require_POST
 def image_curate(request, pk):
-    image = get_object_or_404(Image, pk=pk)
     action = request.POST.get("action")
+    allowed = access.can_delete if action == "delete" else access.can_curate
+    if not request.user.is_authenticated:
+        return redirect_to_login(reverse("gallery:image-detail", args=[pk]))
+    if action not in ("delete", "hide", "unhide") or not allowed(request.user):
+        return render(request, "gallery/error.html", {"error": "You may not do that."}, status=403)
+    image = get_object_or_404(access.viewable_images(request.user), pk=pk)
     if action == "delete":
-        image_delete(image=image)
+        curation.image_delete(image=image)
         messages.success(request, f"Deleted “{image}”.")
         return redirect("gallery:gallery")
-    if action in ("hide", "unhide"):
-        images_set_hidden(images=Image.objects.filter(pk=pk), hidden=action == "hide")
-        messages.success(request, f"“{image}” is {'hidden' if action == 'hide' else 'visible again'}.")
+    curation.image_update(image=image, hidden=action == "hide")
+    messages.success(request, f"“{image}” is {'hidden' if action == 'hide' else 'visible again'}.")
     return redirect(image)
 
 
 def upload(request):
-    """One or many photos. Browsers with JavaScript send one file per request and read JSON,
-    to show progress per file; without it the page shows a summary."""
-    form = UploadForm(request.POST if request.method == "POST" else None)
+    """One or many photos. With JavaScript the page's script sends each file to the REST API
+    (the one upload contract) and shows progress; without it, this view stores them and shows
+    what happened to each."""
+    if not access.can_upload(request.user):
+        return redirect_to_login(request.get_full_path())
+    form = UploadForm(request.POST if request.method == "POST" else None, request.FILES or None)
     if request.method != "POST":
         return render(request, "gallery/upload.html", {"form": form})
-    files = request.FILES.getlist("files")
-    if not form.is_valid() or not files:
-        if not files:
-            form.add_error(None, "Choose at least one photo.")
-        return _upload_response(request, form, [], status=400)
-    title = form.cleaned_data["title"] if len(files) == 1 else ""
-    results = [_upload_one(upload, title, form.cleaned_data["description"]) for upload in files]
-    added = [r for r in results if r["outcome"] == "added"]
-    status = 200
-    if all(r["outcome"] == "rejected" for r in results):
-        status = 503 if any(r.get("retry") for r in results) else 400
-    if len(results) == 1 and added and not _wants_json(request):
-        messages.success(request, f"Added “{added[0]['title']}”. It becomes searchable after the next index run.")
-        return redirect(added[0]["url"])
-    return _upload_response(request, form, results, status=status)
+    if not form.is_valid():
+        return render(request, "gallery/upload.html", {"form": form}, status=400)
+    if wait := throttled(request, UploadThrottle):
+        return _too_many(request, wait)
+    results = [_upload_one(request, file, form) for file in form.cleaned_data["files"]]
+    if len(results) == 1 and results[0]["outcome"] == "added":
+        messages.success(request, f"Added “{results[0]['title']}”. It becomes searchable after the next index run.")
+        return redirect(results[0]["url"])
+    status = 400 if all(r["outcome"] == "rejected" for r in results) else 200
+    # All refused: keep what was typed, so the person can pick other files and send again.
+    form = form if status == 400 else UploadForm()
+    return render(request, "gallery/upload.html", {"form": form, "results": results}, status=status)
 
 
-def _upload_one(file, title, description) -> dict:
+def _upload_one(request, file, form) -> dict:
     result = {"name": file.name}
+    title = form.cleaned_data["title"] if len(form.cleaned_data["files"]) == 1 else ""
     try:
-        image, created = image_create(file=file, title=title, description=description)
-    except (UploadRejected, StorageUnavailable) as exc:
-        return result | {"outcome": "rejected", "reason": str(exc), "retry": isinstance(exc, StorageUnavailable)}
+        image, created = image_create(
+            file=file, title=title, description=form.cleaned_data["description"], tags=form.cleaned_data["tags"]
+        )
+    except GalleryError as exc:
+        return result | {"outcome": "rejected", "reason": str(exc)}
+    if not access.can_see(request.user, image):
+        return result | {"outcome": "present"}
     return result | {"outcome": "added" if created else "present", "url": image.get_absolute_url(), "title": str(image)}
 
 
-def _wants_json(request) -> bool:
-    return request.headers.get("Accept", "").startswith("application/json")
+class SignInView(LoginView):
+    """Django's sign-in page, with password guesses throttled like the token endpoint."""
+
+    template_name = "gallery/login.html"
+
+    def post(self, request, *args, **kwargs):
+        if wait := throttled(request, SignInThrottle):
+            return _too_many(request, wait)
+        return super().post(request, *args, **kwargs)
 
 
-def _upload_response(request, form, results, *, status):
-    if _wants_json(request):
-        errors = [str(e) for e in form.non_field_errors()] + [f"{k}: {' '.join(v)}" for k, v in form.errors.items() if k != "__all__"]
-        return JsonResponse({"results": results, "errors": errors}, status=status)
-    return render(request, "gallery/upload.html", {"form": form, "results": results}, status=status)
+def media(request, path):
+    """The local media folder, through the access policy: originals and thumbnails of images
+    the user may see; nothing else (index versions and model exports stay private)."""
+    if not access.can_view(request.user) or not path.startswith(("originals/", "thumbnails/")):
+        raise Http404
+    images = Image.objects.filter(Q(file=path) | Q(thumbnail=path))
+    if not access.can_curate(request.user):
+        images = images.filter(hidden=False)
+    if not images.exists() or not default_storage.exists(path):
+        raise Http404
+    content_type = mimetypes.guess_type(path)[0] or "application/octet-stream"
+    response = FileResponse(default_storage.open(path, "rb"), content_type=content_type)
+    # Names carry the content's hash: browsers may keep the bytes, but only this user's browser.
+    patch_cache_control(response, private=True, max_age=3600)
+    return response
 
 
 def page_not_found(request, exception):
@@ -187,3 +229,4 @@ def page_not_found(request, exception):
     if request.path.startswith("/api/"):
         return JsonResponse({"detail": "Not found."}, status=404)
     return render(request, "gallery/404.html", status=404)
+

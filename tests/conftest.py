@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 
+from gallery.fresh_segment import clear_fresh_cache
 from gallery.index_cache import clear_index_cache
 from indexer.embedding import ModelSpec, clear_embedders
 from tests.images import image_bytes
@@ -20,6 +21,29 @@ def fresh_embedders():
     clear_embedders()
     yield
     clear_embedders()
+
+
+@pytest.fixture(scope="session")
+def tiny_onnx_export(tmp_path_factory):
+    """One ONNX export of the tiny model (every int8 variant tried) for the whole run: (folder, manifest)."""
+    from indexer.embedding import get_embedder
+    from indexer.images import open_rgb
+    from indexer.onnx_export import export_onnx
+
+    folder = tmp_path_factory.mktemp("onnx")
+    return folder, export_onnx(get_embedder(TINY), folder, photos=[open_rgb(image_bytes(seed)) for seed in range(8)])
+
+
+@pytest.fixture
+def stored_onnx_export(tiny_onnx_export, media):
+    """That export in this test's storage, where `manage.py export_onnx` puts it."""
+    from gallery.onnx_models import storage_prefix
+    from gallery.artifacts import store_artifact
+    from indexer.onnx_export import manifest_files
+
+    folder, manifest = tiny_onnx_export
+    store_artifact(folder, storage_prefix(TINY), manifest_files(manifest))
+    return manifest
 
 
 @pytest.fixture(scope="session")
@@ -56,8 +80,10 @@ def media(settings, tmp_path, s3_bucket):
         location = f"tests/{uuid.uuid4().hex[:12]}"
         settings.STORAGES = {**settings.STORAGES, "default": {**default, "OPTIONS": {**default["OPTIONS"], "location": location}}}
     clear_index_cache()
+    clear_fresh_cache()
     yield settings.MEDIA_ROOT
     clear_index_cache()
+    clear_fresh_cache()
 
 
 def stored_files(media_root=None, folder=""):
@@ -101,6 +127,18 @@ def indexed_gallery(db, upload):
     report = index_refresh()
     assert report.published is not None
     return list(Image.objects.filter(pk__in=pks).order_by("pk"))
+
+
+@pytest.fixture
+def member(db, django_user_model):
+    """A signed-in member without any model permission: may upload, may not curate."""
+    return django_user_model.objects.create_user("member", password="member-password")
+
+
+@pytest.fixture
+def member_client(client, member):
+    client.force_login(member)
+    return client
 
 
 def as_upload(data: bytes, name="photo.jpg", content_type="image/jpeg"):

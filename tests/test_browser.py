@@ -45,6 +45,18 @@ def page(browser, live_server, indexed_gallery):
     context.close()
 
 
+@pytest.fixture
+def signed_in(page, live_server, django_user_model):
+    """The same page, with a member's session cookie (uploading needs a member)."""
+    from django.test import Client
+
+    client = Client()
+    client.force_login(django_user_model.objects.create_user("uploader"))
+    cookie = client.cookies["sessionid"]
+    page.context.add_cookies([{"name": "sessionid", "value": cookie.value, "url": live_server.url}])
+    return page
+
+
 def shot(page, name):
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
@@ -98,7 +110,7 @@ def test_text_search_and_shared_url(page, browser, live_server):
 def test_dropping_an_image_finds_its_twin_first(page):
     page.goto("/")
     drop_file(page, image_bytes(7), "query.jpg")
-    page.wait_for_url(re.compile(r"/search/\?image="))
+    page.wait_for_url(re.compile(r"/search/\?query="))
     assert titles(page)[0] == "Photo 7"
     assert page.locator("#query-preview").is_visible()  # shown from the browser's own copy
     assert Image.objects.count() == 20  # the query image was not stored
@@ -114,13 +126,14 @@ def test_combined_query_with_weight_and_negative(page):
     assert page.locator("#balance-out").inner_text() == "70"
     page.fill("#negative", "blue")
     page.get_by_role("button", name="Find").click()
-    page.wait_for_url(re.compile(r"/search/\?image="))
+    page.wait_for_url(re.compile(r"/search/\?query="))
     heading = page.locator("h1").inner_text()
     assert heading == "Photos like your image (70%) + “a green circle”, but not “blue”"
     assert len(titles(page)) == 16
 
 
-def test_upload_three_files_one_broken_one_duplicate(page):
+def test_upload_three_files_one_broken_one_duplicate(signed_in):
+    page = signed_in
     page.goto("/upload/")
     page.set_input_files(
         "#files",
@@ -131,12 +144,12 @@ def test_upload_three_files_one_broken_one_duplicate(page):
         ],
     )
     assert page.locator(".upload-item").count() == 3  # previews before sending
-    page.get_by_role("button", name="Upload").click()
+    page.get_by_role("button", name="Upload", exact=True).click()
     summary = page.locator("#upload-summary h2")
     summary.wait_for()
     assert summary.inner_text() == "Summary: 1 added, 1 already present, 1 rejected"
-    results = page.locator("#upload-results").inner_text()
-    assert "Already in the gallery: Photo 5" in results and "Rejected broken.jpg: The file is not an image" in results
+    results = page.locator("#upload-list").inner_text()
+    assert "Already in the gallery: Photo 5" in results and "Rejected: The file is not an image" in results
     assert Image.objects.count() == 21 and Image.objects.filter(title="new").exists()
     shot(page, "upload")
 

@@ -65,15 +65,9 @@ def test_demo_imports_the_sample_photos_and_builds_the_index():
     assert IndexVersion.objects.count() == 1
 
 
-def test_demo_falls_back_to_random_weights_and_says_so(settings):
+def test_demo_falls_back_to_random_weights_and_says_so(settings, fresh_embedders):
     settings.CLIP_PRETRAINED = "/no/such/checkpoint.pt"
-    from indexer.embedding import clear_embedders
-
-    clear_embedders()
-    try:
-        out = run("demo")
-    finally:
-        clear_embedders()
+    out = run("demo")
     assert "not a file" in out and "RANDOM weights" in out
     assert IndexVersion.objects.get().model == "tiny-test/random"
 

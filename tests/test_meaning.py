@@ -9,10 +9,11 @@ import os
 import pytest
 
 from gallery import search
+from tests.searching import by_image, by_text, similar
 from gallery.indexing import index_refresh
 from gallery.samples import available_samples
 from gallery.uploads import image_create
-from indexer.embedding import RANDOM, clear_embedders
+from indexer.embedding import RANDOM
 
 REAL_WEIGHTS = os.environ.get("CLIP_PRETRAINED", RANDOM)
 # The unmistakable ones must be first; the whole set must be mostly right.
@@ -29,13 +30,10 @@ pytestmark = [
 
 
 @pytest.fixture
-def real_model(settings):
+def real_model(settings, fresh_embedders):
     settings.CLIP_MODEL = os.environ.get("CLIP_MODEL", "ViT-B-32")
     settings.CLIP_PRETRAINED = REAL_WEIGHTS
     settings.CLIP_MODEL_CONFIG_DIR = os.environ.get("CLIP_MODEL_CONFIG_DIR", "")
-    clear_embedders()
-    yield
-    clear_embedders()
 
 
 def test_sample_photos_are_found_by_fitting_text(real_model):
@@ -44,7 +42,7 @@ def test_sample_photos_are_found_by_fitting_text(real_model):
         with sample.path.open("rb") as handle:
             image_create(file=handle, filename=sample.filename, title=sample.title)
     index_refresh()
-    firsts = {sample.filename: search.search_by_text(text=sample.query)[0].image.title for sample in samples}
+    firsts = {sample.filename: by_text(sample.query)[0].image.title for sample in samples}
     wrong = {name: found for name, found in firsts.items() if found != next(s.title for s in samples if s.filename == name)}
     assert not (set(wrong) & MUST_BE_FIRST), f"wrong top-1: {wrong}"
     assert len(wrong) <= len(samples) // 5, f"wrong top-1: {wrong}"

@@ -22,7 +22,8 @@ def test_gallery_pages_sixteen_newest_first(client, indexed_gallery):
     assert "Page 1 of 2" in first.content.decode()
     second = client.get("/?page=2")
     assert titles(second) == ["Photo 3", "Photo 2", "Photo 1", "Photo 0"]
-    assert titles(client.get("/?page=abc")) == titles(first)  # a bad page number is not an error
+    for bad in ("abc", "0", "3"):  # the API's rule too: a page that is not there is a 404
+        assert client.get(f"/?page={bad}").status_code == 404
 
 
 def test_status_line_counts_searchable_and_waiting(client, indexed_gallery, upload):
@@ -49,7 +50,7 @@ def test_text_search_pages_results(client, indexed_gallery):
 def test_search_before_an_index_is_friendly(client, upload):
     upload(1)
     response = client.get("/search/", {"q": "cat"})
-    assert response.status_code == 200
+    assert response.status_code == 409  # as in the API
     assert "no index has been built" in response.content.decode()
 
 
@@ -62,7 +63,7 @@ def test_bad_text_queries_get_a_clear_400(client, indexed_gallery, q, says):
 def test_image_search_finds_the_twin_first_and_stores_nothing(client, indexed_gallery, media):
     files_before = stored_files(media)
     response = client.post("/search/image/", {"file": as_upload(image_bytes(7))})
-    assert response.status_code == 302 and "?image=" in response["Location"]
+    assert response.status_code == 302 and "?query=" in response["Location"]
     results = client.get(response["Location"])
     assert titles(results)[0] == "Photo 7"
     assert len(titles(client.get(response["Location"] + "&page=2"))) == 4
@@ -89,7 +90,8 @@ def test_hidden_image_page_is_not_found_for_visitors(client, admin_client, index
     assert "Photo 2" not in titles(client.get("/?page=2"))
 
 
-def test_upload_page_stores_the_photo(client, media):
+def test_upload_page_stores_the_photo(member_client, media):
+    client = member_client
     response = client.post(
         "/upload/", {"files": as_upload(image_bytes(3)), "title": "Salad", "description": "on a wooden table"}
     )
@@ -100,7 +102,8 @@ def test_upload_page_stores_the_photo(client, media):
     assert "becomes searchable after the next index run" in page
 
 
-def test_uploading_several_files_without_javascript_shows_a_summary(client, media):
+def test_uploading_several_files_without_javascript_shows_a_summary(member_client, media):
+    client = member_client
     client.post("/upload/", {"files": as_upload(image_bytes(1), name="first.jpg")})
     response = client.post(
         "/upload/",
@@ -112,27 +115,40 @@ def test_uploading_several_files_without_javascript_shows_a_summary(client, medi
     assert stored_files(media) == sorted(f for image in Image.objects.all() for f in (image.file.name, image.thumbnail.name))
 
 
-def test_upload_answers_json_for_scripts(client):
-    response = client.post("/upload/", {"files": as_upload(image_bytes(4), name="x.png")}, HTTP_ACCEPT="application/json")
-    (result,) = response.json()["results"]
-    assert result["outcome"] == "added" and result["url"] == Image.objects.get().get_absolute_url()
-    rejected = client.post("/upload/", {"files": as_upload(b"", name="empty.jpg")}, HTTP_ACCEPT="application/json")
-    assert rejected.status_code == 400 and rejected.json()["results"][0]["reason"] == "The file is empty."
+def test_the_upload_page_script_uploads_through_the_api_with_the_session(member, media):
+    """The one upload contract: the page's script posts each file to the REST API with the
+    browser's session and CSRF token, exactly as this test does."""
+    from django.test import Client
+
+    browser = Client(enforce_csrf_checks=True)
+    browser.force_login(member)
+    page = browser.get("/upload/").content.decode()
+    api = re.search(r'data-api="([^"]+)"', page).group(1)
+    csrf = browser.cookies["csrftoken"].value
+    assert browser.post(api, {"file": as_upload(image_bytes(4), name="x.png")}).status_code == 403  # no token
+    response = browser.post(api, {"file": as_upload(image_bytes(4), name="x.png")}, HTTP_X_CSRFTOKEN=csrf)
+    assert response.status_code == 201 and response.json()["page_url"].endswith(Image.objects.get().get_absolute_url())
+    rejected = browser.post(api, {"file": as_upload(b"", name="empty.jpg")}, HTTP_X_CSRFTOKEN=csrf)
+    assert rejected.status_code == 400 and "empty" in str(rejected.json()["file"])
+    assert Image.objects.count() == 1
 
 
-def test_upload_page_rejects_a_broken_file_and_keeps_the_form(client, media):
+def test_upload_page_rejects_a_broken_file_and_keeps_the_form(member_client, media):
+    client = member_client
     response = client.post("/upload/", {"files": as_upload(image_bytes(3)[:100]), "title": "Keep me"})
     text = response.content.decode()
     assert response.status_code == 400 and "damaged or truncated" in text and 'value="Keep me"' in text
     assert Image.objects.count() == 0 and stored_files(media) == []
 
 
-def test_upload_without_files_says_so(client):
+def test_upload_without_files_says_so(member_client):
+    client = member_client
     response = client.post("/upload/", {"title": "nothing"})
     assert response.status_code == 400 and "Choose at least one photo" in response.content.decode()
 
 
-def test_upload_page_tells_when_the_index_was_built(client, indexed_gallery):
+def test_upload_page_tells_when_the_index_was_built(member_client, indexed_gallery):
+    client = member_client
     assert "the last one built the index at" in client.get("/upload/").content.decode()
 
 

@@ -5,7 +5,9 @@ import io
 import pytest
 
 from gallery.models import Image
-from gallery.uploads import StorageUnavailable, UploadRejected, image_create, image_delete
+from gallery.curation import image_delete
+from gallery.errors import StorageUnavailable, UploadRejected
+from gallery.uploads import image_create
 from tests.conftest import stored_files
 from tests.images import image_bytes
 

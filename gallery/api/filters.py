@@ -5,6 +5,7 @@ from django import forms
 from django_filters.fields import IsoDateTimeField
 
 from gallery.models import Image
+from gallery.tags import tag_lookup
 
 
 class UtcIsoDateTimeField(IsoDateTimeField):
@@ -27,7 +28,12 @@ class UtcIsoDateTimeFilter(django_filters.IsoDateTimeFilter):
 class ImageFilter(django_filters.FilterSet):
     uploaded_after = UtcIsoDateTimeFilter(field_name="uploaded_at", lookup_expr="gte")
     uploaded_before = UtcIsoDateTimeFilter(field_name="uploaded_at", lookup_expr="lte")
+    tag = django_filters.CharFilter(method="filter_tag", help_text="only images with this tag (its name or slug)")
 
     class Meta:
         model = Image
-        fields = ["status", "hidden", "uploaded_after", "uploaded_before"]
+        fields = ["status", "hidden", "uploaded_after", "uploaded_before", "tag"]
+
+    def filter_tag(self, queryset, name, value):
+        tag = tag_lookup(value)
+        return queryset.filter(tags=tag) if tag is not None else queryset.none()

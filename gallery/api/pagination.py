@@ -1,13 +1,32 @@
 from django.conf import settings
 from rest_framework.pagination import PageNumberPagination
+from rest_framework.response import Response
 
 
 class GalleryPagination(PageNumberPagination):
-    """16 per page like the web pages; ``page_size`` up to API_MAX_PAGE_SIZE."""
+    """SEARCH_PAGE_SIZE per page like the web pages (one rule: a page that is not there is a
+    404 on both); ``page_size`` up to API_MAX_PAGE_SIZE."""
 
-    page_size = 16
     page_size_query_param = "page_size"
+
+    @property
+    def page_size(self):
+        return settings.SEARCH_PAGE_SIZE
 
     @property
     def max_page_size(self):
         return settings.API_MAX_PAGE_SIZE
+
+
+class SearchPagination(GalleryPagination):
+    """Adds ``weak_match``: even the best result scores below SEARCH_WEAK_SCORE."""
+
+    def get_paginated_response(self, data, weak=False):
+        response = super().get_paginated_response(data)
+        response.data["weak_match"] = weak
+        return response
+
+    def get_paginated_response_schema(self, schema):
+        wrapped = super().get_paginated_response_schema(schema)
+        wrapped["properties"]["weak_match"] = {"type": "boolean", "description": "even the best match is poor"}
+        return wrapped

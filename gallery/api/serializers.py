@@ -1,18 +1,54 @@
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from gallery import access
+from gallery.errors import GalleryError
 from gallery.models import Image
-from gallery.search import MAX_QUERY_LENGTH
+from gallery.ranking import BOTH, LOOKS, RANKINGS, WORDS
+from gallery.search import DEFAULT_NEGATIVE_WEIGHT, MAX_QUERY_LENGTH
+from gallery.tags import tag_names_parse
+
+
+@extend_schema_field({"oneOf": [{"type": "array", "items": {"type": "string"}}, {"type": "string"}]})
+class TagsField(serializers.Field):
+    """Tag names as a list of strings (JSON) or one comma-separated text (multipart forms)."""
+
+    default_error_messages = {"invalid": "Give a list of tag names or one comma-separated text."}
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("help_text", "tag names: a list, or one comma-separated text")
+        super().__init__(**kwargs)
+
+    def to_internal_value(self, data):
+        if not isinstance(data, str) and not (isinstance(data, list) and all(isinstance(item, str) for item in data)):
+            self.fail("invalid")
+        try:
+            return tag_names_parse(data)
+        except GalleryError as exc:
+            raise serializers.ValidationError(str(exc)) from None
+
+    def to_representation(self, value):
+        return value
 
 
 class ImageSerializer(serializers.ModelSerializer):
     page_url = serializers.SerializerMethodField(help_text="the image's page in the web UI")
     original_url = serializers.SerializerMethodField()
     thumbnail_url = serializers.SerializerMethodField()
+    error = serializers.SerializerMethodField(help_text="why embedding failed (the details only for curators)")
+    tags = serializers.SlugRelatedField(many=True, read_only=True, slug_field="name")
+    state = serializers.ChoiceField(
+        source="search_state",
+        choices=Image.SearchState.choices,
+        read_only=True,
+        help_text="waiting (not embedded yet), searchable (found by search, not yet in the built index), "
+        "indexed (in the built index) or failed",
+    )
 
     class Meta:
         model = Image
         fields = [
-            "id", "title", "description", "width", "height", "size_bytes", "uploaded_at", "status", "error",
+            "id", "title", "description", "tags", "width", "height", "size_bytes", "uploaded_at", "status", "state", "error",
             "hidden", "embedding_model", "embedded_at", "page_url", "original_url", "thumbnail_url",
         ]
         read_only_fields = fields
@@ -20,6 +56,12 @@ class ImageSerializer(serializers.ModelSerializer):
     def _absolute(self, url: str) -> str:
         request = self.context.get("request")
         return request.build_absolute_uri(url) if request else url
+
+    def get_error(self, image) -> str:
+        request = self.context.get("request")
+        if not image.error or (request and access.can_curate(request.user)):
+            return image.error
+        return "This image could not be read or embedded."
 
     def get_page_url(self, image) -> str:
         return self._absolute(image.get_absolute_url())
@@ -41,23 +83,43 @@ class UploadedImageSerializer(ImageSerializer):
 
 class ImageUploadSerializer(serializers.Serializer):
     file = serializers.FileField(help_text="JPEG, PNG, WebP, GIF, BMP or TIFF")
-    title = serializers.CharField(max_length=200, required=False, default="", allow_blank=True)
-    description = serializers.CharField(required=False, default="", allow_blank=True)
+    title = serializers.CharField(max_length=Image.TITLE_MAX_LENGTH, required=False, default="", allow_blank=True)
+    description = serializers.CharField(
+        max_length=Image.DESCRIPTION_MAX_LENGTH, required=False, default="", allow_blank=True
+    )
+    tags = TagsField(required=False, default=list)
 
 
 class ImageUpdateSerializer(serializers.Serializer):
-    title = serializers.CharField(max_length=200, required=False, allow_blank=True)
-    description = serializers.CharField(required=False, allow_blank=True)
+    title = serializers.CharField(max_length=Image.TITLE_MAX_LENGTH, required=False, allow_blank=True)
+    description = serializers.CharField(max_length=Image.DESCRIPTION_MAX_LENGTH, required=False, allow_blank=True)
+    tags = TagsField(required=False, help_text="replaces all tags: a list of names, or one comma-separated text")
 
 
 class SearchHitSerializer(serializers.Serializer):
     rank = serializers.IntegerField(help_text="1 is the best match")
-    score = serializers.FloatField(help_text="cosine similarity between the query and the image, -1..1")
+    score = serializers.FloatField(
+        allow_null=True,
+        help_text="cosine similarity between the query and the image, -1..1; null for a hit only its words found "
+        "(hits are in fused order: see `matched`) or an image a curator pinned that search did not rank itself",
+    )
+    matched = serializers.ChoiceField(
+        choices=[LOOKS, WORDS, BOTH],
+        help_text="what found the image: looks (CLIP), words (title, tags, description) or both",
+    )
+    pinned = serializers.BooleanField(help_text="placed here by a curator's pin for this query")
     image = ImageSerializer()
 
 
 class TextSearchSerializer(serializers.Serializer):
     q = serializers.CharField(max_length=MAX_QUERY_LENGTH, help_text="what to look for, in words")
+    ranking = serializers.ChoiceField(
+        choices=RANKINGS,
+        required=False,
+        default="",
+        allow_blank=True,
+        help_text="hybrid (CLIP fused with full-text search), clip or keywords; SEARCH_RANKING when left out",
+    )
 
 
 class ImageSearchSerializer(serializers.Serializer):
@@ -72,14 +134,15 @@ class CombinedSearchSerializer(serializers.Serializer):
     negative_text = serializers.CharField(
         max_length=MAX_QUERY_LENGTH, required=False, default="", allow_blank=True, help_text='"but not ..."'
     )
-    negative_weight = serializers.FloatField(default=0.5, min_value=0.0, max_value=10.0)
+    negative_weight = serializers.FloatField(default=DEFAULT_NEGATIVE_WEIGHT, min_value=0.0, max_value=10.0)
 
 
 class IndexStatusSerializer(serializers.Serializer):
     version = serializers.CharField(allow_null=True)
     model = serializers.CharField(allow_null=True)
     built_at = serializers.DateTimeField(allow_null=True)
-    searchable = serializers.IntegerField()
+    searchable = serializers.IntegerField(help_text="visible images search finds now")
+    fresh = serializers.IntegerField(help_text="of those, embedded since the index was built (not yet compacted into it)")
     waiting = serializers.IntegerField()
     failed = serializers.IntegerField()
     random_weights = serializers.BooleanField()
@@ -89,6 +152,6 @@ class ErrorSerializer(serializers.Serializer):
     detail = serializers.CharField()
 
 
-
 class TokenSerializer(serializers.Serializer):
     token = serializers.CharField()
+    expires_at = serializers.DateTimeField()

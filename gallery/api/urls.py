@@ -2,10 +2,13 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import SimpleRouter
 
-from gallery.api import views
+from gallery.api import duplicates, pins, saved_searches, views
 
 router = SimpleRouter()
 router.register("images", views.ImageViewSet, basename="image")
+router.register("pins", pins.PinViewSet, basename="pin")
+router.register("duplicates", duplicates.DuplicateGroupViewSet, basename="duplicate")
+router.register("saved-searches", saved_searches.SavedSearchViewSet, basename="saved-search")
 
 app_name = "api"
 urlpatterns = [

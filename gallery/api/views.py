@@ -1,22 +1,26 @@
-"""REST API v1. Each view validates its input with a serializer, calls the same services and
-selectors as the web pages, and serializes the result."""
+"""REST API v1. Each view validates its input with a serializer, asks ``gallery.access`` (through
+the permission classes), calls the same services and search as the web pages, and serializes
+the result; gallery errors become responses in ``gallery.api.exceptions``."""
 
 from django.db.models import QuerySet
+from django.utils import timezone
 from django_filters.rest_framework import DjangoFilterBackend
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema
-from rest_framework import exceptions, status, viewsets
+from rest_framework import status, viewsets
+from rest_framework.authtoken.models import Token
 from rest_framework.authtoken.views import ObtainAuthToken
 from rest_framework.decorators import action
 from rest_framework.generics import GenericAPIView
 from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
-from rest_framework.permissions import IsAdminUser, IsAuthenticated
+from rest_framework.permissions import AllowAny, IsAuthenticated
 from rest_framework.response import Response
 
-from gallery import search, selectors
+from gallery import access, curation, listing, search
+from gallery.api.authentication import token_expires_at
 from gallery.api.filters import ImageFilter
-from gallery.api.pagination import GalleryPagination
-from gallery.api.permissions import CanRead, SearchThrottle, UploadThrottle
+from gallery.api.pagination import GalleryPagination, SearchPagination
+from gallery.api.permissions import CanCurate, CanDelete, CanReindex, CanUpload, CanView
 from gallery.api.serializers import (
     CombinedSearchSerializer,
     ErrorSerializer,
@@ -31,59 +35,32 @@ from gallery.api.serializers import (
     UploadedImageSerializer,
 )
 from gallery.models import Image
-from gallery.uploads import (
-    StorageUnavailable,
-    UploadRejected,
-    image_create,
-    image_delete,
-    image_update,
-    images_set_hidden,
-)
-from indexer.embedding import ModelLoadError
-
-
-class IndexNotReady(exceptions.APIException):
-    status_code = status.HTTP_409_CONFLICT
-    default_code = "index_not_ready"
-
-
-class StorageDown(exceptions.APIException):
-    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
-    default_code = "storage_unavailable"
-
-
-class ModelUnavailable(exceptions.APIException):
-    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
-    default_code = "model_unavailable"
-
+from gallery.throttles import SearchThrottle, SignInThrottle, UploadThrottle
+from gallery.uploads import image_create
 
 ERROR = OpenApiResponse(ErrorSerializer, description="what is wrong, in `detail`")
 INVALID = OpenApiResponse(OpenApiTypes.OBJECT, description="field name -> list of problems, or `detail`")
 READ_ERRORS = {401: ERROR, 403: ERROR, 404: ERROR, 429: ERROR}
-SEARCH_ERRORS = {**READ_ERRORS, 400: INVALID, 409: OpenApiResponse(ErrorSerializer, description="no index yet, or built with another model")}
-BODY_ERRORS = {400: INVALID, 415: OpenApiResponse(ErrorSerializer, description="the body is not multipart/form-data (or JSON where allowed)")}
-
-
-def _run_search(query):
-    """Call a search selector, turning its errors into API errors."""
-    try:
-        return query()
-    except search.BadQuery as exc:
-        raise exceptions.ValidationError({"detail": str(exc)}) from None
-    except search.SearchUnavailable as exc:
-        raise IndexNotReady(str(exc)) from None
-    except ModelLoadError as exc:
-        raise ModelUnavailable(str(exc)) from None
+SEARCH_ERRORS = {
+    **READ_ERRORS,
+    400: INVALID,
+    409: OpenApiResponse(ErrorSerializer, description="no index yet, or built with another model"),
+    503: OpenApiResponse(ErrorSerializer, description="the model, storage or index is unavailable for a moment"),
+}
+BODY_ERRORS = {400: INVALID, 415: OpenApiResponse(ErrorSerializer, description="the body is not in the content type this operation takes")}
 
 
 class _HitsPage:
-    """Pages a list of search hits like a queryset."""
+    """Pages search hits with the pages' rule and size, and says when matches are weak."""
 
-    pagination_class = GalleryPagination
+    pagination_class = SearchPagination
 
-    def hits_response(self, hits):
-        page = self.paginate_queryset(hits)
-        return self.get_paginated_response(SearchHitSerializer(page, many=True, context={"request": self.request}).data)
+    def hits_response(self, query: search.SearchQuery):
+        results = search.search(query)
+        paginator = SearchPagination()
+        page = paginator.paginate_queryset(results, self.request, view=self)
+        data = SearchHitSerializer(page, many=True, context={"request": self.request}).data
+        return paginator.get_paginated_response(data, weak=results.weak)
 
 
 @extend_schema(tags=["images"])
@@ -94,19 +71,17 @@ class ImageViewSet(_HitsPage, viewsets.GenericViewSet):
     lookup_value_regex = r"\d+"
     filter_backends = [DjangoFilterBackend]
     filterset_class = ImageFilter
-    parser_classes = [MultiPartParser, FormParser, JSONParser]
+    parser_classes = [MultiPartParser, JSONParser]  # uploads carry a file; edits are JSON
     queryset = Image.objects.none()  # for the schema; get_queryset() decides
 
+    pagination_class = GalleryPagination
+
     def get_queryset(self) -> QuerySet[Image]:
-        images = Image.objects.defer("embedding")
-        return images if self.request.user.is_staff else images.filter(hidden=False)
+        return access.viewable_images(self.request.user).prefetch_related("tags")
 
     def get_permissions(self):
-        if self.action == "create":
-            return [IsAuthenticated()]
-        if self.action in ("partial_update", "destroy", "hide", "unhide"):
-            return [IsAdminUser()]
-        return [CanRead()]
+        by_action = {"create": CanUpload, "partial_update": CanCurate, "hide": CanCurate, "unhide": CanCurate, "destroy": CanDelete}
+        return [CanView(), by_action[self.action]()] if self.action in by_action else [CanView()]
 
     def get_throttles(self):
         if self.action == "create":
@@ -126,29 +101,30 @@ class ImageViewSet(_HitsPage, viewsets.GenericViewSet):
 
     @extend_schema(
         request={"multipart/form-data": ImageUploadSerializer},
-        responses={201: UploadedImageSerializer, **BODY_ERRORS, **READ_ERRORS, 503: ERROR},
+        responses={201: UploadedImageSerializer, **BODY_ERRORS, **READ_ERRORS, 409: ERROR, 503: ERROR},
         description="Upload a photo. The same bytes again return the existing image with `created: false`.",
     )
     def create(self, request):
         data = _valid(ImageUploadSerializer, request.data)
-        try:
-            image, created = image_create(file=data["file"], title=data["title"], description=data["description"])
-        except UploadRejected as exc:
-            raise exceptions.ValidationError({"file": [str(exc)]}) from None
-        except StorageUnavailable as exc:
-            raise StorageDown(str(exc)) from None
+        image, created = image_create(
+            file=data["file"], title=data["title"], description=data["description"], tags=data["tags"]
+        )
+        if not access.can_see(request.user, image):
+            return Response({"detail": "This photo is already in the gallery."}, status=status.HTTP_409_CONFLICT)
         image.created = created
         return Response(UploadedImageSerializer(image, context={"request": request}).data, status=status.HTTP_201_CREATED)
 
-    @extend_schema(request=ImageUpdateSerializer, responses={200: ImageSerializer, **BODY_ERRORS, **READ_ERRORS})
+    @extend_schema(request={"application/json": ImageUpdateSerializer}, responses={200: ImageSerializer, **BODY_ERRORS, **READ_ERRORS})
     def partial_update(self, request, pk=None):
         data = _valid(ImageUpdateSerializer, request.data)
-        image = image_update(image=self.get_object(), title=data.get("title"), description=data.get("description"))
+        image = curation.image_update(
+            image=self.get_object(), title=data.get("title"), description=data.get("description"), tags=data.get("tags")
+        )
         return Response(self.get_serializer(image).data)
 
     @extend_schema(responses={204: None, **READ_ERRORS})
     def destroy(self, request, pk=None):
-        image_delete(image=self.get_object())
+        curation.image_delete(image=self.get_object())
         return Response(status=status.HTTP_204_NO_CONTENT)
 
     @extend_schema(request=None, responses={200: ImageSerializer, **READ_ERRORS})
@@ -163,17 +139,14 @@ class ImageViewSet(_HitsPage, viewsets.GenericViewSet):
         return self._set_hidden(False)
 
     def _set_hidden(self, hidden):
-        image = self.get_object()
-        images_set_hidden(images=Image.objects.filter(pk=image.pk), hidden=hidden)
-        image.hidden = hidden
+        image = curation.image_update(image=self.get_object(), hidden=hidden)
         return Response(self.get_serializer(image).data)
 
     @extend_schema(responses={200: SearchHitSerializer(many=True), **SEARCH_ERRORS}, tags=["search"])
     @action(detail=True, methods=["get"])
     def similar(self, request, pk=None):
         """More like this image, from its stored vector; it comes first itself."""
-        image = self.get_object()
-        return self.hits_response(_run_search(lambda: search.search_similar(image=Image.objects.get(pk=image.pk))))
+        return self.hits_response(search.SearchQuery.similar(self.get_object()))
 
 
 def _valid(serializer_class, data):
@@ -186,21 +159,21 @@ def _valid(serializer_class, data):
 class TextSearchView(_HitsPage, GenericAPIView):
     """Search by text: ranked results with scores."""
 
-    permission_classes = [CanRead]
+    permission_classes = [CanView]
     throttle_classes = [SearchThrottle]
     serializer_class = SearchHitSerializer
 
     @extend_schema(parameters=[TextSearchSerializer], responses={200: SearchHitSerializer(many=True), **SEARCH_ERRORS})
     def get(self, request):
         data = _valid(TextSearchSerializer, request.query_params)
-        return self.hits_response(_run_search(lambda: search.search_by_text(text=data["q"])))
+        return self.hits_response(search.text_query(data["q"], ranking_name=data["ranking"]))
 
 
 @extend_schema(tags=["search"])
 class ImageSearchView(_HitsPage, GenericAPIView):
     """Search by an example image (multipart). The image is never stored."""
 
-    permission_classes = [CanRead]
+    permission_classes = [CanView]
     throttle_classes = [SearchThrottle]
     parser_classes = [MultiPartParser]
     serializer_class = SearchHitSerializer
@@ -211,14 +184,14 @@ class ImageSearchView(_HitsPage, GenericAPIView):
     )
     def post(self, request):
         data = _valid(ImageSearchSerializer, request.data)
-        return self.hits_response(_run_search(lambda: search.search_by_image(file=data["file"])))
+        return self.hits_response(search.SearchQuery.build(image_file=data["file"]))
 
 
 @extend_schema(tags=["search"])
 class CombinedSearchView(_HitsPage, GenericAPIView):
     """Text and image together with weights, optionally away from a negative text."""
 
-    permission_classes = [CanRead]
+    permission_classes = [CanView]
     throttle_classes = [SearchThrottle]
     parser_classes = [MultiPartParser, FormParser]
     serializer_class = SearchHitSerializer
@@ -230,15 +203,13 @@ class CombinedSearchView(_HitsPage, GenericAPIView):
     def post(self, request):
         data = _valid(CombinedSearchSerializer, request.data)
         return self.hits_response(
-            _run_search(
-                lambda: search.search_combined(
-                    text=data["text"],
-                    image_file=data.get("file"),
-                    text_weight=data["text_weight"],
-                    image_weight=data["image_weight"],
-                    negative_text=data["negative_text"],
-                    negative_weight=data["negative_weight"],
-                )
+            search.SearchQuery.build(
+                text=data["text"],
+                image_file=data.get("file"),
+                text_weight=data["text_weight"],
+                image_weight=data["image_weight"],
+                negative_text=data["negative_text"],
+                negative_weight=data["negative_weight"],
             )
         )
 
@@ -247,39 +218,57 @@ class CombinedSearchView(_HitsPage, GenericAPIView):
 class IndexStatusView(GenericAPIView):
     """The current index version, how many images are searchable, waiting and failed."""
 
-    permission_classes = [CanRead]
+    permission_classes = [CanView]
     serializer_class = IndexStatusSerializer
 
     @extend_schema(responses={200: IndexStatusSerializer, **READ_ERRORS})
     def get(self, request):
-        return Response(IndexStatusSerializer(selectors.index_status()).data)
+        return Response(IndexStatusSerializer(listing.index_status()).data)
 
 
 @extend_schema(tags=["index"])
 class IndexRefreshView(GenericAPIView):
-    """Reindex now (staff): queue the Airflow DAG, or embed and publish inline without Airflow."""
+    """Reindex now (`gallery.reindex_image` permission): queue the Airflow DAG, or embed and
+    publish inline without Airflow."""
 
-    permission_classes = [IsAdminUser]
+    permission_classes = [CanView, CanReindex]
     serializer_class = ErrorSerializer
 
     @extend_schema(request=None, responses={202: ErrorSerializer, **READ_ERRORS, 502: ERROR, 503: ERROR})
     def post(self, request):
-        from gallery.airflow_api import AirflowUnavailable
         from gallery.indexing import index_refresh_now
 
-        try:
-            message = index_refresh_now()
-        except AirflowUnavailable as exc:
-            return Response({"detail": str(exc)}, status=status.HTTP_502_BAD_GATEWAY)
-        except ModelLoadError as exc:
-            raise ModelUnavailable(str(exc)) from None
-        return Response({"detail": message}, status=status.HTTP_202_ACCEPTED)
+        return Response({"detail": index_refresh_now()}, status=status.HTTP_202_ACCEPTED)
 
 
 @extend_schema(tags=["auth"])
 class TokenView(ObtainAuthToken):
-    """A token for programs: POST username and password, then send `Authorization: Token <key>`."""
+    """A token for programs: POST username and password, then send `Authorization: Token <key>`.
+    It lasts API_TOKEN_LIFETIME_DAYS; DELETE (with the token) revokes it, and asking again after
+    it expired gives a new one."""
 
-    @extend_schema(responses={200: TokenSerializer, **BODY_ERRORS})
+    throttle_classes = [SignInThrottle]
+    parser_classes = [JSONParser]  # ObtainAuthToken also takes forms: one content type for generated clients
+
+    def get_throttles(self):
+        return [SignInThrottle()] if self.request.method == "POST" else []
+
+    def get_permissions(self):
+        return [IsAuthenticated()] if self.request.method == "DELETE" else [AllowAny()]
+
+    @extend_schema(responses={200: TokenSerializer, **BODY_ERRORS, 429: ERROR})
     def post(self, request, *args, **kwargs):
-        return super().post(request, *args, **kwargs)
+        serializer = self.get_serializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        user = serializer.validated_data["user"]
+        token, _ = Token.objects.get_or_create(user=user)
+        if token_expires_at(token) <= timezone.now():
+            token.delete()
+            token = Token.objects.create(user=user)
+        return Response({"token": token.key, "expires_at": token_expires_at(token)})
+
+    @extend_schema(request=None, responses={204: None, 401: ERROR, 403: ERROR})
+    def delete(self, request, *args, **kwargs):
+        """Revoke your token (every program using it must ask for a new one)."""
+        Token.objects.filter(user=request.user).delete()
+        return Response(status=status.HTTP_204_NO_CONTENT)

@@ -1,10 +1,16 @@
+import secrets
+from pathlib import Path
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
 from gallery import clip
 from gallery.indexing import index_refresh
+from gallery.errors import GalleryError
 from gallery.samples import available_samples
-from gallery.uploads import UploadRejected, image_create
-from indexer.embedding import ModelLoadError, get_embedder
+from gallery.uploads import image_create
+from indexer.embedding import ModelLoadError
 
 
 class Command(BaseCommand):
@@ -12,14 +18,14 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options):
         try:
-            get_embedder(clip.model_spec())
+            clip.embedder()
         except ModelLoadError as exc:
             self.stdout.write(self.style.WARNING(
                 f"{exc}\nThe demo continues with RANDOM weights: search works end to end, but results "
                 "mean nothing until real weights are configured (the pages say so too)."
             ))
             # Registers the random model under the configured spec for the rest of this process.
-            get_embedder(clip.model_spec(), fallback_to_random=True)
+            clip.embedder(fallback_to_random=True)
         samples = available_samples()
         if not samples:
             raise CommandError("No sample photographs found: install scikit-image and scikit-learn.")
@@ -28,7 +34,7 @@ class Command(BaseCommand):
             try:
                 with sample.path.open("rb") as handle:
                     _, created = image_create(file=handle, filename=sample.filename, title=sample.title, description=sample.description)
-            except UploadRejected as exc:
+            except GalleryError as exc:
                 self.stdout.write(self.style.WARNING(f"skipped {sample.filename}: {exc}"))
                 continue
             added += created
@@ -41,3 +47,18 @@ class Command(BaseCommand):
         else:
             self.stdout.write("The index was already up to date.")
         self.stdout.write('Try: python manage.py search "a photo of a cat"')
+        self._ensure_account()
+
+    def _ensure_account(self):
+        """Uploading needs an account: the demo makes one curator, once, with a password kept
+        beside the database (never a fixed one)."""
+        User = get_user_model()
+        password_file = Path(settings.VAR_DIR) / "admin-password"
+        if not User.objects.filter(is_superuser=True).exists():
+            password = secrets.token_urlsafe(12)
+            password_file.parent.mkdir(parents=True, exist_ok=True)
+            password_file.write_text(password + "\n")
+            password_file.chmod(0o600)
+            User.objects.create_superuser("admin", password=password)
+        if password_file.exists():
+            self.stdout.write(f"Sign in as admin with the password in {password_file}: {password_file.read_text().strip()}")

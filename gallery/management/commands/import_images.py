@@ -3,10 +3,11 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
-from gallery.uploads import UploadRejected, image_create
+from gallery.errors import GalleryError
+from gallery.uploads import image_create
+from indexer.images import IMAGE_SUFFIXES as SUFFIXES
 from indexer.images import ALLOWED_FORMATS
 
-SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
 
 
 class Command(BaseCommand):
@@ -30,7 +31,7 @@ class Command(BaseCommand):
             try:
                 with path.open("rb") as handle:
                     image, created = image_create(file=handle, filename=path.name)
-            except (UploadRejected, OSError) as exc:
+            except (GalleryError, OSError) as exc:
                 rejected += 1
                 tqdm.write(self.style.WARNING(f"skipped {path}: {exc}"))
                 continue

@@ -1,6 +1,6 @@
 from django.core.management.base import BaseCommand, CommandError
 
-from gallery.airflow_api import AirflowUnavailable
+from gallery.errors import AirflowUnavailable
 from gallery.indexing import index_refresh_now
 from indexer.embedding import ModelLoadError
 

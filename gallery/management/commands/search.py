@@ -3,6 +3,7 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError
 
 from gallery import search
+from gallery.errors import GalleryError
 from indexer.embedding import ModelLoadError
 
 
@@ -20,12 +21,14 @@ class Command(BaseCommand):
         try:
             if image:
                 with image.open("rb") as handle:
-                    hits = search.search_by_image(file=handle)
+                    query = search.SearchQuery.build(image_file=handle)
             else:
-                hits = search.search_by_text(text=text)
-        except (search.BadQuery, search.SearchUnavailable, ModelLoadError, OSError) as exc:
+                query = search.text_query(text)
+            hits = search.search(query)
+        except (GalleryError, ModelLoadError, OSError) as exc:
             raise CommandError(str(exc)) from None
         if not hits:
             self.stdout.write("No matches.")
         for hit in hits[:k]:
-            self.stdout.write(f"{hit.rank:>3}  {hit.score:6.3f}  #{hit.image.pk:<6} {hit.image}")
+            score = "pinned" if hit.score is None else f"{hit.score:6.3f}"  # a curator's pin search did not rank
+            self.stdout.write(f"{hit.rank:>3}  {score:>6}  #{hit.image.pk:<6} {hit.image}")

@@ -147,12 +147,14 @@
     });
   }
 
+  // Each file goes to the REST API (the one upload contract), with this browser's session.
   function uploadOne(form, file, single, item) {
     return new Promise((resolve) => {
       const data = new FormData();
-      data.append("csrfmiddlewaretoken", form.querySelector("[name=csrfmiddlewaretoken]").value);
-      data.append("files", file);
+      data.append("file", file);
       data.append("description", form.querySelector("[name=description]").value);
+      const tags = form.querySelector("[name=tags]");
+      if (tags) data.append("tags", tags.value);
       if (single) data.append("title", form.querySelector("[name=title]").value);
       const request = new XMLHttpRequest();
       const bar = item && item.querySelector(".progress-bar");
@@ -163,54 +165,46 @@
         bar.parentElement.setAttribute("aria-valuenow", percent);
       };
       request.onload = () => {
-        let result;
-        try { result = JSON.parse(request.responseText).results[0]; } catch (e) { result = null; }
-        result = result || { name: file.name, outcome: "rejected", reason: "The server did not accept the upload (" + request.status + ")." };
+        let body = {};
+        try { body = JSON.parse(request.responseText); } catch (e) { /* not JSON: use the status */ }
+        const result = outcome(file.name, request.status, body);
         if (item) {
           bar.style.width = "100%";
           bar.classList.add(result.outcome === "rejected" ? "bg-danger" : result.outcome === "added" ? "bg-success" : "bg-info");
-          item.querySelector(".outcome").textContent = describe(result);
+          item.querySelector(".outcome").replaceChildren(...describe(result));
         }
         resolve(result);
       };
       request.onerror = () => resolve({ name: file.name, outcome: "rejected", reason: "The connection failed." });
-      request.open("POST", form.action || window.location.pathname);
+      request.open("POST", form.dataset.api);
       request.setRequestHeader("Accept", "application/json");
+      request.setRequestHeader("X-CSRFToken", form.querySelector("[name=csrfmiddlewaretoken]").value);
       request.send(data);
     });
   }
 
+  function outcome(name, status, body) {
+    if (status === 201) return { name, outcome: body.created ? "added" : "present", url: body.page_url, title: body.title || name };
+    if (status === 409) return { name, outcome: "present" };
+    const problems = body.file || body.detail || body.title || body.description || body.tags;
+    const reason = Array.isArray(problems) ? problems.join(" ") : problems;
+    return { name, outcome: "rejected", reason: reason || "The server did not accept the upload (" + status + ")." };
+  }
+
   function describe(result) {
-    if (result.outcome === "added") return "Added";
-    if (result.outcome === "present") return "Already in the gallery";
-    return "Rejected: " + result.reason;
+    const link = () => { const a = document.createElement("a"); a.href = result.url; a.textContent = result.title; return a; };
+    if (result.outcome === "added") return ["✔ Added ", link()];
+    if (result.outcome === "present") return result.url ? ["● Already in the gallery: ", link()] : ["● Already in the gallery"];
+    return ["✖ Rejected: " + result.reason];
   }
 
   function renderSummary(results) {
     const count = (outcome) => results.filter((r) => r.outcome === outcome).length;
-    const box = document.createElement("div");
     const heading = document.createElement("h2");
     heading.className = "h6";
     heading.tabIndex = -1;
     heading.textContent = `Summary: ${count("added")} added, ${count("present")} already present, ${count("rejected")} rejected`;
-    const ul = document.createElement("ul");
-    ul.className = "list-unstyled small";
-    ul.id = "upload-results";
-    results.forEach((r) => {
-      const li = document.createElement("li");
-      li.className = "upload-result upload-" + r.outcome;
-      if (r.url) {
-        const a = document.createElement("a");
-        a.href = r.url;
-        a.textContent = r.title;
-        li.append(r.outcome === "added" ? "✔ Added " : "● Already in the gallery: ", a, ` (${r.name})`);
-      } else {
-        li.textContent = `✖ Rejected ${r.name}: ${r.reason}`;
-      }
-      ul.append(li);
-    });
-    box.append(heading, ul);
-    return box;
+    return heading;
   }
 
   function initConfirm() {

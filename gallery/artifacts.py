@@ -1,5 +1,6 @@
-"""Local copies of immutable artifacts kept in storage (index versions, ONNX exports): fetched
-once per host into a folder, atomically, so several processes never see half a copy."""
+"""Immutable artifacts kept in storage (index versions, ONNX exports) and this host's local
+cache of them: stored once under a prefix, fetched once per host into a folder, atomically, so
+several processes never see half a copy."""
 
 from __future__ import annotations
 
@@ -9,7 +10,16 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from django.conf import settings
 from django.core.files.storage import default_storage
+
+
+def local_folder(kind: str) -> Path:
+    """This host's folder for one kind of artifact under INDEX_CACHE_DIR: ``indexes`` (copies
+    of published versions), ``builds`` (indexes being built), ``onnx`` (model exports)."""
+    path = Path(settings.INDEX_CACHE_DIR) / kind
+    path.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 def local_copy(prefix: str, names: tuple[str, ...], target: Path) -> Path:
@@ -35,7 +45,7 @@ def local_copy(prefix: str, names: tuple[str, ...], target: Path) -> Path:
     return target
 
 
-def publish(folder: Path, prefix: str, names: tuple[str, ...]) -> None:
+def store_artifact(folder: Path, prefix: str, names: tuple[str, ...]) -> None:
     """Save ``names`` from ``folder`` under ``prefix/`` in storage, in order (the last marks
     the upload complete)."""
     from django.core.files import File

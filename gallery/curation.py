@@ -1,0 +1,64 @@
+"""Curation services: edit, hide, unhide, re-embed and delete images. Pages, the API and the
+admin all call these (after asking ``gallery.access`` whether the user may)."""
+
+from __future__ import annotations
+
+from django.db import transaction
+from django.db.models import QuerySet
+
+from gallery import keywords
+from gallery.errors import InvalidInput
+from gallery.models import Image
+from gallery.tags import tag_names_parse, tags_set
+from gallery.uploads import delete_files
+
+
+def image_update(
+    *,
+    image: Image,
+    title: str | None = None,
+    description: str | None = None,
+    hidden: bool | None = None,
+    tags: str | list[str] | None = None,
+) -> Image:
+    """Change what is given (``None`` leaves a field as it is; ``tags`` replaces all tags)."""
+    if description is not None and len(description) > Image.DESCRIPTION_MAX_LENGTH:
+        raise InvalidInput(f"The description is too long (at most {Image.DESCRIPTION_MAX_LENGTH} characters).")
+    tag_names = tag_names_parse(tags) if tags is not None else None  # refused before anything changes
+    changes = {
+        "title": title[: Image.TITLE_MAX_LENGTH] if title is not None else None,
+        "description": description,
+    }
+    changes = {field: value for field, value in changes.items() if value is not None}
+    for field, value in changes.items():
+        setattr(image, field, value)
+    if changes:
+        with transaction.atomic():
+            image.save(update_fields=list(changes))
+            keywords.images_reindex([image.pk])
+    if tag_names is not None:
+        tags_set(image=image, names=tag_names)
+    if hidden is not None and hidden != image.hidden:
+        images_set_hidden(images=Image.objects.filter(pk=image.pk), hidden=hidden)
+        image.hidden = hidden
+    return image
+
+
+def images_set_hidden(*, images: QuerySet[Image], hidden: bool) -> int:
+    """Hidden images stay in the index but are dropped from results at query time."""
+    return images.update(hidden=hidden)
+
+
+def images_reembed(*, images: QuerySet[Image]) -> int:
+    """Queue images to be embedded again by the next index run."""
+    return images.update(status=Image.Status.PENDING, error="", embedding=None, embedding_model="", embedded_at=None)
+
+
+def image_delete(*, image: Image) -> None:
+    """Delete the row, then its files once the deletion is committed. Search drops the id at
+    query time, so it disappears from results before the next index build."""
+    names = [image.file.name, image.thumbnail.name]
+    with transaction.atomic():
+        keywords.images_forget([image.pk])
+        image.delete()
+        transaction.on_commit(lambda: delete_files(names))

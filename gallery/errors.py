@@ -1,0 +1,67 @@
+"""The gallery's errors, each with the HTTP status that pages and the API both answer with.
+
+Services raise these with a message meant for people; ``gallery.api.exceptions`` (DRF) and
+``gallery.views`` (pages) turn them into responses through :func:`http_status`, so one input
+gets one status on both sides.
+"""
+
+from __future__ import annotations
+
+from indexer.embedding import ModelLoadError
+
+
+class GalleryError(Exception):
+    """Base: ``str(exc)`` is safe to show to whoever made the request."""
+
+    status = 500
+    field = ""  # the input field at fault, when there is one
+
+
+class InvalidInput(GalleryError):
+    status = 400
+
+
+class UploadRejected(InvalidInput):
+    """The upload is not an image we accept; nothing was stored."""
+
+    field = "file"  # the API reports it against the upload's field
+
+
+class BadQuery(InvalidInput):
+    """The search query itself is wrong (empty, too long, weights that cancel out...)."""
+
+
+class NotReady(GalleryError):
+    """Search cannot answer yet: no index, or one built with another model."""
+
+    status = 409
+
+
+class Unavailable(GalleryError):
+    """A service the request needs (storage, the model, the index) failed; try again later."""
+
+    status = 503
+
+
+class StorageUnavailable(Unavailable):
+    """Storage refused or could not be reached; nothing was saved."""
+
+
+class AirflowUnavailable(Unavailable):
+    """Airflow did not accept a request; the message says why. ``airflow_status`` is the HTTP
+    status Airflow answered, when it answered."""
+
+    status = 502
+
+    def __init__(self, message: str, *, airflow_status: int | None = None) -> None:
+        super().__init__(message)
+        self.airflow_status = airflow_status
+
+
+def http_status(exc: Exception) -> int | None:
+    """The status for an error a service raised, or ``None`` for a bug (a 500)."""
+    if isinstance(exc, GalleryError):
+        return exc.status
+    if isinstance(exc, ModelLoadError):  # the configured weights cannot be loaded on this host
+        return Unavailable.status
+    return None
