@@ -1,31 +1,30 @@
-from django.conf import settings
+"""DRF's side of the access policy: each class asks ``gallery.access``."""
+
 from rest_framework.permissions import BasePermission
-from rest_framework.throttling import SimpleRateThrottle
+
+from gallery import access
 
 
-class CanRead(BasePermission):
-    """Reading and searching are public unless API_REQUIRE_LOGIN is set."""
-
+class CanView(BasePermission):
     def has_permission(self, request, view):
-        return not settings.API_REQUIRE_LOGIN or bool(request.user and request.user.is_authenticated)
+        return access.can_view(request.user)
 
 
-class _SettingsRateThrottle(SimpleRateThrottle):
-    """Per user (or per address when anonymous), at a rate read from settings on each request."""
-
-    setting = ""
-
-    def get_rate(self):
-        return getattr(settings, self.setting)
-
-    def get_cache_key(self, request, view):
-        ident = request.user.pk if request.user and request.user.is_authenticated else self.get_ident(request)
-        return self.cache_format % {"scope": self.scope, "ident": ident}
+class CanUpload(BasePermission):
+    def has_permission(self, request, view):
+        return access.can_upload(request.user)
 
 
-class SearchThrottle(_SettingsRateThrottle):
-    scope, setting = "search", "API_SEARCH_RATE"
+class CanCurate(BasePermission):
+    def has_permission(self, request, view):
+        return access.can_curate(request.user)
 
 
-class UploadThrottle(_SettingsRateThrottle):
-    scope, setting = "upload", "API_UPLOAD_RATE"
+class CanDelete(BasePermission):
+    def has_permission(self, request, view):
+        return access.can_delete(request.user)
+
+
+class CanReindex(BasePermission):
+    def has_permission(self, request, view):
+        return access.can_reindex(request.user)
