@@ -1,8 +1,14 @@
-"""Hourly search-index refresh: embed new uploads with CLIP and publish a new Annoy index.
+"""Search-index refresh, hourly or when new uploads arrive: embed them with CLIP and publish a
+new Annoy index.
 
 Configuration only: every task is a few lines calling ``gallery.indexing`` services, the same
 ones the management commands run. Nothing heavy happens at import (Airflow parses this file
 often); Django is set up inside the tasks.
+
+Uploads post an event for the ``gallery_uploads`` asset (``indexer.signals``); a run starts on
+the first event or on the hour, whichever comes first. With ``max_active_runs=1`` events that
+arrive during a run wait, and the next run consumes all of them: a burst of uploads gives a
+handful of runs, not one per photo.
 
     find_pending -> embed (one mapped task per chunk of ids) -> publish -> prune
 """
@@ -10,21 +16,25 @@ often); Django is set up inside the tasks.
 from __future__ import annotations
 
 import os
+import sys
 from datetime import datetime, timedelta
+from pathlib import Path
 
-from airflow.sdk import dag, task
+from airflow.sdk import Asset, AssetOrTimeSchedule, CronTriggerTimetable, dag, task
 
+# The project root, for `indexer` here and for Django in the tasks (the DAG folder is on sys.path).
+ROOT = str(Path(__file__).resolve().parent.parent)
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+from indexer.signals import INDEX_DAG_ID, NEW_UPLOADS_ASSET_NAME, NEW_UPLOADS_ASSET_URI  # noqa: E402
+
+NEW_UPLOADS = Asset(name=NEW_UPLOADS_ASSET_NAME, uri=NEW_UPLOADS_ASSET_URI)
 CHUNK_SIZE = int(os.environ.get("INDEX_EMBED_CHUNK_SIZE", "1000"))
 
 
 def _django() -> None:
-    """Make the project importable and set Django up (once per task process)."""
-    import sys
-    from pathlib import Path
-
-    root = str(Path(__file__).resolve().parent.parent)
-    if root not in sys.path:
-        sys.path.insert(0, root)
+    """Set Django up (once per task process)."""
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "webapp.settings")
     import django
 
@@ -32,11 +42,16 @@ def _django() -> None:
 
 
 @dag(
-    dag_id="search_index",
-    schedule=os.environ.get("INDEX_DAG_SCHEDULE", "@hourly"),
+    dag_id=INDEX_DAG_ID,
+    schedule=AssetOrTimeSchedule(
+        timetable=CronTriggerTimetable(os.environ.get("INDEX_DAG_SCHEDULE", "@hourly"), timezone="UTC"),
+        assets=[NEW_UPLOADS],
+    ),
     start_date=datetime(2026, 1, 1),
     catchup=False,
-    max_active_runs=1,  # two overlapping runs would only embed the same rows twice
+    # Two overlapping runs would only embed the same rows twice; and while one runs, new upload
+    # events queue up for the next run instead of starting one run each.
+    max_active_runs=1,
     is_paused_upon_creation=False,  # indexing is the point of installing it
     default_args={
         "retries": int(os.environ.get("INDEX_DAG_RETRIES", "2")),
@@ -63,11 +78,18 @@ def search_index():
 
     @task(trigger_rule="none_failed")
     def publish(reports: list[dict]) -> str | None:
-        """Build over every stored vector, publish, make current, mark rows indexed."""
+        """Compact when due: hourly and manual runs rebuild over every stored vector; runs
+        started by uploads leave new vectors in the fresh segment (searchable already) unless it
+        outgrew FRESH_SEGMENT_MAX."""
         _django()
-        from gallery.indexing import EmbedReport, index_publish
+        from airflow.sdk import get_current_context
 
-        version = index_publish(embed_report=EmbedReport.total(reports))  # logs what it did
+        from gallery.indexing import EmbedReport, index_compact_if_due
+
+        run_type = get_current_context()["dag_run"].run_type  # scheduled, manual or asset_triggered
+        version = index_compact_if_due(
+            force_hourly=run_type != "asset_triggered", embed_report=EmbedReport.total(reports)
+        )  # logs what it did
         return version.version if version else None
 
     @task

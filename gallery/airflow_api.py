@@ -1,40 +1,202 @@
-"""Triggers the indexing DAG through Airflow's REST API (v2, Airflow 3), for "reindex now"."""
+"""Airflow's REST API (v2, Airflow 3), seen from the gallery.
+
+Two calls: "reindex now" queues a run of the indexing DAG (a curator waits for the answer), and
+every new upload *announces* new images: an event for the asset the DAG is scheduled on
+(``indexer.signals``), so a run starts within seconds instead of on the hour.
+
+Announcing never slows or fails an upload. It happens after the commit, on a background thread,
+with a short timeout; uploads that arrive while an event is being posted share the next one
+(a burst of 1,000 uploads posts about one event a second, and Airflow coalesces those into a
+few runs). When Airflow is down or not configured the event is dropped with one log line, and
+the hourly schedule indexes the images anyway.
+"""
 
 from __future__ import annotations
 
+import atexit
+import base64
 import json
+import logging
+import os
+import threading
+import time
 import urllib.error
+import urllib.parse
 import urllib.request
 
 from django.conf import settings
 
+from gallery.errors import AirflowUnavailable
+from indexer.signals import NEW_UPLOADS_ASSET_URI
+
+logger = logging.getLogger(__name__)
+
 TIMEOUT = 10  # seconds; a curator is waiting on the page
-
-
-class AirflowUnavailable(RuntimeError):
-    """Airflow did not accept the request. The message says why."""
+ANNOUNCE_TIMEOUT = 5  # seconds per request, in a background thread: nobody waits, and one thread never piles up
+ANNOUNCE_INTERVAL = 1.0  # seconds between two events from one process: uploads in between share one
 
 
 def trigger_dag_run() -> str:
     """Queue a run of the indexing DAG; returns its run id."""
-    base = settings.AIRFLOW_API_URL.rstrip("/")
-    token = _post(f"{base}/auth/token", {"username": settings.AIRFLOW_API_USERNAME, "password": settings.AIRFLOW_API_PASSWORD})[
-        "access_token"
-    ]
-    run = _post(f"{base}/api/v2/dags/{settings.AIRFLOW_DAG_ID}/dagRuns", {"logical_date": None}, token=token)
+    run = _call("POST", f"/api/v2/dags/{settings.AIRFLOW_DAG_ID}/dagRuns", {"logical_date": None}, timeout=TIMEOUT)
     return run["dag_run_id"]
 
 
-def _post(url: str, body: dict, *, token: str = "") -> dict:
-    request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST")
+def announce_new_images() -> None:
+    """Tell Airflow that new images arrived, without waiting for it. Never raises.
+
+    Call it after the commit (``transaction.on_commit(announce_new_images)``): the DAG run it
+    starts must see the new rows."""
+    if not settings.AIRFLOW_API_URL:
+        _log_not_configured_once()
+        return
+    _announcer.request()
+
+
+def asset_event_post(*, timeout: float = ANNOUNCE_TIMEOUT) -> dict:
+    """Record one event of the new-uploads asset, now; returns Airflow's event. Raises
+    :class:`AirflowUnavailable`. The announcer calls this; so can a script."""
+    body = {"asset_id": _asset_id(timeout=timeout), "extra": {"source": "gallery"}}
+    try:
+        return _call("POST", "/api/v2/assets/events", body, timeout=timeout)
+    except AirflowUnavailable as exc:
+        if exc.airflow_status != 404:
+            raise
+    # The asset got another id (Airflow's database was reset): look it up once more.
+    _asset_ids.clear()
+    body["asset_id"] = _asset_id(timeout=timeout)
+    return _call("POST", "/api/v2/assets/events", body, timeout=timeout)
+
+
+def announcements_flush(timeout: float = 3 * ANNOUNCE_TIMEOUT + ANNOUNCE_INTERVAL) -> bool:
+    """Wait until announcements asked for so far were posted (or dropped). For tests and for
+    processes about to exit (registered with atexit, so an import command's last event goes out)."""
+    return _announcer.flush(timeout)
+
+
+class _Announcer:
+    """One daemon thread per process posting asset events; requests made while it is busy
+    coalesce into one more event."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._wanted = False
+        self._busy = False
+        self._thread: threading.Thread | None = None
+        self._pid = 0
+
+    def request(self) -> None:
+        with self._cond:
+            self._wanted = True
+            # A forked worker (gunicorn) inherits the object but not the thread.
+            if self._thread is None or self._pid != os.getpid() or not self._thread.is_alive():
+                self._pid = os.getpid()
+                self._busy = False
+                self._thread = threading.Thread(target=self._run, name="airflow-announcer", daemon=True)
+                self._thread.start()
+            self._cond.notify_all()
+
+    def flush(self, timeout: float) -> bool:
+        with self._cond:
+            if self._thread is None or self._pid != os.getpid():
+                return True
+            return self._cond.wait_for(lambda: not self._wanted and not self._busy, timeout)
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                self._cond.wait_for(lambda: self._wanted)
+                self._wanted, self._busy = False, True
+            try:
+                event = asset_event_post()
+                logger.debug("announced new images to Airflow (asset event %s)", event.get("id"))
+            except AirflowUnavailable as exc:
+                logger.warning("new images not announced to Airflow; the next scheduled index run takes them: %s", exc)
+            except Exception:  # a bug here must not kill the thread for the life of the process
+                logger.exception("new images not announced to Airflow")
+            with self._cond:
+                self._busy = False
+                self._cond.notify_all()
+            time.sleep(ANNOUNCE_INTERVAL)  # what arrives meanwhile goes out in one event
+
+
+_announcer = _Announcer()
+atexit.register(announcements_flush)
+
+_not_configured_logged = False
+
+
+def _log_not_configured_once() -> None:
+    global _not_configured_logged
+    if not _not_configured_logged:
+        _not_configured_logged = True
+        logger.info("new images are not announced to Airflow (AIRFLOW_API_URL is not set); the next index run takes them")
+
+
+# Airflow's JWT lives a day by default; one per process, renewed a minute before it expires.
+_token_lock = threading.Lock()
+_tokens: dict[tuple[str, str], tuple[str, float]] = {}
+_asset_ids: dict[str, int] = {}
+
+
+def _token(*, timeout: float) -> str:
+    base, username = settings.AIRFLOW_API_URL.rstrip("/"), settings.AIRFLOW_API_USERNAME
+    with _token_lock:
+        token, expires = _tokens.get((base, username), ("", 0.0))
+        if time.time() < expires - 60:
+            return token
+        body = {"username": username, "password": settings.AIRFLOW_API_PASSWORD}
+        token = _request("POST", f"{base}/auth/token", body, timeout=timeout)["access_token"]
+        _tokens[(base, username)] = (token, _expiry(token))
+        return token
+
+
+def _expiry(token: str) -> float:
+    """The token's `exp` claim (read, not verified: Airflow verifies it); 5 minutes if unreadable."""
+    try:
+        payload = token.split(".")[1]
+        return float(json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))["exp"])
+    except (IndexError, ValueError, KeyError, TypeError):
+        return time.time() + 300
+
+
+def _asset_id(*, timeout: float) -> int:
+    base = settings.AIRFLOW_API_URL.rstrip("/")
+    if base not in _asset_ids:
+        query = urllib.parse.urlencode({"uri_pattern": NEW_UPLOADS_ASSET_URI, "limit": 100})
+        found = [a["id"] for a in _call("GET", f"/api/v2/assets?{query}", None, timeout=timeout)["assets"] if a["uri"] == NEW_UPLOADS_ASSET_URI]
+        if not found:
+            raise AirflowUnavailable(f"Airflow knows no asset {NEW_UPLOADS_ASSET_URI} (is the search_index DAG loaded?)")
+        _asset_ids[base] = found[0]
+    return _asset_ids[base]
+
+
+def _call(method: str, path: str, body: dict | None, *, timeout: float) -> dict:
+    """One authenticated request; a rejected token (expired early, Airflow's secret changed) is
+    renewed once."""
+    url = settings.AIRFLOW_API_URL.rstrip("/") + path
+    try:
+        return _request(method, url, body, token=_token(timeout=timeout), timeout=timeout)
+    except AirflowUnavailable as exc:
+        if exc.airflow_status != 401:
+            raise
+    _tokens.clear()
+    return _request(method, url, body, token=_token(timeout=timeout), timeout=timeout)
+
+
+def _request(method: str, url: str, body: dict | None, *, token: str = "", timeout: float) -> dict:
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, method=method)
     request.add_header("Content-Type", "application/json")
     if token:
         request.add_header("Authorization", f"Bearer {token}")
     try:
-        with urllib.request.urlopen(request, timeout=TIMEOUT) as response:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
             return json.load(response)
     except urllib.error.HTTPError as exc:
         detail = exc.read().decode(errors="replace")[:300]
-        raise AirflowUnavailable(f"Airflow refused {url} ({exc.code}): {detail}") from None
+        raise AirflowUnavailable(f"Airflow refused {url} ({exc.code}): {detail}", airflow_status=exc.code) from None
     except (urllib.error.URLError, OSError) as exc:
         raise AirflowUnavailable(f"Airflow is unreachable at {url}: {exc}") from None
+    except ValueError as exc:  # not JSON: something else answers at that address
+        raise AirflowUnavailable(f"Airflow's answer from {url} is not JSON: {exc}") from None

@@ -10,6 +10,7 @@ import os
 import re
 import subprocess
 import sys
+import urllib.request
 import uuid
 from pathlib import Path
 
@@ -19,8 +20,10 @@ from django.core.files.storage import default_storage
 from django.db import connection
 
 from gallery import search
+from tests.searching import by_image, by_text, similar
 from gallery.index_cache import current_index
 from gallery.models import Image, IndexVersion
+from indexer.signals import NEW_UPLOADS_ASSET_URI
 from tests.conftest import on_object_storage
 from tests.images import image_bytes
 
@@ -51,9 +54,8 @@ def airflow_env(tmp_path_factory, django_db_setup, django_db_blocker):
             admin.execute(f"DROP DATABASE IF EXISTS {created} WITH (FORCE)")
 
 
-@pytest.fixture
-def run_dag(airflow_env, settings):
-    """run_dag() -> (succeeded, log): one `airflow dags test search_index` on this test's data."""
+def dag_env(airflow_env: dict, settings) -> dict:
+    """Environment for Airflow processes whose tasks work on this test's database and media."""
     db = connection.settings_dict
     if connection.vendor == "postgresql":
         url = f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
@@ -68,6 +70,13 @@ def run_dag(airflow_env, settings):
     }
     if on_object_storage():  # this test's own prefix in the bucket
         env["S3_PREFIX"] = settings.STORAGES["default"]["OPTIONS"]["location"]
+    return env
+
+
+@pytest.fixture
+def run_dag(airflow_env, settings):
+    """run_dag() -> (succeeded, log): one `airflow dags test search_index` on this test's data."""
+    env = dag_env(airflow_env, settings)
 
     def run():
         done = subprocess.run([*AIRFLOW, "dags", "test", "search_index"], env=env, capture_output=True, text=True, timeout=300)
@@ -82,7 +91,6 @@ def airflow_api(airflow_env):
     """A real Airflow API server on loopback, with one user; yields (url, username, password)."""
     import socket
     import time
-    import urllib.request
 
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -121,15 +129,19 @@ def test_dagbag_has_the_dag_without_import_errors(airflow_env):
         f"bag = DagBag(dag_folder={str(ROOT / 'dags')!r});"
         "dag = bag.dags.get('search_index');"
         "print(json.dumps({'errors': {k: str(v) for k, v in bag.import_errors.items()}, 'dags': sorted(bag.dags),"
-        " 'tasks': sorted(dag.task_ids), 'schedule': str(dag.schedule), 'catchup': dag.catchup,"
-        " 'max_active_runs': dag.max_active_runs}))"
+        " 'tasks': sorted(dag.task_ids), 'schedule': type(dag.timetable).__name__,"
+        " 'assets': [a.uri for a in dag.timetable.asset_condition.objects], 'cron': dag.timetable.timetable.expression,"
+        " 'catchup': dag.catchup, 'max_active_runs': dag.max_active_runs}))"
     )
     done = subprocess.run([sys.executable, "-c", script], env=airflow_env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     found = json.loads(done.stdout.strip().splitlines()[-1])
     assert found["errors"] == {} and found["dags"] == ["search_index"]
     assert found["tasks"] == ["embed", "find_pending", "prune", "publish"]
-    assert found["schedule"] == "@hourly" and found["catchup"] is False and found["max_active_runs"] == 1
+    # Hourly, or as soon as the gallery announces new uploads, whichever comes first.
+    assert found["schedule"] == "AssetOrTimeSchedule" and found["assets"] == [NEW_UPLOADS_ASSET_URI]
+    assert found["cron"] == "0 * * * *"
+    assert found["catchup"] is False and found["max_active_runs"] == 1
 
 
 def test_new_uploads_become_searchable_and_a_quiet_run_changes_nothing(run_dag):
@@ -142,7 +154,7 @@ def test_new_uploads_become_searchable_and_a_quiet_run_changes_nothing(run_dag):
     assert set(Image.objects.values_list("status", flat=True)) == {"indexed"}
     first = IndexVersion.objects.get(is_current=True)
     # This process had no index; it loads the published one without a restart.
-    assert search.search_similar(image=Image.objects.get(pk=images[1].pk))[0].image.pk == images[1].pk
+    assert similar(Image.objects.get(pk=images[1].pk))[0].image.pk == images[1].pk
 
     ok, log = run_dag()
     assert ok, log
@@ -181,7 +193,7 @@ def test_a_broken_image_fails_alone_and_a_crashed_publish_is_finished_next_run(r
     assert IndexVersion.objects.get(is_current=True).version == before.version
     waiting.refresh_from_db()
     assert waiting.status == "pending" and waiting.embedding is not None  # embedded, not yet indexed
-    assert search.search_similar(image=Image.objects.get(pk=good[0].pk))[0].image.pk == good[0].pk  # still serves
+    assert similar(Image.objects.get(pk=good[0].pk))[0].image.pk == good[0].pk  # still serves
 
     blocker.unlink()
     moved.rename(blocker)
@@ -192,29 +204,41 @@ def test_a_broken_image_fails_alone_and_a_crashed_publish_is_finished_next_run(r
     assert Image.objects.get(pk=waiting.pk).status == "indexed"
 
 
-def test_reindex_now_queues_a_dag_run_through_the_rest_api(airflow_api, admin_client, settings):
-    from gallery.airflow_api import _post
+def airflow_token(url: str, username: str, password: str) -> str:
+    request = urllib.request.Request(
+        f"{url}/auth/token", data=json.dumps({"username": username, "password": password}).encode(), method="POST"
+    )
+    request.add_header("Content-Type", "application/json")
+    with urllib.request.urlopen(request, timeout=10) as reply:
+        return json.load(reply)["access_token"]
 
-    settings.AIRFLOW_API_URL, settings.AIRFLOW_API_USERNAME, settings.AIRFLOW_API_PASSWORD = airflow_api
-    upload(1)
-    response = admin_client.post("/admin/gallery/image/", {"action": "reindex_now", "_selected_action": ["1"]}, follow=True)
-    text = response.content.decode()
-    run_id = re.search(r"Airflow run (\S+) queued", text).group(1)
-    # Airflow has the run; nothing was embedded here (a scheduler's worker will).
-    import urllib.request
 
-    token = _post(f"{airflow_api[0]}/auth/token", {"username": airflow_api[1], "password": airflow_api[2]})["access_token"]
-    request = urllib.request.Request(f"{airflow_api[0]}/api/v2/dags/search_index/dagRuns/{run_id}")
+def airflow_get(url: str, token: str, path: str) -> dict:
+    request = urllib.request.Request(f"{url}{path}")
     request.add_header("Authorization", f"Bearer {token}")
-    with urllib.request.urlopen(request) as reply:
-        run = json.load(reply)
+    with urllib.request.urlopen(request, timeout=10) as reply:
+        return json.load(reply)
+
+
+def test_reindex_now_queues_a_dag_run_through_the_rest_api(airflow_api, admin_client, settings):
+    # Uploaded before Airflow is configured: no announcement competes with the trigger for the
+    # embedded Airflow's SQLite database, which takes one writer at a time.
+    image = upload(1)
+    settings.AIRFLOW_API_URL, settings.AIRFLOW_API_USERNAME, settings.AIRFLOW_API_PASSWORD = airflow_api
+    response = admin_client.post("/admin/gallery/image/", {"action": "reindex_now", "_selected_action": [str(image.pk)]}, follow=True)
+    text = response.content.decode()
+    found = re.search(r"Airflow run (\S+) queued", text)
+    assert found, re.findall(r'<li class="(?:success|error|info)">(.*?)</li>', text)
+    run_id = found.group(1)
+    # Airflow has the run; nothing was embedded here (a scheduler's worker will).
+    run = airflow_get(airflow_api[0], airflow_token(*airflow_api), f"/api/v2/dags/search_index/dagRuns/{run_id}")
     assert run["state"] == "queued" and run["triggered_by"] == "rest_api"
     assert Image.objects.get().status == "pending"
 
 
 def test_reindex_now_says_when_airflow_cannot_be_reached(admin_client, settings):
     settings.AIRFLOW_API_URL = "http://127.0.0.1:9"  # nothing listens there
-    upload(1)
-    response = admin_client.post("/admin/gallery/image/", {"action": "reindex_now", "_selected_action": ["1"]}, follow=True)
+    image = upload(1)
+    response = admin_client.post("/admin/gallery/image/", {"action": "reindex_now", "_selected_action": [str(image.pk)]}, follow=True)
     assert "Airflow is unreachable" in response.content.decode()
     assert Image.objects.get().status == "pending"

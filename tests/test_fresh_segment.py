@@ -1,0 +1,190 @@
+"""The fresh segment: vectors embedded since the current index was built are searched exactly
+and merged with the index's results, with the real model code, real Annoy and a real database."""
+
+import numpy as np
+import pytest
+
+from gallery import fresh_segment, indexing, search
+from gallery.curation import image_delete, images_set_hidden
+from gallery.fresh_segment import clear_fresh_cache, current_segment
+from gallery.models import Image, IndexVersion
+from tests.searching import by_text, similar
+
+pytestmark = pytest.mark.django_db
+API = "/api/v1"
+MODEL = "tiny-test/random"
+
+
+@pytest.fixture
+def fresh_gallery(indexed_gallery, upload):
+    """20 images in the built index and 5 embedded since (the fresh segment): 25 results, 2 pages."""
+    fresh = [upload(100 + seed, title=f"Fresh {seed}")[0] for seed in range(5)]
+    assert indexing.images_embed_pending().embedded == 5
+    return indexed_gallery, list(Image.objects.filter(pk__in=[i.pk for i in fresh]).order_by("pk"))
+
+
+def exact_ranking(vector, images):
+    """The true ranking over the stored vectors of ``images``, best first."""
+    rows = Image.objects.filter(pk__in=[i.pk for i in images])
+    scored = [(row.pk, float(row.vector @ vector)) for row in rows]
+    return sorted(scored, key=lambda pair: -pair[1])
+
+
+def test_fresh_images_are_found_next_to_indexed_ones_in_one_ranking(fresh_gallery):
+    built, fresh = fresh_gallery
+    assert set(Image.objects.filter(pk__in=[i.pk for i in fresh]).values_list("status", flat=True)) == {"pending"}
+    query = search.text_query("a red square")
+    vector, _ = query.vector()
+    hits = search.search(query)
+    assert len(hits) == 25 and [hit.rank for hit in hits] == list(range(1, 26))
+    truth = exact_ranking(vector, built + fresh)
+    assert [hit.image.pk for hit in hits] == [pk for pk, _ in truth]
+    assert [hit.score for hit in hits] == pytest.approx([score for _, score in truth], abs=1e-4)
+    # A fresh image is its own nearest neighbour, found exactly.
+    first = similar(fresh[2])[0]
+    assert first.image.pk == fresh[2].pk and first.score == pytest.approx(1, abs=1e-5)
+
+
+def test_hidden_and_deleted_fresh_images_never_appear(fresh_gallery, django_capture_on_commit_callbacks):
+    built, fresh = fresh_gallery
+    hidden, deleted = fresh[0], fresh[1]
+    images_set_hidden(images=Image.objects.filter(pk__in=[hidden.pk, built[0].pk]), hidden=True)
+    with django_capture_on_commit_callbacks(execute=True):
+        image_delete(image=Image.objects.get(pk=deleted.pk))
+    for hits in (by_text("anything"), similar(fresh[3])):
+        found = [hit.image.pk for hit in hits]
+        assert not {hidden.pk, deleted.pk, built[0].pk} & set(found)
+        assert [hit.rank for hit in hits] == list(range(1, len(hits) + 1))
+    assert len(by_text("anything")) == 22
+    images_set_hidden(images=Image.objects.filter(pk=hidden.pk), hidden=False)
+    assert hidden.pk in [hit.image.pk for hit in by_text("anything")]
+
+
+def test_pages_hold_together_when_an_image_moves_from_fresh_to_built_between_them(fresh_gallery):
+    built, fresh = fresh_gallery
+    query = search.text_query("a blue circle")
+    first = search.paginate(search.search(query), 1)
+    ranking_before = [(hit.image.pk, hit.score) for hit in search.search(query)]
+    # A compaction between page 1 and page 2: the fresh rows are now in the built index.
+    version = indexing.index_compact_if_due(force_hourly=True)
+    assert version.item_count == 25 and not Image.objects.filter(status="pending").exists()
+    assert len(current_segment(MODEL)) == 0 and current_segment(MODEL).version == version.version
+    second = search.paginate(search.search(query), 2)
+    seen = [hit.image.pk for hit in first.object_list] + [hit.image.pk for hit in second.object_list]
+    assert len(first.object_list) == 16 and len(second.object_list) == 9
+    assert sorted(seen) == sorted(i.pk for i in built + fresh)  # every image once, none twice
+    assert [hit.rank for hit in second.object_list] == list(range(17, 26))
+    ranking_after = [(hit.image.pk, hit.score) for hit in search.search(query)]
+    assert [pk for pk, _ in ranking_after] == [pk for pk, _ in ranking_before]
+    assert [s for _, s in ranking_after] == pytest.approx([s for _, s in ranking_before], abs=1e-4)
+
+
+def test_an_id_in_both_keeps_its_best_score():
+    merged = search.merge_ranked([(1, 0.9), (2, 0.5), (3, 0.1)], [(2, 0.7), (4, 0.6), (1, 0.8)])
+    assert merged == [(1, 0.9), (2, 0.7), (4, 0.6), (3, 0.1)]
+
+
+def test_a_version_made_current_during_a_search_is_served_with_its_rows(fresh_gallery, monkeypatch):
+    """The index is read before the fresh segment; if a publish lands in between, the fresh
+    rows have left the segment, and search reloads the index that holds them."""
+    built, fresh = fresh_gallery
+    real = fresh_segment.current_segment
+    published = []
+
+    def publish_first(model_id):
+        if not published:
+            published.append(indexing.index_publish())
+        return real(model_id)
+
+    monkeypatch.setattr(fresh_segment, "current_segment", publish_first)
+    hits = search.search(search.SearchQuery.similar(fresh[4]))
+    assert published[0] is not None and len(hits) == 25 and hits[0].image.pk == fresh[4].pk
+
+
+def test_before_any_index_the_fresh_segment_answers(upload, client):
+    images = [upload(seed)[0] for seed in range(4)]
+    assert client.get(f"{API}/search/", {"q": "cat"}).status_code == 409  # nothing embedded: not ready
+    indexing.images_embed_pending()
+    assert IndexVersion.objects.count() == 0
+    hits = by_text("a cat")
+    assert sorted(hit.image.pk for hit in hits) == sorted(i.pk for i in images)
+    assert similar(images[1])[0].image.pk == images[1].pk
+    body = client.get(f"{API}/search/", {"q": "a cat"}).json()
+    assert [hit["image"]["id"] for hit in body["results"]] == [hit.image.pk for hit in hits]
+    assert {hit["image"]["state"] for hit in body["results"]} == {"searchable"}
+    page = client.get("/search/", {"q": "a cat"})
+    assert page.status_code == 200
+    assert all(f'href="/images/{image.pk}/"' in page.content.decode() for image in images)
+
+
+def test_the_segment_is_loaded_once_per_change_and_shared_through_the_database(fresh_gallery, upload, django_assert_num_queries):
+    built, fresh = fresh_gallery
+    segment = current_segment(MODEL)
+    assert sorted(segment.ids.tolist()) == [i.pk for i in fresh] and segment.vectors.shape == (5, 32)
+    with django_assert_num_queries(1):  # the fingerprint only
+        assert current_segment(MODEL) is segment
+    # Another process (an empty cache) builds the same segment from the database.
+    clear_fresh_cache()
+    other = current_segment(MODEL)
+    assert other is not segment and other.ids.tolist() == segment.ids.tolist()
+    assert np.array_equal(other.vectors, segment.vectors)
+    # A new embed run changes the fingerprint: reloaded once, with the new row.
+    new = upload(300)[0]
+    assert current_segment(MODEL) is other  # not embedded yet: nothing changed
+    indexing.images_embed_pending()
+    reloaded = current_segment(MODEL)
+    assert reloaded is not other and new.pk in reloaded.ids.tolist() and len(reloaded) == 6
+    # A deletion changes it too; rows of another model are never in it.
+    Image.objects.filter(pk=fresh[0].pk).delete()
+    assert fresh[0].pk not in current_segment(MODEL).ids.tolist()
+    assert len(current_segment("another-model/weights")) == 0
+
+
+def test_states_on_the_image_page_and_in_the_api(client, upload, django_capture_on_commit_callbacks):
+    image = upload(7)[0]
+
+    def state():
+        page = client.get(f"/images/{image.pk}/").content.decode()
+        api = client.get(f"{API}/images/{image.pk}/").json()
+        return page, api["state"], api["status"]
+
+    page, api_state, status = state()
+    assert (api_state, status) == ("waiting", "pending") and 'data-state="waiting"' in page
+    assert "searchable after the next index run" in page
+    indexing.images_embed_pending()
+    page, api_state, status = state()
+    assert (api_state, status) == ("searchable", "pending") and 'data-state="searchable"' in page
+    assert "found by search now; joins the built index at the next compaction" in page
+    indexing.index_publish()
+    page, api_state, status = state()
+    assert (api_state, status) == ("indexed", "indexed") and 'data-state="indexed"' in page
+    Image.objects.filter(pk=image.pk).update(status="failed", error="broken")
+    assert state()[1:] == ("failed", "failed")
+
+
+def test_the_status_line_counts_fresh_images_separately(client, fresh_gallery, upload):
+    upload(400)
+    text = client.get("/").content.decode()
+    assert "25 images searchable (" in text and '<span id="fresh-count">5</span> of them fresh' in text
+    assert ", 1 waiting" in text
+    status = client.get(f"{API}/index/").json()
+    assert (status["searchable"], status["fresh"], status["waiting"]) == (25, 5, 1)
+
+
+def test_compaction_runs_hourly_or_when_the_segment_is_too_big(fresh_gallery, settings):
+    built, fresh = fresh_gallery
+    assert indexing.fresh_segment_size() == 5
+    before = IndexVersion.objects.get(is_current=True)
+    settings.FRESH_SEGMENT_MAX = 5
+    assert indexing.index_compact_if_due(force_hourly=False) is None  # 5 is not past 5
+    assert IndexVersion.objects.get(is_current=True) == before and indexing.fresh_segment_size() == 5
+    settings.FRESH_SEGMENT_MAX = 4
+    version = indexing.index_compact_if_due(force_hourly=False)
+    assert version.item_count == 25 and indexing.fresh_segment_size() == 0
+    assert set(Image.objects.values_list("status", flat=True)) == {"indexed"}
+    # The hourly run publishes whatever changed, even with a small segment; nothing new: nothing.
+    Image.objects.filter(pk=built[0].pk).delete()
+    settings.FRESH_SEGMENT_MAX = 20_000
+    assert indexing.index_compact_if_due(force_hourly=False) is None
+    assert indexing.index_compact_if_due(force_hourly=True).item_count == 24
+    assert indexing.index_compact_if_due(force_hourly=True) is None
