@@ -1,0 +1,185 @@
+"""Keyword search: the database's own full-text search over title, tags and description.
+
+One function, :func:`keyword_ranking`, with an implementation per database:
+
+- PostgreSQL: a weighted ``SearchVector`` (title A, tags B, description C, the ``english``
+  configuration, so "shoes" finds "shoe") matched with ``websearch_to_tsquery`` (quotes for
+  phrases, ``or``, ``-word``) and ranked by ``ts_rank``. A GIN index on exactly this expression
+  (migration 0003) answers the match without reading the table.
+- SQLite: an FTS5 table (``gallery_image_fts``, rowid = image id, the porter stemmer), ranked by
+  BM25 with the same field weights. The same websearch syntax is translated to FTS5's query
+  language here. The table is kept in sync by the services that write images (uploads,
+  curation, tags) through :func:`images_reindex` and :func:`images_forget`.
+
+Both first ask for every word; if that finds nothing and the query had several plain words (no
+quotes, ``or`` or ``-``), for any of them ("a photo of a cat" still finds "Chelsea the cat"), so natural sentences help too.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+
+from django.db import connection
+
+from gallery.models import Image
+
+TEXT_CONFIG = "english"  # PostgreSQL's stemming and stop words; SQLite uses the porter stemmer
+FTS_TABLE = "gallery_image_fts"  # SQLite only (migration 0003)
+# Relative weight of a match in the title, the tags and the description. PostgreSQL's ts_rank
+# weighs A/B/C as 1.0/0.4/0.2; BM25 in SQLite gets the same ratios.
+FTS5_WEIGHTS = (1.0, 0.4, 0.2)
+EXACT_CANDIDATES = 50  # keyword hits checked for an exact title or code (see exact_matches)
+# A code is one token of letters and digits, at least one of each, maybe joined by - _ . /
+# ("SKU-10482", "A7", "IMG_2041"): something a picture can never show but a title can carry.
+CODE = re.compile(r"(?=[^ ]*\d)(?=[^ ]*[^\W\d_])\w+(?:[-_./]\w+)*")
+# SQLite's FTS5 has no stop words; these few keep "a photo of the cat" from matching every row.
+STOP_WORDS = frozenset(
+    "a an and are as at be but by for from has have in into is it its of on or that the their then there "
+    "these this to was were will with".split()
+)
+_WEBSEARCH_TOKEN = re.compile(r'(-?)"([^"]*)"?|(\S+)')
+
+
+def keyword_ranking(text: str, limit: int) -> list[tuple[int, float]]:
+    """Images whose title, tags or description match ``text`` (web search syntax), best first,
+    as ``(image id, score)``; the score is the engine's own (ts_rank or -BM25), higher is better,
+    and only comparable within one answer. Hidden images are included: search drops them."""
+    text = " ".join(text.split())
+    if not text or limit <= 0:
+        return []
+    run = {"postgresql": _postgres, "sqlite": _sqlite}.get(connection.vendor)
+    if run is None:
+        return []
+    tokens = text.split()
+    # Any word only for plain words: quotes, "or" and -exclusions say what was meant.
+    plain = '"' not in text and not any(token.lower() == "or" or token.startswith("-") for token in tokens)
+    words = re.findall(r"\w+", text)
+    for attempt in (text, " or ".join(words) if plain and len(words) > 1 else ""):
+        if attempt and (found := run(attempt, limit)):
+            return found
+    return []
+
+
+def exact_matches(text: str, candidates: Iterable[int]) -> set[int]:
+    """Which of the (best) ``candidates`` carry the query exactly: a title equal to the whole
+    query (case and spacing aside), or, when the query is a code like ``SKU-10482``, that code
+    as a whole word in the title, the tags or the description. Search puts these first."""
+    ids = list(candidates)[:EXACT_CANDIDATES]
+    folded = " ".join(text.split()).casefold()
+    if not ids or not folded:
+        return set()
+    code = folded if CODE.fullmatch(folded) else None
+    whole_word = re.compile(rf"(?<![\w-]){re.escape(code)}(?![\w-])", re.IGNORECASE) if code else None
+    exact = set()
+    for pk, title, tag_names, description in Image.objects.filter(pk__in=ids).values_list(
+        "pk", "title", "tag_names", "description"
+    ):
+        if " ".join(title.split()).casefold() == folded or (
+            whole_word and whole_word.search(f"{title}\n{tag_names}\n{description}")
+        ):
+            exact.add(pk)
+    return exact
+
+
+def images_reindex(ids: Iterable[int]) -> None:
+    """Bring the full-text rows of these images up to date (call inside the writing
+    transaction). PostgreSQL computes its vector from the row itself: nothing to do."""
+    if connection.vendor != "sqlite":
+        return
+    for chunk in _chunks(ids):
+        marks = ", ".join(["%s"] * len(chunk))
+        with connection.cursor() as cursor:
+            cursor.execute(f"DELETE FROM {FTS_TABLE} WHERE rowid IN ({marks})", chunk)
+            cursor.execute(
+                f"INSERT INTO {FTS_TABLE} (rowid, title, tags, description) "
+                f"SELECT id, title, tag_names, description FROM gallery_image WHERE id IN ({marks})",
+                chunk,
+            )
+
+
+def images_forget(ids: Iterable[int]) -> None:
+    """Drop the full-text rows of deleted images (search would skip them anyway)."""
+    if connection.vendor != "sqlite":
+        return
+    for chunk in _chunks(ids):
+        with connection.cursor() as cursor:
+            cursor.execute(f"DELETE FROM {FTS_TABLE} WHERE rowid IN ({', '.join(['%s'] * len(chunk))})", chunk)
+
+
+def search_vector():
+    """PostgreSQL's document: the same expression as the GIN index of migration 0003, which is
+    what lets the planner use that index (tests/test_hybrid.py checks it does)."""
+    from django.contrib.postgres.search import SearchVector
+
+    return (
+        SearchVector("title", weight="A", config=TEXT_CONFIG)
+        + SearchVector("tag_names", weight="B", config=TEXT_CONFIG)
+        + SearchVector("description", weight="C", config=TEXT_CONFIG)
+    )
+
+
+def _postgres(text: str, limit: int) -> list[tuple[int, float]]:
+    from django.contrib.postgres.search import SearchQuery, SearchRank
+
+    vector = search_vector()
+    query = SearchQuery(text, search_type="websearch", config=TEXT_CONFIG)
+    rows = (
+        Image.objects.annotate(document=vector)
+        .filter(document=query)
+        .annotate(rank=SearchRank(vector, query))
+        .order_by("-rank", "pk")
+        .values_list("pk", "rank")[:limit]
+    )
+    return [(pk, float(rank)) for pk, rank in rows]
+
+
+def _sqlite(text: str, limit: int) -> list[tuple[int, float]]:
+    match = fts5_query(text)
+    if not match:
+        return []
+    weights = ", ".join(str(weight) for weight in FTS5_WEIGHTS)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT rowid, -bm25({FTS_TABLE}, {weights}) AS score FROM {FTS_TABLE} "
+            f"WHERE {FTS_TABLE} MATCH %s ORDER BY score DESC, rowid LIMIT %s",
+            [match, limit],
+        )
+        return [(pk, float(score)) for pk, score in cursor.fetchall()]
+
+
+def fts5_query(text: str) -> str:
+    """PostgreSQL's websearch syntax in FTS5's query language: words are all required, "quoted
+    words" are a phrase, ``or`` between two terms makes either enough, ``-word`` excludes. Every
+    term is quoted, so nothing the user types is FTS5 syntax; a word with inner punctuation
+    (``SKU-10482``) is a phrase of its parts, as PostgreSQL treats it. Stop words are dropped
+    unless nothing else is left. Returns "" when nothing is searchable."""
+    terms: list[tuple[str, str]] = []  # (kind, fts5 expression): kind is "and", "or" or "not"
+    joiner = "and"
+    for negated, phrase, bare in _WEBSEARCH_TOKEN.findall(text):
+        if not phrase and bare.lower() == "or":
+            joiner = "or" if terms else "and"
+            continue
+        negated = negated or (bare.startswith("-") and len(bare) > 1)
+        words = re.findall(r"\w+", phrase if phrase else bare)
+        if not phrase and len(words) == 1 and words[0].lower() in STOP_WORDS and not negated:
+            continue
+        if words:
+            expression = '"' + " ".join(words) + '"'
+            terms.append(("not" if negated else joiner, expression))
+        joiner = "and"
+    positive = [(kind, expression) for kind, expression in terms if kind != "not"]
+    if not positive:
+        words = [word for word in re.findall(r"\w+", text) if word.lower() != "or"]
+        return " AND ".join(f'"{word}"' for word in words)  # only stop words (or only exclusions)
+    out = positive[0][1]
+    for kind, expression in positive[1:]:
+        out += f" {kind.upper()} {expression}"
+    negative = [expression for kind, expression in terms if kind == "not"]
+    return f"({out})" + "".join(f" NOT {expression}" for expression in negative) if negative else out
+
+
+def _chunks(ids: Iterable[int], size: int = 500):
+    ids = list(dict.fromkeys(ids))
+    for start in range(0, len(ids), size):
+        yield ids[start : start + size]

@@ -1,0 +1,312 @@
+"""Tags and hybrid ranking (issue 16, parts 1 and 2), on SQLite (FTS5) and PostgreSQL (GIN +
+websearch_to_tsquery) alike: the suite runs on both (scripts/test)."""
+
+import io
+
+import pytest
+from django.contrib.auth.models import Permission, User
+from django.core.cache import cache
+from django.db import connection
+from rest_framework.test import APIClient
+
+from gallery import curation, keywords, search, tags
+from gallery.indexing import index_refresh
+from gallery.models import Image, Tag
+from gallery.ranking import BOTH, LOOKS, WORDS, fuse
+from gallery.uploads import image_create
+from tests.conftest import as_upload
+from tests.images import image_bytes
+
+pytestmark = pytest.mark.django_db
+API = "/api/v1"
+
+
+@pytest.fixture(autouse=True)
+def fresh_throttles():
+    cache.clear()
+
+
+def add(seed, title, description="", tag_text=""):
+    image, created = image_create(
+        file=io.BytesIO(image_bytes(seed)), filename=f"p{seed}.jpg", title=title, description=description, tags=tag_text
+    )
+    assert created
+    return image
+
+
+@pytest.fixture
+def catalogue(db):
+    """Twelve photos with words a picture cannot show (codes, names), embedded and published."""
+    images = {
+        "sku": add(1, "SKU-10482 garden chair", "Teak, folding.", "furniture, garden"),
+        "lighthouse": add(2, "Old lighthouse", "A lighthouse at the harbour entrance.", "seaside"),
+        "harbour": add(3, "Fishing boats", "Boats in the harbour at dawn.", "seaside, boats"),
+        "maria": add(4, "Portrait", "Maria Lindqvist in her studio.", "people"),
+        "other_sku": add(5, "SKU-10483 garden table", "Teak.", "furniture"),
+    }
+    for seed in range(6, 13):
+        images[f"filler{seed}"] = add(seed, f"Picture {seed}", "Colours and shapes.")
+    assert index_refresh().published is not None
+    return images
+
+
+@pytest.fixture
+def member():
+    user = User.objects.create_user("member", password="pw-member-123")
+    client = APIClient()
+    client.force_authenticate(user)
+    return client
+
+
+@pytest.fixture
+def curator_user():
+    user = User.objects.create_user("curator", is_staff=True)
+    user.user_permissions.add(*Permission.objects.filter(codename__in=["view_image", "change_image", "view_tag"]))
+    return user
+
+
+@pytest.fixture
+def curator(curator_user):
+    client = APIClient()
+    client.force_authenticate(curator_user)
+    return client
+
+
+def keyword_ids(text):
+    return [pk for pk, _ in keywords.keyword_ranking(text, 50)]
+
+
+# --- fusion --------------------------------------------------------------------------------
+
+
+def test_fuse_sums_reciprocal_ranks():
+    fused = fuse([(1, 0.9), (2, 0.8), (3, 0.7)], [(3, 5.0), (4, 4.0)], k=60)
+    assert [(pk, matched) for pk, _, matched in fused] == [(3, BOTH), (1, LOOKS), (2, LOOKS), (4, WORDS)]
+    scores = {pk: score for pk, score, _ in fused}
+    assert scores[3] == pytest.approx(1 / 61 + 1 / 63) and scores[1] == pytest.approx(1 / 61)
+    assert scores[2] == scores[4] == pytest.approx(1 / 62)  # a tie: the smaller id first
+
+
+def test_fuse_lets_two_fair_ranks_beat_one_first_place_and_exact_matches_lead():
+    clip = [(10, 0.3), (11, 0.2), (12, 0.1)]
+    words = [(12, 3.0), (13, 2.0)]
+    assert [pk for pk, *_ in fuse(clip, words, k=60)][:2] == [12, 10]
+    boosted = fuse(clip, words, k=60, exact={13})
+    assert boosted[0][0] == 13 and boosted[0][2] == WORDS
+    assert [pk for pk, *_ in fuse(clip, [], exact={10})] == [10, 11, 12]  # exact only counts for ranked ids
+    with pytest.raises(ValueError):
+        fuse(clip, words, k=0)
+
+
+# --- keyword search on this database's engine ---------------------------------------------
+
+
+def test_keywords_match_title_description_and_tags(catalogue):
+    assert keyword_ids("lighthouse")[0] == catalogue["lighthouse"].pk  # title (and description)
+    assert set(keyword_ids("harbour")) == {catalogue["lighthouse"].pk, catalogue["harbour"].pk}  # descriptions
+    assert set(keyword_ids("seaside")) == {catalogue["lighthouse"].pk, catalogue["harbour"].pk}  # tags
+    assert keyword_ids("Lindqvist") == [catalogue["maria"].pk]
+    assert keyword_ids("lighthouses") == keyword_ids("lighthouse")  # stemmed on both engines
+    assert keyword_ids("zeppelin") == []
+
+
+def test_keywords_take_websearch_syntax(catalogue):
+    assert keyword_ids('"garden chair"') == [catalogue["sku"].pk]
+    assert keyword_ids('"chair garden"') == []
+    assert set(keyword_ids("teak -table")) == {catalogue["sku"].pk}
+    assert set(keyword_ids("Lindqvist or lighthouse")) == {catalogue["maria"].pk, catalogue["lighthouse"].pk}
+    # Every word first; when that finds nothing, any of them (a sentence still finds the boats).
+    assert keyword_ids("a photo of fishing boats")[0] == catalogue["harbour"].pk
+    assert keyword_ids('"unbalanced quote') == [] and keyword_ids("AND OR NOT ( ) * ^") == []
+
+
+def test_code_and_exact_title_are_exact_matches(catalogue):
+    candidates = keyword_ids("SKU-10482")
+    assert candidates[0] == catalogue["sku"].pk and catalogue["other_sku"].pk not in candidates
+    assert keywords.exact_matches("SKU-10482", candidates) == {catalogue["sku"].pk}
+    assert keywords.exact_matches("sku-10482", candidates) == {catalogue["sku"].pk}
+    assert keywords.exact_matches("old   LIGHTHOUSE", keyword_ids("old lighthouse")) == {catalogue["lighthouse"].pk}
+    assert keywords.exact_matches("lighthouse", keyword_ids("lighthouse")) == set()  # a word, not the title
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="PostgreSQL's GIN index")
+def test_postgres_answers_from_the_gin_index(catalogue):
+    from django.contrib.postgres.search import SearchQuery
+
+    query = SearchQuery("lighthouse", search_type="websearch", config=keywords.TEXT_CONFIG)
+    rows = Image.objects.annotate(document=keywords.search_vector()).filter(document=query)
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL enable_seqscan = off")
+        plan = rows.explain()
+    assert "gallery_image_keywords_gin" in plan
+
+
+@pytest.mark.skipif(connection.vendor != "sqlite", reason="SQLite's FTS5 table")
+def test_sqlite_fts_rows_follow_the_services(catalogue):
+    def fts_row(pk):
+        with connection.cursor() as cursor:
+            cursor.execute(f"SELECT title, tags, description FROM {keywords.FTS_TABLE} WHERE rowid = %s", [pk])
+            return cursor.fetchone()
+
+    image = catalogue["lighthouse"]
+    assert fts_row(image.pk) == ("Old lighthouse", "seaside", "A lighthouse at the harbour entrance.")
+    curation.image_delete(image=image)
+    assert fts_row(image.pk) is None
+
+
+# --- search(): fused, switched, exact first -------------------------------------------------
+
+
+def test_a_code_puts_its_image_first(catalogue):
+    for mode in ("hybrid", "keywords"):
+        hits = list(search.search(search.text_query("SKU-10482", ranking_name=mode)))
+        assert hits[0].image.pk == catalogue["sku"].pk and hits[0].matched in (WORDS, BOTH)
+    title_hits = list(search.search(search.text_query("Old lighthouse")))
+    assert title_hits[0].image.pk == catalogue["lighthouse"].pk
+
+
+def test_hybrid_keeps_every_clip_hit_and_reports_cosines(catalogue):
+    clip_hits = list(search.search(search.text_query("harbour", ranking_name="clip")))
+    hybrid_hits = list(search.search(search.text_query("harbour")))
+    assert {hit.image.pk for hit in clip_hits} == {hit.image.pk for hit in hybrid_hits} == {i.pk for i in catalogue.values()}
+    assert all(hit.matched == LOOKS for hit in clip_hits)
+    cosine = {hit.image.pk: hit.score for hit in clip_hits}
+    words = {catalogue["lighthouse"].pk, catalogue["harbour"].pk}
+    assert {hit.image.pk for hit in hybrid_hits if hit.matched == BOTH} == words
+    assert {hit.image.pk for hit in hybrid_hits[:2]} == words  # found twice: ahead of the rest
+    assert all(hit.score == pytest.approx(cosine[hit.image.pk]) for hit in hybrid_hits)  # the score stays a cosine
+
+
+def test_keyword_ranking_needs_no_index_and_skips_hidden_images(db):
+    shown = add(1, "Red kite over the valley", tag_text="birds")
+    hidden = add(2, "Red kite nest", tag_text="birds")
+    curation.image_update(image=hidden, hidden=True)
+    with pytest.raises(search.NotReady):
+        search.search(search.text_query("red kite"))  # CLIP has nothing to search yet
+    hits = list(search.search(search.text_query("red kite", ranking_name="keywords")))
+    assert [(hit.image.pk, hit.score, hit.matched) for hit in hits] == [(shown.pk, None, WORDS)]
+
+
+def test_search_ranking_setting_is_the_default(catalogue, settings):
+    settings.SEARCH_RANKING = "keywords"
+    assert [hit.image.pk for hit in search.search(search.text_query("Lindqvist"))] == [catalogue["maria"].pk]
+    settings.SEARCH_RANKING = "clip"
+    assert len(search.search(search.text_query("Lindqvist"))) == len(catalogue)
+    with pytest.raises(search.BadQuery):
+        search.text_query("x", ranking_name="bm25")
+
+
+def test_image_and_similar_queries_stay_clip_only(catalogue):
+    results = search.search(search.SearchQuery.similar(catalogue["sku"]))
+    assert all(hit.matched == LOOKS for hit in results) and results[0].image.pk == catalogue["sku"].pk
+
+
+# --- pages and API --------------------------------------------------------------------------
+
+
+def test_search_page_shows_matched_and_switches_ranking(client, catalogue):
+    page = client.get("/search/", {"q": "SKU-10482"}).content.decode()
+    grid = page[page.index('id="results"'):]
+    assert grid.index('href="/images/') == grid.index(f'href="/images/{catalogue["sku"].pk}/"')
+    assert 'data-matched="both"' in page or 'data-matched="words"' in page
+    assert 'id="ranking-switch"' in page and "ranking=clip" in page and "ranking=keywords" in page
+    words_only = client.get("/search/", {"q": "seaside", "ranking": "keywords"}).content.decode()
+    assert words_only.count('data-matched="words"') == 2 and 'data-matched="looks"' not in words_only
+    looks_only = client.get("/search/", {"q": "seaside", "ranking": "clip"}).content.decode()
+    assert 'data-matched="words"' not in looks_only and 'data-matched="looks"' in looks_only
+    bad = client.get("/search/", {"q": "seaside", "ranking": "magic"})
+    assert bad.status_code == 400 and "Unknown ranking" in bad.content.decode()
+
+
+def test_api_search_says_what_matched(catalogue):
+    api = APIClient()
+    body = api.get(f"{API}/search/", {"q": "SKU-10482"}).json()
+    assert body["results"][0]["image"]["id"] == catalogue["sku"].pk
+    assert body["results"][0]["matched"] in ("words", "both") and body["results"][0]["image"]["tags"] == ["furniture", "garden"]
+    words = api.get(f"{API}/search/", {"q": "seaside", "ranking": "keywords"}).json()["results"]
+    assert {row["image"]["id"] for row in words} == {catalogue["lighthouse"].pk, catalogue["harbour"].pk}
+    assert all(row["matched"] == "words" and row["score"] is None for row in words)
+    looks = api.get(f"{API}/search/", {"q": "seaside", "ranking": "clip"}).json()["results"]
+    assert all(row["matched"] == "looks" and isinstance(row["score"], float) for row in looks)
+    assert api.get(f"{API}/search/", {"q": "x", "ranking": "magic"}).status_code == 400
+
+
+def test_gallery_and_api_filter_by_tag(client, catalogue):
+    page = client.get("/", {"tag": "Seaside"}).content.decode()
+    shown = {pk for pk in (i.pk for i in catalogue.values()) if f'href="/images/{pk}/"' in page}
+    assert shown == {catalogue["lighthouse"].pk, catalogue["harbour"].pk} and "Tagged “seaside”" in page
+    assert "No photos carry this tag" in client.get("/", {"tag": "nope"}).content.decode()
+    api = APIClient()
+    listed = api.get(f"{API}/images/", {"tag": "furniture"}).json()
+    assert {row["id"] for row in listed["results"]} == {catalogue["sku"].pk, catalogue["other_sku"].pk}
+    assert api.get(f"{API}/images/", {"tag": "nope"}).json()["count"] == 0
+
+
+def test_image_page_shows_its_tags(client, catalogue):
+    page = client.get(catalogue["harbour"].get_absolute_url()).content.decode()
+    assert 'href="/?tag=boats"' in page and 'href="/?tag=seaside"' in page
+
+
+def test_members_tag_at_upload_on_the_page_and_the_api(client, member):
+    client.force_login(User.objects.get(username="member"))
+    response = client.post("/upload/", {"files": [as_upload(image_bytes(40))], "title": "Kite", "description": "",
+                                        "tags": "Birds,  sky , birds"})
+    assert response.status_code == 302
+    assert sorted(Image.objects.get(title="Kite").tags.values_list("name", flat=True)) == ["birds", "sky"]
+    created = member.post(f"{API}/images/", {"file": as_upload(image_bytes(41)), "tags": "Mountains, snow"}, format="multipart")
+    assert created.status_code == 201 and created.json()["tags"] == ["mountains", "snow"]
+    assert keyword_ids("snow") == [created.json()["id"]]
+    too_long = member.post(f"{API}/images/", {"file": as_upload(image_bytes(42)), "tags": "x" * 60}, format="multipart")
+    assert too_long.status_code == 400 and "tags" in too_long.json() and Image.objects.count() == 2
+
+
+def test_only_curators_change_tags_later(member, curator, catalogue):
+    image = catalogue["harbour"]
+    refused = member.patch(f"{API}/images/{image.pk}/", {"tags": ["mine"]}, format="json")
+    assert refused.status_code == 403 and sorted(image.tags.values_list("name", flat=True)) == ["boats", "seaside"]
+    changed = curator.patch(f"{API}/images/{image.pk}/", {"tags": ["Ships", "dawn"]}, format="json")
+    assert changed.status_code == 200 and changed.json()["tags"] == ["dawn", "ships"]
+    assert keyword_ids("ships") == [image.pk] and image.pk not in keyword_ids("seaside")  # full-text rows follow
+    curator.patch(f"{API}/images/{image.pk}/", {"title": "Trawlers"}, format="json")
+    assert keyword_ids("trawlers") == [image.pk] and image.pk not in keyword_ids("fishing")
+    assert curator.patch(f"{API}/images/{image.pk}/", {"tags": "a, " + "b" * 80}, format="json").status_code == 400
+    assert sorted(Image.objects.get(pk=image.pk).tags.values_list("name", flat=True)) == ["dawn", "ships"]
+
+
+def test_admin_autocompletes_tags_and_bulk_adds_and_removes(admin_client, catalogue):
+    found = admin_client.get(
+        "/admin/autocomplete/", {"app_label": "gallery", "model_name": "image", "field_name": "tags", "term": "sea"}
+    ).json()
+    assert [row["text"] for row in found["results"]] == ["seaside"]
+    chosen = [str(catalogue[name].pk) for name in ("maria", "filler6")]
+    admin_client.post("/admin/gallery/image/", {"action": "add_tag", "tag": "Studio", "_selected_action": chosen})
+    assert set(Tag.objects.get(name="studio").images.values_list("pk", flat=True)) == {int(pk) for pk in chosen}
+    assert set(keyword_ids("studio")) == {int(pk) for pk in chosen}
+    admin_client.post("/admin/gallery/image/", {"action": "remove_tag", "tag": "studio", "_selected_action": chosen[1:]})
+    assert list(Tag.objects.get(name="studio").images.values_list("pk", flat=True)) == [int(chosen[0])]
+    assert keyword_ids("studio") == [int(chosen[0])]  # "studio" is also in Maria's description
+
+
+def test_admin_edit_and_tag_rename_keep_search_in_step(admin_client, catalogue):
+    image = catalogue["maria"]
+    seaside = Tag.objects.get(name="seaside")
+    response = admin_client.post(
+        f"/admin/gallery/image/{image.pk}/change/",
+        {"title": "Portrait", "description": "Maria Lindqvist in her studio.", "tags": [str(seaside.pk)]},
+    )
+    assert response.status_code == 302 and list(image.tags.values_list("name", flat=True)) == ["seaside"]
+    assert image.pk in keyword_ids("seaside")
+    admin_client.post(f"/admin/gallery/tag/{seaside.pk}/change/", {"name": "Coast"})
+    assert keyword_ids("seaside") == [] and image.pk in keyword_ids("coast")
+    admin_client.post(f"/admin/gallery/tag/{seaside.pk}/delete/", {"post": "yes"})
+    assert keyword_ids("coast") == [] and not Tag.objects.filter(name="coast").exists()
+
+
+def test_tag_names_are_normalised_and_merged_by_slug(db):
+    image = add(1, "One")
+    assert [tag.name for tag in tags.tags_set(image=image, names="New York, new-york, NEW  york")] == ["new york"]
+    assert tags.tag_lookup("new-york").name == "new york" and tags.tag_lookup("???") is None
+    with pytest.raises(tags.InvalidInput):
+        tags.tag_names_parse("!!!")
+    with pytest.raises(tags.InvalidInput):
+        tags.tag_names_parse([f"t{n}" for n in range(tags.MAX_TAGS_PER_IMAGE + 1)])
