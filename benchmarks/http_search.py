@@ -127,13 +127,14 @@ def main(argv=None) -> str:
             "CLIP_MODEL_CONFIG_DIR": args.config_dir,
             "API_SEARCH_RATE": "1000000/min",
             "GALLERY_LOG_LEVEL": "WARNING",
+            "CLIP_RUNTIME": "torch",  # until the export exists
         }
         os.environ.update(env)
         setup_database(Path(tmp), args.items)
         if args.runtime != "torch":
             from django.core.management import call_command
 
-            call_command("export_onnx", verbosity=0)
+            call_command("export_onnx", "--int8-variants", "dynamic,dynamic-per-channel", verbosity=0)
             env["CLIP_RUNTIME"] = os.environ["CLIP_RUNTIME"] = args.runtime
             from django.conf import settings
 

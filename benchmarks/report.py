@@ -28,14 +28,16 @@ def table(headers: list[str], rows: list[list]) -> str:
 
 
 def machine() -> str:
-    import os
+    """The CPU (model and the instruction sets that decide which kernels run), torch and Python."""
+    from indexer.runtime_choice import cpu_description, cpu_line
 
-    import torch
+    try:
+        import torch
 
-    return (
-        f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__} "
-        f"({torch.get_num_threads()} threads), Python {platform.python_version()}"
-    )
+        torch_part = f"torch {torch.__version__} ({torch.get_num_threads()} threads)"
+    except ImportError:  # the slim web tier
+        torch_part = "no torch"
+    return f"{cpu_line(cpu_description())}, {torch_part}, Python {platform.python_version()}"
 
 
 def _fmt(value) -> str:

@@ -37,21 +37,44 @@ def test_relevance_harness(monkeypatch):
     assert "text->image R@1" in out and "image->image P@3" in out
 
 
+def free_port() -> int:
+    """A port nobody listens on now: two suites may run side by side on one machine."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 @pytest.mark.django_db(transaction=True)
 def test_http_benchmark():
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     env.pop("DJANGO_SETTINGS_MODULE", None)
     done = subprocess.run(
         [sys.executable, "-m", "benchmarks.http_search", "--items", "300", "--requests", "4", "--concurrency", "2",
-         "--model", "tiny-test", "--config-dir", CONFIGS, "--port", "8799"],
+         "--model", "tiny-test", "--config-dir", CONFIGS, "--port", str(free_port())],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "search by uploaded image" in done.stdout and "Text-encoder floor" in done.stdout
 
 
-def test_runtimes_benchmark():
+def test_runtimes_benchmark(tiny_onnx_export):
     from benchmarks import runtimes
 
-    out = runtimes.main(["--model", "tiny-test", "--config-dir", CONFIGS, "--images", "4", "--batch-size", "2", "--queries", "3"])
-    assert "onnx-int8" in out and "min cosine to torch" in out
+    folder, _ = tiny_onnx_export  # the export step itself is tested in test_onnx.py
+    out = runtimes.main(["--model", "tiny-test", "--config-dir", CONFIGS, "--rounds", "1", "--export-dir", str(folder)])
+    assert "| onnx-int8 " in out and "min cosine to torch" in out and "| text  | static " in out
+    assert "CLIP_RUNTIME=auto (its own measurement of 3 rounds) picks " in out and "CPU: " in out
+
+
+def test_fresh_segment_benchmark():
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("DJANGO_SETTINGS_MODULE", None)
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.fresh_segment", "--items", "300", "--fresh", "0,20", "--queries", "3",
+         "--model", "tiny-test", "--config-dir", CONFIGS],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "| 20 " in done.stdout and "Text-encoder floor" in done.stdout

@@ -15,9 +15,12 @@ from django.core.files.storage import default_storage
 from django.db import connection
 
 from gallery import indexing, search
+from tests.searching import by_image, by_text, similar
 from gallery.index_cache import clear_index_cache, current_index
 from gallery.models import Image, IndexVersion
-from gallery.uploads import StorageUnavailable, image_create, image_delete
+from gallery.curation import image_delete
+from gallery.errors import StorageUnavailable, Unavailable
+from gallery.uploads import image_create
 from tests.conftest import s3_client
 from tests.images import image_bytes
 
@@ -95,17 +98,17 @@ def test_search_keeps_serving_the_cached_index_while_storage_is_down(indexed_gal
     old = current_index().version  # this process serves the old version
     new_image, _ = upload(77)
     new = indexing.index_refresh().published.version  # as the DAG would, elsewhere:
-    shutil.rmtree(Path(settings.INDEX_CACHE_DIR) / new)  # this host has no copy of it
+    shutil.rmtree(Path(settings.INDEX_CACHE_DIR) / "indexes" / new)  # this host has no copy of it
     default = settings.STORAGES["default"]
     settings.STORAGES = {**settings.STORAGES, "default": {**default, "OPTIONS": {**default["OPTIONS"], "endpoint_url": "http://127.0.0.1:9"}}}
-    hits = search.search_similar(image=Image.objects.get(pk=indexed_gallery[0].pk))
+    hits = similar(Image.objects.get(pk=indexed_gallery[0].pk))
     assert hits[0].image.pk == indexed_gallery[0].pk and current_index().version == old
     clear_index_cache()  # a process with nothing loaded says so instead of failing
-    with pytest.raises(search.SearchUnavailable, match="cannot be fetched from storage"):
-        search.search_similar(image=indexed_gallery[0])
+    with pytest.raises(Unavailable, match="unavailable for a moment"):
+        similar(indexed_gallery[0])
     settings.STORAGES = {**settings.STORAGES, "default": default}  # storage is back
     assert current_index().version == new
-    assert search.search_similar(image=Image.objects.get(pk=new_image.pk))[0].image.pk == new_image.pk
+    assert similar(Image.objects.get(pk=new_image.pk))[0].image.pk == new_image.pk
 
 
 def test_embedding_while_storage_is_down_leaves_rows_pending(upload, settings):

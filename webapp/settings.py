@@ -7,6 +7,9 @@ The defaults are the embedded ones a newcomer needs: SQLite and a local media fo
 from pathlib import Path
 
 import environ
+from django.core.exceptions import ImproperlyConfigured
+from indexer.embedding import DEFAULT_MODEL, DEFAULT_PRETRAINED
+from indexer.signals import INDEX_DAG_ID
 from xstatic.pkg import bootstrap as xstatic_bootstrap
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -20,6 +23,21 @@ DEBUG = env.bool("DJANGO_DEBUG", default=False)
 SECRET_KEY = env.str("DJANGO_SECRET_KEY", default="insecure-dev-key" if DEBUG else environ.Env.NOTSET)
 ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
+
+# HTTPS in production (README, "Security"). Off by default so `make run` works on plain HTTP;
+# behind a proxy or API Gateway that terminates TLS, set DJANGO_SECURE_PROXY_SSL_HEADER=1 so
+# Django trusts its X-Forwarded-Proto header (only when the proxy always sets it).
+SECURE_SSL_REDIRECT = env.bool("DJANGO_SECURE_SSL_REDIRECT", default=False)
+SECURE_HSTS_SECONDS = env.int("DJANGO_SECURE_HSTS_SECONDS", default=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS", default=False)
+SECURE_HSTS_PRELOAD = env.bool("DJANGO_SECURE_HSTS_PRELOAD", default=False)
+SESSION_COOKIE_SECURE = env.bool("DJANGO_SECURE_COOKIES", default=False)
+CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+if env.bool("DJANGO_SECURE_PROXY_SSL_HEADER", default=False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "gallery:gallery"
+LOGOUT_REDIRECT_URL = "gallery:gallery"
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -129,16 +147,16 @@ GALLERY_SERVE_MEDIA = env.bool("GALLERY_SERVE_MEDIA", default=not S3_BUCKET)
 DATA_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024  # form fields; files are limited below
 
 # --- The gallery ---------------------------------------------------------------------------
-CLIP_MODEL = env.str("CLIP_MODEL", default="ViT-B-32")
-CLIP_PRETRAINED = env.str("CLIP_PRETRAINED", default="laion2b_s34b_b79k")
+CLIP_MODEL = env.str("CLIP_MODEL", default=DEFAULT_MODEL)
+CLIP_PRETRAINED = env.str("CLIP_PRETRAINED", default=DEFAULT_PRETRAINED)
 CLIP_DEVICE = env.str("CLIP_DEVICE", default="")  # "" = CUDA when present, else CPU
 CLIP_MODEL_CONFIG_DIR = env.str("CLIP_MODEL_CONFIG_DIR", default="")
 CLIP_CACHE_DIR = env.str("CLIP_CACHE_DIR", default="")
 # Use random weights (with a banner on every page) when the configured ones cannot be loaded.
 # Only the demo sets this; otherwise a missing model is an error.
 CLIP_FALLBACK_TO_RANDOM = env.bool("CLIP_FALLBACK_TO_RANDOM", default=False)
-# torch, or onnx / onnx-int8 (ONNX Runtime, from `manage.py export_onnx`; README "Fast CPU inference").
-CLIP_RUNTIME = env.str("CLIP_RUNTIME", default="torch")
+# auto (measured per host once an ONNX export exists, else torch), torch, onnx or onnx-int8 (README "Fast CPU inference").
+CLIP_RUNTIME = env.str("CLIP_RUNTIME", default="auto")
 ONNX_STORAGE_PREFIX = env.str("ONNX_STORAGE_PREFIX", default="onnx")
 EMBED_BATCH_SIZE = env.int("EMBED_BATCH_SIZE", default=16)
 
@@ -149,36 +167,75 @@ INDEX_CACHE_DIR = Path(env.str("INDEX_CACHE_DIR", default=str(VAR_DIR / "index-c
 INDEX_KEEP_VERSIONS = env.int("INDEX_KEEP_VERSIONS", default=3)
 # A replaced version is deleted only this long after its successor was published.
 INDEX_PRUNE_GRACE_SECONDS = env.int("INDEX_PRUNE_GRACE_SECONDS", default=3600)
+# One publisher at a time; a crashed one's lease runs out after this long.
+INDEX_PUBLISH_LEASE_SECONDS = env.int("INDEX_PUBLISH_LEASE_SECONDS", default=1800)
+# Vectors embedded since the last build are searched exactly (gallery/fresh_segment.py); past
+# this many, the next run rebuilds the index rather than waiting for the hourly compaction.
+FRESH_SEGMENT_MAX = env.int("FRESH_SEGMENT_MAX", default=20_000)
+# The recall gate (gallery/recall_gate.py): a new build becomes current only if sampled stored
+# vectors find their own image in its top 10 and curators' golden queries do no worse.
+RECALL_GATE = env.bool("RECALL_GATE", default=True)
+RECALL_GATE_SAMPLE = env.int("RECALL_GATE_SAMPLE", default=1000)
+RECALL_GATE_MIN_STRUCTURAL = env.float("RECALL_GATE_MIN_STRUCTURAL", default=0.99)
+# Near-duplicates (gallery/duplicates.py): CLIP cosine at least this, and perceptual hashes at
+# most this many bits apart of 64; images without a hash need DUPLICATE_COSINE_ALONE.
+DUPLICATE_MIN_COSINE = env.float("DUPLICATE_MIN_COSINE", default=0.85)
+DUPLICATE_MAX_PHASH_DISTANCE = env.int("DUPLICATE_MAX_PHASH_DISTANCE", default=12)
+DUPLICATE_COSINE_ALONE = env.float("DUPLICATE_COSINE_ALONE", default=0.97)
 
 # "Reindex now" triggers the DAG through Airflow's REST API when AIRFLOW_API_URL is set,
 # and otherwise runs the same pipeline inline.
 AIRFLOW_API_URL = env.str("AIRFLOW_API_URL", default="")
 AIRFLOW_API_USERNAME = env.str("AIRFLOW_API_USERNAME", default="")
 AIRFLOW_API_PASSWORD = env.str("AIRFLOW_API_PASSWORD", default="")
-AIRFLOW_DAG_ID = "search_index"
+AIRFLOW_DAG_ID = INDEX_DAG_ID  # indexer/signals.py: the DAG file uses the same constant
 
 UPLOAD_MAX_BYTES = env.int("UPLOAD_MAX_BYTES", default=50 * 1024 * 1024)
+# JPEGs decode at a reduced scale, so a 100 MP photo costs a few MB; the other formats decode
+# whole, and their lower limit bounds an upload's memory (30 MP RGBA is 120 MB).
 UPLOAD_MAX_PIXELS = env.int("UPLOAD_MAX_PIXELS", default=100_000_000)
+UPLOAD_MAX_FULL_DECODE_PIXELS = env.int("UPLOAD_MAX_FULL_DECODE_PIXELS", default=30_000_000)
+UPLOAD_MAX_FILES = env.int("UPLOAD_MAX_FILES", default=50)  # files in one page upload
 FILE_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
-SEARCH_PAGE_SIZE = 16
+SEARCH_PAGE_SIZE = 16  # pages and API alike
+# How long the link to an image search's results works (the query travels signed in the URL).
+SEARCH_TOKEN_MAX_AGE = env.int("SEARCH_TOKEN_MAX_AGE", default=7 * 24 * 3600)
 SEARCH_MAX_RESULTS = env.int("SEARCH_MAX_RESULTS", default=320)  # 20 pages
 # Below this best score the page says there is no good match (CLIP text-image cosines of good
 # matches are typically 0.25-0.35; unrelated ones 0.1-0.2).
 SEARCH_WEAK_SCORE = env.float("SEARCH_WEAK_SCORE", default=0.2)
+# How text queries are ranked: "hybrid" fuses CLIP with full-text search over titles, tags and
+# descriptions; "clip" and "keywords" use one of them alone (a query can ask with `ranking=`).
+SEARCH_RANKING = env.str("SEARCH_RANKING", default="hybrid")
+if SEARCH_RANKING not in ("hybrid", "clip", "keywords"):
+    raise ImproperlyConfigured(f"SEARCH_RANKING must be hybrid, clip or keywords, not {SEARCH_RANKING!r}")
+# Reciprocal rank fusion's constant: 60, as in Cormack et al. (2009); see gallery/ranking.py.
+SEARCH_RRF_K = env.int("SEARCH_RRF_K", default=60)
 
 # --- REST API ------------------------------------------------------------------------------
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
+        # Token first: DRF answers a refused or missing login with the first class's
+        # WWW-Authenticate header, so an expired or revoked token is a 401 (ask again), not a 403.
+        "gallery.api.authentication.ExpiringTokenAuthentication",  # programs
         "rest_framework.authentication.SessionAuthentication",  # the browser
-        "rest_framework.authentication.TokenAuthentication",  # programs
     ],
-    "DEFAULT_PERMISSION_CLASSES": ["gallery.api.permissions.CanRead"],
+    "DEFAULT_PERMISSION_CLASSES": ["gallery.api.permissions.CanView"],
+    "EXCEPTION_HANDLER": "gallery.api.exceptions.exception_handler",
+    # One request content type per operation, so the schema lists one and generated clients send
+    # one body: JSON unless a view takes files (those set multipart themselves).
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_PAGINATION_CLASS": "gallery.api.pagination.GalleryPagination",
 }
-API_REQUIRE_LOGIN = env.bool("API_REQUIRE_LOGIN", default=False)  # reading and searching too
+# The access policy (gallery/access.py): reading and searching need a login too when set, on
+# pages, API and media alike. API_REQUIRE_LOGIN is its former, API-only name.
+GALLERY_REQUIRE_LOGIN = env.bool("GALLERY_REQUIRE_LOGIN", default=env.bool("API_REQUIRE_LOGIN", default=False))
+# Throttles for pages and API together, per user (or address): searches, uploads, password guesses.
 API_SEARCH_RATE = env.str("API_SEARCH_RATE", default="120/min")
 API_UPLOAD_RATE = env.str("API_UPLOAD_RATE", default="60/min")
+API_SIGN_IN_RATE = env.str("API_SIGN_IN_RATE", default="10/min")
+API_TOKEN_LIFETIME_DAYS = env.int("API_TOKEN_LIFETIME_DAYS", default=90)
 API_MAX_PAGE_SIZE = env.int("API_MAX_PAGE_SIZE", default=100)
 SPECTACULAR_SETTINGS = {
     "TITLE": "Search Image API",

@@ -1,16 +1,21 @@
 from django.conf import settings
 from django.contrib import admin
+from django.contrib.auth.views import LogoutView
 from django.urls import include, path, re_path
-from django.views.static import serve
+
+from gallery.views import SignInView, media
 
 urlpatterns = [
     path("admin/", admin.site.urls),
+    path("accounts/login/", SignInView.as_view(), name="login"),
+    path("accounts/logout/", LogoutView.as_view(), name="logout"),
     path("api/", include("gallery.api.urls")),
     path("", include("gallery.urls")),
 ]
 
 if settings.GALLERY_SERVE_MEDIA:
-    # The local media folder, served by the app itself (object storage serves its own URLs).
-    urlpatterns += [re_path(r"^media/(?P<path>.*)$", serve, {"document_root": settings.MEDIA_ROOT})]
+    # The local media folder, served by the app through the access policy (object storage
+    # serves its own presigned URLs, which only people who may see an image are given).
+    urlpatterns += [re_path(r"^media/(?P<path>.*)$", media, name="media")]
 
 handler404 = "gallery.views.page_not_found"
