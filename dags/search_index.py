@@ -41,6 +41,13 @@ def _django() -> None:
     django.setup()
 
 
+def _started_by_uploads() -> bool:
+    """Whether this run is the quick kind (started by upload events), not hourly or manual."""
+    from airflow.sdk import get_current_context
+
+    return get_current_context()["dag_run"].run_type == "asset_triggered"
+
+
 @dag(
     dag_id=INDEX_DAG_ID,
     schedule=AssetOrTimeSchedule(
@@ -63,11 +70,13 @@ def _django() -> None:
 def search_index():
     @task
     def find_pending() -> list[list[int]]:
-        """Chunks of image ids to embed; each chunk becomes one `embed` task."""
+        """Chunks of image ids to embed; each chunk becomes one `embed` task. A quick run looks
+        only for rows without a vector, which needs no model (the hourly run also finds rows
+        of an older model to embed again)."""
         _django()
         from gallery.indexing import pending_chunks
 
-        return pending_chunks(chunk_size=CHUNK_SIZE)  # logs the count
+        return pending_chunks(chunk_size=CHUNK_SIZE, new_only=_started_by_uploads())  # logs the count
 
     @task
     def embed(ids: list[int]) -> dict:
@@ -82,19 +91,19 @@ def search_index():
         started by uploads leave new vectors in the fresh segment (searchable already) unless it
         outgrew FRESH_SEGMENT_MAX."""
         _django()
-        from airflow.sdk import get_current_context
-
         from gallery.indexing import EmbedReport, index_compact_if_due
 
-        run_type = get_current_context()["dag_run"].run_type  # scheduled, manual or asset_triggered
         version = index_compact_if_due(
-            force_hourly=run_type != "asset_triggered", embed_report=EmbedReport.total(reports)
+            force_hourly=not _started_by_uploads(), embed_report=EmbedReport.total(reports)
         )  # logs what it did
         return version.version if version else None
 
     @task
     def prune(published: str | None) -> list[str]:
-        """Old versions go once their successor has been current for the grace period."""
+        """Old versions go once their successor has been current for the grace period (the
+        hourly run is soon enough for that: a quick run that published nothing skips it)."""
+        if published is None and _started_by_uploads():
+            return []
         _django()
         from gallery.indexing import index_prune
 

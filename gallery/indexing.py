@@ -42,19 +42,22 @@ class EmbedReport:
     embedded: int = 0
     failed: int = 0
     seconds: float = 0.0
+    model_id: str = ""  # the model the embedding ran with (publish needs no model of its own then)
 
     @property
     def rate(self) -> float:
         return self.embedded / self.seconds if self.seconds else 0.0
 
     def as_dict(self) -> dict:
-        return {"embedded": self.embedded, "failed": self.failed, "seconds": self.seconds}
+        return {"embedded": self.embedded, "failed": self.failed, "seconds": self.seconds, "model_id": self.model_id}
 
     @classmethod
     def total(cls, reports) -> "EmbedReport":
         """Sum of reports (or of their ``as_dict()`` forms) from parallel chunks."""
         rows = [r.as_dict() if isinstance(r, cls) else r for r in reports]
-        return cls(**{key: sum(row[key] for row in rows) for key in ("embedded", "failed", "seconds")})
+        total = cls(**{key: sum(row[key] for row in rows) for key in ("embedded", "failed", "seconds")})
+        total.model_id = next((row["model_id"] for row in rows if row.get("model_id")), "")
+        return total
 
 
 def images_needing_embedding(model_id: str) -> QuerySet[Image]:
@@ -65,10 +68,17 @@ def images_needing_embedding(model_id: str) -> QuerySet[Image]:
     )
 
 
-def pending_chunks(*, chunk_size: int) -> list[list[int]]:
-    """Ids of the images to embed, in chunks that workers can embed in parallel."""
-    model_id = clip.embedder().model_id
-    ids = list(images_needing_embedding(model_id).order_by("pk").values_list("pk", flat=True))
+def images_without_vector() -> QuerySet[Image]:
+    """New uploads: rows that no model has embedded yet."""
+    return Image.objects.filter(status__in=[Image.Status.PENDING, Image.Status.INDEXED], embedding__isnull=True)
+
+
+def pending_chunks(*, chunk_size: int, new_only: bool = False) -> list[list[int]]:
+    """Ids of the images to embed, in chunks that workers can embed in parallel. ``new_only``
+    (a run started by uploads) lists the rows without a vector, which takes no model to find;
+    otherwise rows embedded by another model are listed too, which takes loading this one."""
+    queryset = images_without_vector() if new_only else images_needing_embedding(clip.embedder().model_id)
+    ids = list(queryset.order_by("pk").values_list("pk", flat=True))
     chunks = [ids[start : start + chunk_size] for start in range(0, len(ids), chunk_size)]
     logger.info("%d images to embed in %d chunk(s)", len(ids), len(chunks))
     return chunks
@@ -84,7 +94,7 @@ def images_embed_pending(
     if ids is not None:
         queryset = queryset.filter(pk__in=ids)
     todo = list(queryset.order_by("pk").values_list("pk", "file"))
-    report = EmbedReport()
+    report = EmbedReport(model_id=model.model_id)
     if not todo:
         return report
     started = time.perf_counter()
@@ -209,9 +219,14 @@ def index_compact_if_due(
     this is the hourly run, when the fresh segment has grown past ``FRESH_SEGMENT_MAX``, or when
     the configured model has no index yet (the old model's index cannot answer its queries).
     Otherwise the new vectors are already searchable in the fresh segment; nothing is built."""
-    model_id = clip.embedder().model_id
-    size = fresh_segment_size(model_id)
     current = IndexVersion.objects.current()
+    if embed_report and embed_report.model_id:
+        model_id = embed_report.model_id  # the embed tasks loaded the model already
+    elif current is not None and not force_hourly:
+        model_id = current.model  # nothing embedded by this run: no model built just for its name
+    else:
+        model_id = clip.embedder().model_id
+    size = fresh_segment_size(model_id)
     model_changed = current is not None and current.model != model_id
     if not (force_hourly or size > settings.FRESH_SEGMENT_MAX or model_changed):
         logger.info("fresh segment holds %d vectors (compaction past %d): no rebuild this run", size, settings.FRESH_SEGMENT_MAX)

@@ -188,3 +188,24 @@ def test_compaction_runs_hourly_or_when_the_segment_is_too_big(fresh_gallery, se
     assert indexing.index_compact_if_due(force_hourly=False) is None
     assert indexing.index_compact_if_due(force_hourly=True).item_count == 24
     assert indexing.index_compact_if_due(force_hourly=True) is None
+
+
+def test_a_quick_run_finds_new_uploads_and_skips_compaction_without_building_the_model(fresh_gallery, upload):
+    built, fresh = fresh_gallery
+    new = [upload(300 + seed)[0] for seed in range(3)]
+    Image.objects.filter(pk=built[0].pk).update(embedding_model="old-model/weights")  # needs re-embedding
+    hourly = indexing.pending_chunks(chunk_size=2)  # this one loads the model to compare names
+    assert hourly == [sorted([built[0].pk, new[0].pk]), sorted([new[1].pk, new[2].pk])]
+    before = IndexVersion.objects.get(is_current=True)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(indexing.clip, "embedder", lambda **kwargs: pytest.fail("the model was built"))
+        assert indexing.pending_chunks(chunk_size=2, new_only=True) == [[new[0].pk, new[1].pk], [new[2].pk]]
+        # Publish after a quick run: the embed tasks' reports name the model...
+        chunks = [{"embedded": 3, "failed": 0, "seconds": 1.0, "model_id": MODEL}, indexing.EmbedReport().as_dict()]
+        report = indexing.EmbedReport.total(chunks)
+        assert (report.embedded, report.model_id) == (3, MODEL)
+        assert indexing.index_compact_if_due(force_hourly=False, embed_report=report) is None
+        # ...and when nothing was embedded, the current version does.
+        assert indexing.index_compact_if_due(force_hourly=False, embed_report=indexing.EmbedReport.total([])) is None
+    assert IndexVersion.objects.get(is_current=True) == before
