@@ -78,3 +78,10 @@ def test_fresh_segment_benchmark():
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "| 20 " in done.stdout and "Text-encoder floor" in done.stdout
+
+
+def test_compaction_benchmark():
+    from benchmarks import compaction
+
+    out = compaction.main(["--items", "300", "--fresh", "20", "--model", "tiny-test", "--config-dir", CONFIGS])
+    assert "| 320 " in out and "compaction s" in out
