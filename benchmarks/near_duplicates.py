@@ -16,13 +16,14 @@ and perceptual hashes and the embedding pipeline's decode and model. A pair coun
 when the two images end up in one group (union-find over matched pairs, as the service groups
 them), so precision and recall are over pairs.
 
-Five rules are reported: the 64-bit pHash alone (distance <= DUPLICATE_MAX_PHASH_DISTANCE),
+Six rules are reported: the 64-bit pHash alone (distance <= DUPLICATE_MAX_PHASH_DISTANCE),
 the crop-tolerant 256-bit hashes alone (<= DUPLICATE_MAX_PHASH256_DISTANCE), CLIP alone
 (cosine >= DUPLICATE_COSINE_ALONE, the rule for rows without a hash), the service's rule
-before the 256-bit hashes (cosine >= DUPLICATE_MIN_COSINE and the 64-bit distance; still the
-rule for rows that have only the 64-bit hash) and the service's rule now (the same cosine and
-the 256-bit distance). ``--sweep`` adds precision and recall of the
-256-bit hashes alone at each distance, the figures the threshold is chosen from. The model is
+before the 256-bit hashes existed (cosine >= 0.85 and 64-bit distance <= 12, its defaults
+then), the rule for older rows that have only the 64-bit hash (cosine >= DUPLICATE_MIN_COSINE
+and the 64-bit distance) and the service's rule (the same cosine and the 256-bit distance). ``--sweep`` adds precision and recall of the
+256-bit hashes alone at each distance, and of the service's rule at each least cosine: the
+figures the thresholds are chosen from. The model is
 CLIP_MODEL / CLIP_PRETRAINED from the environment (random ViT-B-32 weights when unset).
 """
 
@@ -89,7 +90,7 @@ def random_variants(image: Image.Image, rng: np.random.Generator) -> dict[str, b
     shifted = ImageEnhance.Color(image).enhance(rng.uniform(0.85, 1.2))
     shifted = ImageEnhance.Brightness(shifted).enhance(rng.uniform(0.92, 1.08))
     offset = np.asarray(shifted, dtype=np.int16) + rng.integers(-8, 9, size=3).astype(np.int16)
-    size = lambda f: (max(round(w * f), 16), max(round(h * f), 16))  # noqa: E731
+    size = lambda f: (max(round(w * f), 16), max(round(h * f), 16))
     return {
         "resized": _jpeg(image.resize(size(scale), Image.Resampling.LANCZOS)),
         "recompressed": _jpeg(image, quality=int(rng.integers(25, 51))),
@@ -178,17 +179,25 @@ def evaluate(labels: list[str], names: list[str], hashes: list, vectors: np.ndar
     }
 
 
+# The service's rule before the 256-bit hashes, with its defaults then, to compare with.
+BEFORE_DEFAULTS = {"min_cosine": 0.85, "max_phash_distance": 12, "cosine_alone": 0.97, "max_phash256_distance": -1}
+
+
 def main(argv=None) -> str:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seed", type=int, default=None, help="random copies drawn with this seed (default: the fixed ones)")
     parser.add_argument("--faces", type=int, default=100, help="LFW faces added as distinct photos")
     parser.add_argument("--first-face", type=int, default=0, help="the first of them (0-99)")
-    parser.add_argument("--sweep", action="store_true", help="also precision and recall per 256-bit distance")
+    parser.add_argument("--sweep", action="store_true", help="also precision and recall per 256-bit distance and per least cosine")
     parser.add_argument("--config-dir", default=os.environ.get("CLIP_MODEL_CONFIG_DIR", ""))
     args = parser.parse_args(argv)
     _setup_django()
     from gallery.duplicates import DuplicateRule
-    from gallery.perceptual_hash import PerceptualHashes, crop_tolerant_distance, hash_distance
+    from gallery.perceptual_hash import (
+        PerceptualHashes,
+        crop_tolerant_distance,
+        hash_distance,
+    )
     from indexer.embedding import ModelSpec, get_embedder
 
     spec = ModelSpec(
@@ -202,12 +211,14 @@ def main(argv=None) -> str:
     hashes, vectors, seconds = describe(rows, embedder)
     only_64 = [PerceptualHashes(phash=h.phash) for h in hashes]  # as rows from before the 256-bit hashes
     rule = DuplicateRule.from_settings()
+    before = DuplicateRule(**BEFORE_DEFAULTS)
     hashes_only = replace(rule, min_cosine=-1.0, cosine_alone=2.0)
     rules = {
         f"64-bit pHash alone (distance <= {rule.max_phash_distance})": (hashes_only, only_64),
         f"256-bit crop-tolerant pHash alone (distance <= {rule.max_phash256_distance})": (hashes_only, hashes),
         f"CLIP alone (cosine >= {rule.cosine_alone})": (rule, [PerceptualHashes()] * len(rows)),
-        f"service before: cosine >= {rule.min_cosine} and 64-bit distance <= {rule.max_phash_distance}": (rule, only_64),
+        "before: cosine >= 0.85 and 64-bit distance <= 12": (before, only_64),
+        f"older rows: cosine >= {rule.min_cosine} and 64-bit distance <= {rule.max_phash_distance}": (rule, only_64),
         f"service: cosine >= {rule.min_cosine} and 256-bit distance <= {rule.max_phash256_distance}": (rule, hashes),
     }
     results = {name: evaluate(labels, names, h, vectors, r) for name, (r, h) in rules.items()}
@@ -255,6 +266,12 @@ def main(argv=None) -> str:
             sweep.append([limit, result["precision"], result["recall"], result["false pairs"], result["missed pairs"]])
         lines += ["", "256-bit crop-tolerant pHash alone, by largest distance allowed:", ""]
         lines.append(table(["distance <=", "precision", "recall", "false pairs", "missed pairs"], sweep))
+        sweep = []
+        for least in (0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95):
+            result = evaluate(labels, names, hashes, vectors, replace(rule, min_cosine=least))
+            sweep.append([least, result["precision"], result["recall"], result["false pairs"], result["missed pairs"]])
+        lines += ["", f"Service rule (256-bit distance <= {rule.max_phash256_distance}), by least cosine:", ""]
+        lines.append(table(["cosine >=", "precision", "recall", "false pairs", "missed pairs"], sweep))
     out = "\n".join(lines)
     print(out)
     return out

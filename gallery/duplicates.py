@@ -28,10 +28,16 @@ import numpy as np
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
+
 from gallery import curation
 from gallery.errors import InvalidInput
 from gallery.models import DuplicateGroup, Image
-from gallery.perceptual_hash import PerceptualHashes, crop_tolerant_distance, hash_distance, perceptual_hashes
+from gallery.perceptual_hash import (
+    PerceptualHashes,
+    crop_tolerant_distance,
+    hash_distance,
+    perceptual_hashes,
+)
 
 logger = logging.getLogger(__name__)
 

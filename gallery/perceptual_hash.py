@@ -7,9 +7,9 @@ Each upload gets three:
 - ``phash``: 64 bits of the whole frame (8x8 low frequencies of a 32x32 grey picture). The only
   hash of rows uploaded before the others existed, so it stays the fallback.
 - ``phash256``: 256 bits of the whole frame (16x16 low frequencies of 64x64). Four times the
-  bits put a wider gap between copies and different photos: on the generated set of
-  docs/performance.md ("Near-duplicates") no pair of different photos comes within 82 of 256
-  bits, while the 64-bit hash has faces 10 of 64 bits apart, as close as many copies.
+  bits put a wider gap between copies and different photos: on the generated sets of
+  docs/performance.md ("Near-duplicates") different photos come no closer than 78 of 256 bits,
+  while with 64 bits two different faces are 10 apart, closer than many cropped copies.
 - ``phash256_centre``: the same of the middle 90% of the picture (5% off each side). A copy
   cropped by about 5% a side shows the content that the original's middle shows, so comparing
   one image's centre hash with the other's whole-frame hash undoes the crop, which the
@@ -35,7 +35,7 @@ class PerceptualHashes:
 
 
 def perceptual_hashes(picture: Image.Image) -> PerceptualHashes:
-    """All three hashes of a decoded picture (about 6 ms for a 512-pixel thumbnail)."""
+    """All three hashes of a decoded picture (2-3 ms for a 512-pixel thumbnail, docs/performance.md)."""
     import imagehash  # scipy underneath: loaded on the first upload, not when Django starts
 
     grey = picture.convert("L")  # each hash converts to grey itself; once is enough

@@ -181,7 +181,7 @@ RECALL_GATE_MIN_STRUCTURAL = env.float("RECALL_GATE_MIN_STRUCTURAL", default=0.9
 # 256-bit perceptual hashes at most this many bits apart of 256 (64-bit hashes, for rows from
 # before the 256-bit ones: of 64); images without a hash need DUPLICATE_COSINE_ALONE. Chosen on
 # generated copies (docs/performance.md, "Near-duplicates"); re-check them with real weights.
-DUPLICATE_MIN_COSINE = env.float("DUPLICATE_MIN_COSINE", default=0.85)
+DUPLICATE_MIN_COSINE = env.float("DUPLICATE_MIN_COSINE", default=0.8)
 DUPLICATE_MAX_PHASH256_DISTANCE = env.int("DUPLICATE_MAX_PHASH256_DISTANCE", default=70)
 DUPLICATE_MAX_PHASH_DISTANCE = env.int("DUPLICATE_MAX_PHASH_DISTANCE", default=12)
 DUPLICATE_COSINE_ALONE = env.float("DUPLICATE_COSINE_ALONE", default=0.97)
