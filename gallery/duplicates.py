@@ -26,7 +26,9 @@ from dataclasses import dataclass
 
 import numpy as np
 from django.conf import settings
+from django.core.files.storage import default_storage
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from gallery import curation
@@ -38,6 +40,8 @@ from gallery.perceptual_hash import (
     hash_distance,
     perceptual_hashes,
 )
+from gallery.uploads import decode_upload
+from indexer.images import make_thumbnail
 
 logger = logging.getLogger(__name__)
 
@@ -171,12 +175,6 @@ def images_hash_missing(*, batch_size: int = 100) -> list[int]:
     stored original, decoded and shrunk as an upload is. Returns the ids hashed; an original
     that cannot be read or decoded is logged and skipped (its row keeps working with what it
     has). Running it again hashes nothing more."""
-    from django.core.files.storage import default_storage
-    from django.db.models import Q
-
-    from gallery.uploads import decode_upload
-    from indexer.images import make_thumbnail
-
     missing = Image.objects.filter(Q(phash__isnull=True) | Q(phash256__isnull=True) | Q(phash256_centre__isnull=True))
     done: list[int] = []
     last = 0
