@@ -4,10 +4,12 @@ slightly colour-shifted (the exact same bytes are already refused by the upload'
 After an embed run, each newly embedded image is compared with every stored vector of the
 same model (exact numpy: a matrix-vector product per new image, fine up to ~100k images, when
 the matrix is 200 MB of float32 at 512 dimensions; past that, ask the Annoy index instead). A
-pair is a near-duplicate when its cosine is at least ``DUPLICATE_MIN_COSINE`` and the two
-64-bit perceptual hashes (DCT pHash, taken at upload) differ in at most
-``DUPLICATE_MAX_PHASH_DISTANCE`` bits; rows without a hash (uploaded before hashes existed)
-need ``DUPLICATE_COSINE_ALONE`` instead. Pairs are joined into groups with union-find, and a
+pair is a near-duplicate when its cosine is at least ``DUPLICATE_MIN_COSINE`` and its
+perceptual hashes (gallery/perceptual_hash.py, taken at upload) agree: the crop-tolerant
+256-bit distance at most ``DUPLICATE_MAX_PHASH256_DISTANCE``, or, where either row predates
+the 256-bit hashes, the 64-bit distance at most ``DUPLICATE_MAX_PHASH_DISTANCE``; rows without
+any hash need ``DUPLICATE_COSINE_ALONE`` instead. ``manage.py hash_images`` fills in the
+hashes of older rows. Pairs are joined into groups with union-find, and a
 group that meets an open group merges into it. Hidden images are left out: a curator has
 already dealt with them.
 
@@ -24,12 +26,22 @@ from dataclasses import dataclass
 
 import numpy as np
 from django.conf import settings
+from django.core.files.storage import default_storage
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
+
 from gallery import curation
 from gallery.errors import InvalidInput
 from gallery.models import DuplicateGroup, Image
-from gallery.perceptual_hash import hash_distance
+from gallery.perceptual_hash import (
+    PerceptualHashes,
+    crop_tolerant_distance,
+    hash_distance,
+    perceptual_hashes,
+)
+from gallery.uploads import decode_upload
+from indexer.images import make_thumbnail
 
 logger = logging.getLogger(__name__)
 
@@ -40,17 +52,29 @@ class DuplicateRule:
     benchmarks/near_duplicates.py."""
 
     min_cosine: float
-    max_phash_distance: int
-    cosine_alone: float  # for a pair where either image has no perceptual hash
+    max_phash_distance: int  # of 64 bits, for a pair where either image lacks the 256-bit hashes
+    cosine_alone: float  # for a pair where either image has no perceptual hash at all
+    max_phash256_distance: int  # of 256 bits, crop-tolerant (perceptual_hash.crop_tolerant_distance)
 
     @classmethod
     def from_settings(cls) -> DuplicateRule:
-        return cls(settings.DUPLICATE_MIN_COSINE, settings.DUPLICATE_MAX_PHASH_DISTANCE, settings.DUPLICATE_COSINE_ALONE)
+        return cls(
+            min_cosine=settings.DUPLICATE_MIN_COSINE,
+            max_phash_distance=settings.DUPLICATE_MAX_PHASH_DISTANCE,
+            cosine_alone=settings.DUPLICATE_COSINE_ALONE,
+            max_phash256_distance=settings.DUPLICATE_MAX_PHASH256_DISTANCE,
+        )
 
-    def matches(self, cosine: float, distance: int | None) -> bool:
-        if distance is None:
-            return cosine >= self.cosine_alone
-        return cosine >= self.min_cosine and distance <= self.max_phash_distance
+    def matches(self, cosine: float, a: PerceptualHashes, b: PerceptualHashes) -> bool:
+        if cosine < self.floor:
+            return False
+        distance = crop_tolerant_distance(a, b)
+        if distance is not None:
+            return cosine >= self.min_cosine and distance <= self.max_phash256_distance
+        distance = hash_distance(a.phash, b.phash)
+        if distance is not None:
+            return cosine >= self.min_cosine and distance <= self.max_phash_distance
+        return cosine >= self.cosine_alone
 
     @property
     def floor(self) -> float:
@@ -59,7 +83,7 @@ class DuplicateRule:
 
 
 def near_duplicate_pairs(
-    ids: np.ndarray, vectors: np.ndarray, hashes: list[str | None], new: Iterable[int], *, rule: DuplicateRule
+    ids: np.ndarray, vectors: np.ndarray, hashes: list[PerceptualHashes], new: Iterable[int], *, rule: DuplicateRule
 ) -> list[tuple[int, int]]:
     """Pairs ``(id, id)`` of near-duplicates between rows ``new`` (positions) and all rows."""
     pairs = set()
@@ -69,7 +93,7 @@ def near_duplicate_pairs(
         scores = vectors[block] @ vectors.T
         for n, other in zip(*np.nonzero(scores >= rule.floor)):
             row = int(block[n])
-            if other != row and rule.matches(float(scores[n, other]), hash_distance(hashes[row], hashes[other])):
+            if other != row and rule.matches(float(scores[n, other]), hashes[row], hashes[other]):
                 pairs.add(tuple(sorted((int(ids[row]), int(ids[other])))))
     return sorted(pairs)
 
@@ -106,13 +130,18 @@ def find_near_duplicates(image_ids: Iterable[int]) -> list[DuplicateGroup]:
     touched: dict[int, DuplicateGroup] = {}
     # Usually one model; a model change re-embeds everything, and each space is compared apart.
     for model_id in visible.order_by().values_list("embedding_model", flat=True).distinct():
-        rows = list(visible.filter(embedding_model=model_id).order_by("pk").values_list("pk", "embedding", "phash"))
-        if not wanted.intersection(pk for pk, _, _ in rows):
+        rows = list(
+            visible.filter(embedding_model=model_id)
+            .order_by("pk")
+            .values_list("pk", "embedding", "phash", "phash256", "phash256_centre")
+        )
+        if not wanted.intersection(row[0] for row in rows):
             continue
-        ids = np.fromiter((pk for pk, _, _ in rows), dtype=np.int64, count=len(rows))
-        vectors = np.vstack([np.frombuffer(bytes(blob), dtype=np.float32) for _, blob, _ in rows])
+        ids = np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
+        vectors = np.vstack([np.frombuffer(bytes(row[1]), dtype=np.float32) for row in rows])
+        hashes = [PerceptualHashes(*row[2:]) for row in rows]
         new = [n for n, pk in enumerate(ids.tolist()) if pk in wanted]
-        for members in connected_groups(near_duplicate_pairs(ids, vectors, [h for _, _, h in rows], new, rule=rule)):
+        for members in connected_groups(near_duplicate_pairs(ids, vectors, hashes, new, rule=rule)):
             group = _record_group(members)
             if group is not None:
                 touched[group.pk] = group
@@ -139,6 +168,32 @@ def _record_group(members: set[int]) -> DuplicateGroup | None:
                 return None  # already recorded
         group.members.add(*members)
     return group
+
+
+def images_hash_missing(*, batch_size: int = 100) -> list[int]:
+    """Take the perceptual hashes of images uploaded before (some of) them existed, from the
+    stored original, decoded and shrunk as an upload is. Returns the ids hashed; an original
+    that cannot be read or decoded is logged and skipped (its row keeps working with what it
+    has). Running it again hashes nothing more."""
+    missing = Image.objects.filter(Q(phash__isnull=True) | Q(phash256__isnull=True) | Q(phash256_centre__isnull=True))
+    done: list[int] = []
+    last = 0
+    while batch := list(missing.filter(pk__gt=last).order_by("pk").only("pk", "file")[:batch_size]):
+        last = batch[-1].pk
+        for image in batch:
+            try:
+                with default_storage.open(image.file.name, "rb") as handle:
+                    _, picture = decode_upload(handle.read())
+            except Exception as exc:  # a missing or unreadable file is the row's problem, not the run's
+                logger.warning("image %s: could not hash its original: %s", image.pk, exc)
+                continue
+            make_thumbnail(picture, in_place=True)  # the picture the upload hashes
+            hashes = perceptual_hashes(picture)
+            Image.objects.filter(pk=image.pk).update(
+                phash=hashes.phash, phash256=hashes.phash256, phash256_centre=hashes.phash256_centre
+            )
+            done.append(image.pk)
+    return done
 
 
 def open_duplicate_groups():

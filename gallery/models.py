@@ -57,9 +57,15 @@ class Image(models.Model):
     embedding_model = models.CharField(_("embedding model"), max_length=200, blank=True, editable=False)
     embedded_at = models.DateTimeField(_("embedded at"), null=True, editable=False)
     hidden = models.BooleanField(_("hidden"), default=False, db_index=True)
-    # 64-bit DCT perceptual hash (imagehash.phash) as 16 hex digits, taken at upload from the
-    # decoded picture; it confirms near-duplicates (gallery.duplicates). Null for older rows.
+    # DCT perceptual hashes (gallery.perceptual_hash) as hex digits, taken at upload from the
+    # decoded picture; they confirm near-duplicates (gallery.duplicates). 64 bits of the whole
+    # frame, and 256 bits of the whole frame and of its middle 90% (crop-tolerant). Null for
+    # rows uploaded before each existed until ``manage.py hash_images`` fills them in.
     phash = models.CharField(_("perceptual hash"), max_length=16, null=True, blank=True, editable=False)
+    phash256 = models.CharField(_("256-bit perceptual hash"), max_length=64, null=True, blank=True, editable=False)
+    phash256_centre = models.CharField(
+        _("256-bit perceptual hash of the centre"), max_length=64, null=True, blank=True, editable=False
+    )
     tags = models.ManyToManyField(Tag, verbose_name=_("tags"), related_name="images", blank=True)
     # The tag names as one text, so full-text search reads title, tags and description from one
     # row (PostgreSQL's GIN index covers an expression over this table only). Written by

@@ -19,7 +19,7 @@ from gallery import keywords
 from gallery.airflow_api import announce_new_images
 from gallery.errors import StorageUnavailable, UploadRejected
 from gallery.models import Image
-from gallery.perceptual_hash import perceptual_hash
+from gallery.perceptual_hash import perceptual_hashes
 from gallery.tags import tag_names_parse, tags_set
 from indexer.images import ImageInfo, ImageRejected, make_thumbnail, prepare_image
 
@@ -43,7 +43,7 @@ def image_create(
         return existing, False
     info, picture = decode_upload(data)
     thumbnail = make_thumbnail(picture, in_place=True)
-    phash = perceptual_hash(picture)  # from the thumbnail-sized picture: the hash reads 32x32 pixels
+    hashes = perceptual_hashes(picture)  # from the thumbnail-sized picture: the hashes read 64x64 pixels
     del picture
 
     # Each upload writes names of its own: two uploads of the same bytes at once never write
@@ -67,7 +67,9 @@ def image_create(
                 width=info.width,
                 height=info.height,
                 size_bytes=len(data),
-                phash=phash,
+                phash=hashes.phash,
+                phash256=hashes.phash256,
+                phash256_centre=hashes.phash256_centre,
             )
             if tag_names:
                 tags_set(image=image, names=tag_names)  # also writes the full-text row

@@ -1,11 +1,13 @@
-"""Near-duplicates: copies of a photo (resized, re-compressed) are grouped after embedding,
-distinct photos are not, and a curator keeps one and hides the others, in the admin and the
-API. Real photos, the upload service (perceptual hash), the tiny OpenCLIP model, the database."""
+"""Near-duplicates: copies of a photo (resized, re-compressed, cropped) are grouped after
+embedding, distinct photos are not, and a curator keeps one and hides the others, in the admin
+and the API. Real photos, the upload service (perceptual hashes), the tiny OpenCLIP model, the
+database."""
 
 import io
 
 import pytest
 from django.contrib.auth.models import Permission, User
+from django.core.management import call_command
 from PIL import Image as PILImage
 from rest_framework.test import APIClient
 
@@ -18,10 +20,14 @@ pytestmark = pytest.mark.django_db
 API = "/api/v1/duplicates"
 
 
-def photo(name: str, *, width: int = 320, quality: int = 90) -> bytes:
+def photo(name: str, *, width: int = 320, quality: int = 90, crop: float = 0.0) -> bytes:
+    """A sample photo ``width`` pixels wide as a JPEG, ``crop`` of its width and height cut
+    off each side."""
     sample = next(s for s in available_samples() if s.filename.startswith(name))
     picture = PILImage.open(sample.path).convert("RGB")
     picture = picture.resize((width, round(picture.height * width / picture.width)), PILImage.Resampling.LANCZOS)
+    w, h = picture.size
+    picture = picture.crop((round(w * crop), round(h * crop), w - round(w * crop), h - round(h * crop)))
     out = io.BytesIO()
     picture.save(out, format="JPEG", quality=quality)
     return out.getvalue()
@@ -57,6 +63,8 @@ def api_as(user):
 def test_uploads_store_a_perceptual_hash(copies):
     cat, copy, coffee, _ = (Image.objects.get(pk=i.pk) for i in copies)
     assert all(len(image.phash) == 16 and int(image.phash, 16) >= 0 for image in (cat, copy, coffee))
+    assert all(len(image.phash256) == len(image.phash256_centre) == 64 for image in (cat, copy, coffee))
+    assert cat.phash256 != cat.phash256_centre != coffee.phash256_centre
     assert cat.sha256 != copy.sha256  # different bytes: the upload's exact dedupe lets the copy in
 
 
@@ -77,9 +85,51 @@ def test_a_later_copy_joins_the_open_group(copies, upload):
     assert members(DuplicateGroup.objects.get()) == {cat.pk, copy.pk, third.pk}
 
 
+@pytest.fixture
+def cropped_coffee(copies, upload):
+    """The coffee photo again with 5% cut off each side: its 64-bit whole-frame hash is 18 of
+    64 bits from the original's (more than DUPLICATE_MAX_PHASH_DISTANCE allows)."""
+    crop, _ = upload(data=photo("coffee", crop=0.05), title="Coffee, cropped")
+    assert indexing.images_embed_pending().embedded == 1
+    return crop
+
+
+def test_a_cropped_copy_is_grouped_with_its_original_and_not_with_other_photos(copies, cropped_coffee):
+    cat, copy, coffee, rocket = copies
+    groups = {frozenset(members(group)) for group in DuplicateGroup.objects.all()}
+    assert groups == {frozenset({cat.pk, copy.pk}), frozenset({coffee.pk, cropped_coffee.pk})}
+    assert not rocket.duplicate_groups.exists()
+
+
+def test_rows_without_the_256_bit_hashes_fall_back_to_the_64_bit_hash(copies, cropped_coffee):
+    cat, copy, coffee, _ = copies
+    Image.objects.filter(pk__in=[copy.pk, cropped_coffee.pk]).update(phash256=None, phash256_centre=None)
+    DuplicateGroup.objects.all().delete()
+    found = duplicates.find_near_duplicates(Image.objects.values_list("pk", flat=True))
+    # The cat's small copy still agrees on 64 bits; the crop, read as a whole frame, does not.
+    assert [members(group) for group in found] == [{cat.pk, copy.pk}]
+    assert not coffee.duplicate_groups.exists()
+
+
+def test_hash_images_fills_in_missing_hashes_and_finds_the_duplicates_they_show(copies, cropped_coffee):
+    _, _, coffee, rocket = copies
+    uploaded = {image.pk: (image.phash, image.phash256, image.phash256_centre) for image in Image.objects.all()}
+    Image.objects.update(phash=None, phash256=None, phash256_centre=None)  # as rows from before the hashes
+    Image.objects.filter(pk=rocket.pk).update(phash=uploaded[rocket.pk][0])  # one with the 64-bit hash only
+    DuplicateGroup.objects.all().delete()
+    out = io.StringIO()
+    call_command("hash_images", stdout=out)
+    assert "Hashed 5 images; 2 near-duplicate group(s)" in out.getvalue()
+    # The same picture as at upload (decoded from the stored original, shrunk the same way).
+    assert {image.pk: (image.phash, image.phash256, image.phash256_centre) for image in Image.objects.all()} == uploaded
+    assert {coffee.pk, cropped_coffee.pk} in [members(group) for group in DuplicateGroup.objects.all()]
+    call_command("hash_images", stdout=out)  # nothing left to do
+    assert "Hashed 0 images; 0 near-duplicate" in out.getvalue()
+
+
 def test_without_hashes_only_a_very_close_vector_counts(copies, settings):
     cat, copy, coffee, _ = copies
-    Image.objects.update(phash=None)
+    Image.objects.update(phash=None, phash256=None, phash256_centre=None)
     DuplicateGroup.objects.all().delete()
     settings.DUPLICATE_COSINE_ALONE = 1.01  # nothing is that close
     assert duplicates.find_near_duplicates([cat.pk, copy.pk, coffee.pk]) == []
@@ -150,5 +200,10 @@ def test_benchmark_harness_runs(monkeypatch):
 
     monkeypatch.setenv("CLIP_MODEL", "tiny-test")
     monkeypatch.setenv("CLIP_PRETRAINED", "random")
-    out = near_duplicates.main(["--faces", "0", "--config-dir", str(Path(__file__).parent / "clip_configs")])
-    assert "pHash alone" in out and "CLIP alone" in out and "both" in out and "copies of one photo" in out
+    out = near_duplicates.main(
+        ["--seed", "0", "--faces", "2", "--first-face", "50", "--sweep", "--config-dir", str(Path(__file__).parent / "clip_configs")]
+    )
+    assert "64-bit pHash alone" in out and "256-bit crop-tolerant pHash alone" in out and "CLIP alone" in out
+    assert "before: cosine >= 0.85" in out and "older rows" in out and "service: cosine" in out
+    assert "copies of one photo" in out
+    assert "Hashing per upload" in out and "random copies, seed 0; LFW faces 50-51" in out and "by largest distance" in out

@@ -177,9 +177,12 @@ FRESH_SEGMENT_MAX = env.int("FRESH_SEGMENT_MAX", default=20_000)
 RECALL_GATE = env.bool("RECALL_GATE", default=True)
 RECALL_GATE_SAMPLE = env.int("RECALL_GATE_SAMPLE", default=1000)
 RECALL_GATE_MIN_STRUCTURAL = env.float("RECALL_GATE_MIN_STRUCTURAL", default=0.99)
-# Near-duplicates (gallery/duplicates.py): CLIP cosine at least this, and perceptual hashes at
-# most this many bits apart of 64; images without a hash need DUPLICATE_COSINE_ALONE.
-DUPLICATE_MIN_COSINE = env.float("DUPLICATE_MIN_COSINE", default=0.85)
+# Near-duplicates (gallery/duplicates.py): CLIP cosine at least this, and the crop-tolerant
+# 256-bit perceptual hashes at most this many bits apart of 256 (64-bit hashes, for rows from
+# before the 256-bit ones: of 64); images without a hash need DUPLICATE_COSINE_ALONE. Chosen on
+# generated copies (docs/performance.md, "Near-duplicates"); re-check them with real weights.
+DUPLICATE_MIN_COSINE = env.float("DUPLICATE_MIN_COSINE", default=0.8)
+DUPLICATE_MAX_PHASH256_DISTANCE = env.int("DUPLICATE_MAX_PHASH256_DISTANCE", default=70)
 DUPLICATE_MAX_PHASH_DISTANCE = env.int("DUPLICATE_MAX_PHASH_DISTANCE", default=12)
 DUPLICATE_COSINE_ALONE = env.float("DUPLICATE_COSINE_ALONE", default=0.97)
 
