@@ -130,9 +130,7 @@ def generated_set(faces: int, *, seed: int | None = None, first_face: int = 0) -
 def describe(rows, embedder):
     """Hashes and vector of each file, through the upload's and the embedding pipeline's code,
     and the seconds each file's hashing took: ``(all three hashes, the 64-bit one alone)``."""
-    import imagehash
-
-    from gallery.perceptual_hash import perceptual_hashes
+    from gallery.perceptual_hash import perceptual_hashes, phash
     from indexer.images import make_thumbnail, open_rgb, prepare_image
 
     hashes, vectors, seconds = [], [], []
@@ -140,7 +138,7 @@ def describe(rows, embedder):
         _, picture = prepare_image(data, max_pixels=100_000_000)
         make_thumbnail(picture, in_place=True)
         all_three, found = timed(perceptual_hashes, picture)
-        one, _ = timed(imagehash.phash, picture)
+        one, _ = timed(phash, picture, hash_size=8)
         hashes.append(found)
         seconds.append((all_three, one))
     for start in range(0, len(rows), 16):

@@ -13,6 +13,7 @@ from rest_framework.test import APIClient
 
 from gallery import duplicates, indexing
 from gallery.models import DuplicateGroup, Image
+from gallery.perceptual_hash import perceptual_hashes
 from gallery.samples import available_samples
 from tests.searching import by_text
 
@@ -66,6 +67,23 @@ def test_uploads_store_a_perceptual_hash(copies):
     assert all(len(image.phash256) == len(image.phash256_centre) == 64 for image in (cat, copy, coffee))
     assert cat.phash256 != cat.phash256_centre != coffee.phash256_centre
     assert cat.sha256 != copy.sha256  # different bytes: the upload's exact dedupe lets the copy in
+
+
+# What imagehash 4.3.2 (``phash``, hash_size 8 and 16) gave for the sample photos, whole frame
+# and middle 90%: rows hashed by it before the numpy pHash replaced it compare as they did.
+IMAGEHASH_VALUES = {
+    "chelsea": ("b15fe6465121175e", "b1ac5ffee6df46225131214897e25edba410e16552ca376ab8c93d465d07426f",
+                "b10d11ffe4ca46367839294c11e61698af31eaa95757c1fba0feb9541dc14a63"),
+    "coffee": ("bb8320376c0f3637", "bb2483cc209e37f24cf10fc336bc37cf32c29b273241330e60cf9936333c773c",
+               "bf22820d820700b2cce18df02c3f36cb99f6cff3be3033c9ccc398c3766c73cc"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(IMAGEHASH_VALUES))
+def test_the_perceptual_hashes_are_imagehash_phashes_bit_for_bit(name):
+    sample = next(s for s in available_samples() if s.filename.startswith(name))
+    hashes = perceptual_hashes(PILImage.open(sample.path))
+    assert (hashes.phash, hashes.phash256, hashes.phash256_centre) == IMAGEHASH_VALUES[name]
 
 
 def test_a_resized_recompressed_copy_is_grouped_and_distinct_photos_are_not(copies):
