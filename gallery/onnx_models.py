@@ -15,6 +15,7 @@ from django.core.files.storage import default_storage
 from django.conf import settings
 
 from gallery.artifacts import local_copy, local_folder, store_artifact
+from gallery.errors import StorageUnavailable
 from indexer.embedding import ModelLoadError, ModelSpec
 from indexer.embedding.onnx_backend import MANIFEST
 from indexer.index import file_sha256
@@ -44,6 +45,8 @@ def export_exists(spec: ModelSpec) -> bool:
         return default_storage.exists(f"{storage_prefix(spec)}/{MANIFEST}")
     except ModelLoadError:  # a checkpoint path that is not a file: no export can match
         return False
+    except Exception as exc:  # the storage backend's own errors: an outage, which a retry outlives
+        raise StorageUnavailable(f"storage could not be read ({exc})") from exc
 
 
 class ExportFiles:

@@ -13,6 +13,7 @@ import pytest
 from django.conf import settings as django_settings
 from django.core.files.storage import default_storage
 from django.db import connection
+from rest_framework.test import APIClient
 
 from gallery import indexing, search
 from tests.searching import by_image, by_text, similar
@@ -21,7 +22,7 @@ from gallery.models import Image, IndexVersion
 from gallery.curation import image_delete
 from gallery.errors import StorageUnavailable, Unavailable
 from gallery.uploads import image_create
-from tests.conftest import s3_client
+from tests.conftest import as_upload, s3_client
 from tests.images import image_bytes
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -73,7 +74,7 @@ def test_a_fresh_process_with_only_the_bucket_and_the_database_finds_the_twin(in
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split()[-2:] == ["Photo", "12"]
-    assert (tmp_path / "fresh-cache" / IndexVersion.objects.get(is_current=True).version / "index.ann").exists()
+    assert (tmp_path / "fresh-cache" / "indexes" / IndexVersion.objects.get(is_current=True).version / "index.ann").exists()
 
 
 @pytest.fixture
@@ -84,11 +85,17 @@ def storage_down(settings):
     settings.STORAGES = {**settings.STORAGES, "default": {**default, "OPTIONS": options}}
 
 
-def test_storage_down_fails_uploads_clearly_and_saves_nothing(client, storage_down, settings):
+def test_storage_down_fails_uploads_clearly_and_saves_nothing(client, storage_down, settings, django_user_model):
     with pytest.raises(StorageUnavailable, match="nothing was saved"):
         image_create(file=io.BytesIO(image_bytes(2)), filename="x.jpg")
-    response = client.post("/upload/", {"files": io.BytesIO(image_bytes(3))}, HTTP_ACCEPT="application/json")
-    assert response.status_code == 503 and "try again later" in response.json()["results"][0]["reason"]
+    member = django_user_model.objects.create_user("member")  # members upload
+    client.force_login(member)
+    page = client.post("/upload/", {"files": [as_upload(image_bytes(3))]})  # the page without JavaScript
+    assert page.status_code == 400 and "try again later" in page.content.decode()
+    api = APIClient()
+    api.force_authenticate(member)
+    response = api.post("/api/v1/images/", {"file": as_upload(image_bytes(3))})
+    assert response.status_code == 503 and "try again later" in response.json()["detail"]
     assert Image.objects.count() == 0
 
 
