@@ -20,7 +20,7 @@ import threading
 from pathlib import Path
 
 from gallery.artifacts import local_copy, local_folder
-from gallery.errors import Unavailable
+from gallery.errors import SEARCH_UNAVAILABLE, Unavailable
 from gallery.models import IndexVersion
 from indexer.index import FILES, IndexCorrupt, SearchIndex
 
@@ -47,7 +47,7 @@ def current_index() -> SearchIndex | None:
             except Exception as exc:  # storage unreachable or refusing, or a damaged copy
                 if _loaded is None:
                     logger.error("index %s cannot be loaded: %s", current.version, exc)
-                    raise Unavailable("Search is unavailable for a moment; please try again shortly.") from exc
+                    raise Unavailable(SEARCH_UNAVAILABLE) from exc
                 logger.warning("still serving index %s: %s cannot be loaded: %s", _loaded.version, current.version, exc)
                 return _loaded
             logger.info("loaded index %s (%d images)", index.version, len(index))
