@@ -96,20 +96,26 @@ def milvus_lite_uri(tmp_path_factory):
     return str(tmp_path_factory.mktemp("milvus") / "gallery.db")
 
 
+@pytest.fixture
+def on_milvus(settings, milvus_lite_uri):
+    """This test's gallery on Milvus Lite, under a collection prefix of its own."""
+    prefix = f"t_{uuid.uuid4().hex[:10]}"
+    settings.INDEX_BACKEND = "milvus"
+    settings.MILVUS_URI, settings.MILVUS_COLLECTION_PREFIX = milvus_lite_uri, prefix
+    settings.MILVUS_CONSISTENCY_LEVEL = "Strong"  # a test searches right after it writes
+    clear_backend_cache()
+    yield
+    drop_milvus_collections(uri=milvus_lite_uri, prefix=prefix)  # a test may have pointed elsewhere
+
+
 @pytest.fixture(params=["annoy", "milvus"])
 def index_engine(request, settings):
     """Runs a test on both index backends: Annoy files, and Milvus on Milvus Lite. Use it
     before the gallery fixtures: ``@pytest.mark.usefixtures("index_engine")``."""
-    settings.INDEX_BACKEND = request.param
+    settings.INDEX_BACKEND = "annoy"
     if request.param == "milvus":
-        settings.MILVUS_URI = request.getfixturevalue("milvus_lite_uri")
-        settings.MILVUS_COLLECTION_PREFIX = f"t_{uuid.uuid4().hex[:10]}"
-        settings.MILVUS_CONSISTENCY_LEVEL = "Strong"  # a test searches right after it writes
-    clear_backend_cache()
-    used = (settings.MILVUS_URI, settings.MILVUS_COLLECTION_PREFIX)  # a test may point elsewhere
-    yield request.param
-    if request.param == "milvus":
-        drop_milvus_collections(uri=used[0], prefix=used[1])
+        request.getfixturevalue("on_milvus")
+    return request.param
 
 
 def drop_milvus_collections(*, uri, prefix):

@@ -24,23 +24,6 @@ MODEL = "tiny-test/random"
 
 
 @pytest.fixture
-def on_milvus(settings, milvus_lite_uri):
-    """Milvus Lite for this test (the index_engine fixture's milvus case, without the param)."""
-    import uuid
-
-    from gallery.index_backend import clear_backend_cache
-    from tests.conftest import drop_milvus_collections
-
-    settings.INDEX_BACKEND = "milvus"
-    settings.MILVUS_URI = milvus_lite_uri
-    settings.MILVUS_COLLECTION_PREFIX = prefix = f"t_{uuid.uuid4().hex[:10]}"
-    settings.MILVUS_CONSISTENCY_LEVEL = "Strong"
-    clear_backend_cache()
-    yield
-    drop_milvus_collections(uri=milvus_lite_uri, prefix=prefix)
-
-
-@pytest.fixture
 def milvus_gallery(on_milvus, indexed_gallery):
     return indexed_gallery
 
