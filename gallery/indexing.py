@@ -28,12 +28,12 @@ from gallery.artifacts import store_artifact
 from gallery.duplicates import find_near_duplicates
 from gallery.errors import StorageUnavailable
 from gallery.fresh_segment import fresh_rows
-from gallery.index_backend import index_backend, index_errors, is_live, live_upsert
+from gallery.index_backend import index_backend, index_errors, is_live, live_set_visible, live_upsert
 from gallery.index_cache import local_index_dir
 from gallery.models import Image, IndexVersion, PublishLease
 from gallery.saved_searches import saved_searches_record_matches
 from indexer import index as annoy_index
-from indexer.backends import IndexBackend, IndexReader, IndexUnavailable, VersionInfo
+from indexer.backends import IndexBackend, IndexReader, IndexUnavailable, VersionInfo, VersionNotFound
 from indexer.pipeline import embed_sources
 
 logger = logging.getLogger(__name__)
@@ -437,6 +437,38 @@ def index_prune(*, keep: int | None = None, grace_seconds: int | None = None) ->
     if removed:
         logger.info("pruned index versions %s", ", ".join(removed))
     return removed
+
+
+def index_rollback() -> IndexVersion:
+    """Serve the version published before the current one again (undo a bad publish), on
+    every process at once: the database's pointer moves, and on Milvus the alias with it. Rows
+    embedded after that version read its vectors go back to pending, so they stay searchable:
+    through the fresh segment on Annoy, upserted into the older collection again on Milvus.
+    The next publish builds afresh. :class:`VersionNotFound` when no earlier version is kept."""
+    live = is_live()
+    with transaction.atomic():
+        current = IndexVersion.objects.select_for_update().filter(is_current=True).first()
+        if current is None:
+            raise VersionNotFound("No index version is current: nothing to roll back.")
+        previous = IndexVersion.objects.filter(
+            Q(created_at__lt=current.created_at) | Q(created_at=current.created_at, pk__lt=current.pk)
+        ).first()  # the newest before it (Meta.ordering)
+        if previous is None:
+            raise VersionNotFound(f"No version older than {current.version} is kept: nothing to roll back to.")
+        IndexVersion.objects.filter(pk=current.pk).update(is_current=False)
+        IndexVersion.objects.filter(pk=previous.pk).update(is_current=True)
+        if live:
+            with index_errors():  # fails the transaction: nothing moved
+                index_backend().activate(previous.version)
+        later = Image.objects.filter(status=Image.Status.INDEXED, embedding_model=previous.model)
+        if previous.snapshot_at is not None:
+            later.filter(embedded_at__gt=previous.snapshot_at).update(status=Image.Status.PENDING)
+    if live:  # the older collection missed what changed since it was current
+        index_catch_up(previous.model)
+        live_set_visible(list(Image.objects.filter(hidden=True).values_list("pk", flat=True)), False)
+    logger.warning("rolled back from index %s to %s", current.version, previous.version)
+    previous.refresh_from_db()
+    return previous
 
 
 @dataclass

@@ -4,8 +4,11 @@ collections behind an alias, and what people see when Milvus cannot be reached.
 The search tests of test_api, test_pages, test_parity and test_fresh_segment run on both
 backends through the ``index_engine`` fixture; these are the Milvus-only promises."""
 
+import io
+
 import numpy as np
 import pytest
+from django.core.management import CommandError, call_command
 from rest_framework.test import APIClient
 
 from gallery import indexing, recall_gate, search
@@ -131,3 +134,25 @@ def test_an_unreachable_milvus_fails_the_indexing_run_and_the_next_run_catches_u
     assert indexing.index_compact_if_due(force_hourly=False) is None  # caught up, no rebuild
     assert Image.objects.get(pk=image.pk).status == "indexed" and similar(image)[0].image.pk == image.pk
     assert np.isclose(similar(image)[0].score, 1, atol=1e-4)
+
+
+@pytest.mark.usefixtures("index_engine")
+def test_a_rollback_serves_the_previous_version_and_keeps_later_images_searchable(indexed_gallery, upload):
+    first = IndexVersion.objects.get(is_current=True)
+    late = upload(310, title="Late")[0]
+    indexing.images_embed_pending()
+    second = indexing.index_publish(force=True)
+    assert second.item_count == 21 and current_reader().version == second.version
+    assert call_command_output("rollback_index").startswith(f"Index {first.version} is current again")
+    assert IndexVersion.objects.get(is_current=True) == first and current_reader().version == first.version
+    if index_backend().filters_visibility:  # Milvus: the alias moved with the database
+        assert index_backend().current_version() == first.version
+    assert similar(late)[0].image.pk == late.pk and len(by_text("anything")) == 21
+    with pytest.raises(CommandError, match="nothing to roll back to"):
+        call_command_output("rollback_index")
+
+
+def call_command_output(*args):
+    out = io.StringIO()
+    call_command(*args, stdout=out)
+    return out.getvalue()
