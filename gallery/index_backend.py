@@ -26,8 +26,8 @@ import numpy as np
 from django.conf import settings
 
 from gallery.artifacts import local_folder
-from gallery.errors import SEARCH_UNAVAILABLE, Unavailable
-from gallery.index_cache import current_index
+from gallery.errors import SEARCH_UNAVAILABLE, NotReady, Unavailable
+from gallery.index_cache import current_index, other_backend
 from gallery.models import IndexVersion
 from indexer.backends import IndexBackend, IndexReader, IndexUnavailable, get_backend
 
@@ -98,9 +98,12 @@ def current_reader() -> IndexReader | None:
 
         index = current_index()  # loaded once per process, swapped when another is current
         return AnnoyReader(index, search_k=settings.INDEX_SEARCH_K) if index is not None else None
-    version = IndexVersion.objects.filter(is_current=True).values_list("version", flat=True).first()
-    if version is None:
+    current = IndexVersion.objects.filter(is_current=True).values_list("version", "backend").first()
+    if current is None:
         return None
+    version, built_in = current
+    if built_in != settings.INDEX_BACKEND:
+        raise NotReady(other_backend(built_in))
     reader = _reader
     if reader is not None and reader.version == version:
         return reader

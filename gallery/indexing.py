@@ -193,7 +193,7 @@ def is_permanent_read_error(exc: Exception) -> bool:
 def index_is_stale(model_id: str) -> bool:
     """Whether publishing would change what search sees: new vectors, deletions, a new model.
     A live engine already holds deletions, so only vectors it has not taken in count there."""
-    current = IndexVersion.objects.current()
+    current = _serving()
     if current is None or current.model != model_id:
         return _indexable(model_id).exists()
     waiting = _indexable(model_id).filter(status=Image.Status.PENDING).exists()
@@ -271,7 +271,8 @@ def index_compact_if_due(
     model_id = clip.embedder().model_id
     size = fresh_segment_size(model_id)
     current = IndexVersion.objects.current()
-    model_changed = current is not None and current.model != model_id
+    # Another model's index, or one in the backend INDEX_BACKEND left, cannot answer: rebuild.
+    model_changed = current is not None and (current.model != model_id or current.backend != settings.INDEX_BACKEND)
     if not (force_hourly or size > settings.FRESH_SEGMENT_MAX or model_changed):
         logger.info("fresh segment holds %d vectors (compaction past %d): no rebuild this run", size, settings.FRESH_SEGMENT_MAX)
         return None
@@ -279,8 +280,15 @@ def index_compact_if_due(
     return index_publish(embed_report=embed_report, progress=progress)
 
 
-def _holds_model(model_id: str) -> bool:
+def _serving() -> IndexVersion | None:
+    """The current version if the configured backend holds it: after INDEX_BACKEND changed, a
+    version of the other backend serves nothing, and the next publish builds one afresh."""
     current = IndexVersion.objects.current()
+    return current if current is not None and current.backend == settings.INDEX_BACKEND else None
+
+
+def _holds_model(model_id: str) -> bool:
+    current = _serving()
     return current is not None and current.model == model_id
 
 
@@ -351,6 +359,7 @@ def _make_current(build: IndexBuild, embed_report: EmbedReport) -> IndexVersion 
         current.update(is_current=False)
         version = IndexVersion.objects.create(
             version=info.version,
+            backend=build.backend.name,
             model=info.model,
             dim=info.dim,
             item_count=info.item_count,
@@ -425,9 +434,12 @@ def index_prune(*, keep: int | None = None, grace_seconds: int | None = None) ->
     for successor, version in zip(versions, versions[1:]):
         if version.is_current or versions.index(version) < keep or successor.created_at > cutoff:
             continue
-        if is_live():
-            with index_errors():  # the task fails and retries; the row stays until the version is gone
-                index_backend().drop(version.version)
+        if version.backend != "annoy":
+            if version.backend == settings.INDEX_BACKEND:
+                with index_errors():  # the task fails and retries; the row stays until the version is gone
+                    index_backend().drop(version.version)
+            else:
+                logger.warning("index %s is in %s, which is no longer configured: drop it there", version.version, version.backend)
         else:
             for name in annoy_index.FILES:
                 default_storage.delete(f"{version.storage_prefix}/{name}")
@@ -451,7 +463,8 @@ def index_rollback() -> IndexVersion:
         if current is None:
             raise VersionNotFound("No index version is current: nothing to roll back.")
         previous = IndexVersion.objects.filter(
-            Q(created_at__lt=current.created_at) | Q(created_at=current.created_at, pk__lt=current.pk)
+            Q(created_at__lt=current.created_at) | Q(created_at=current.created_at, pk__lt=current.pk),
+            backend=settings.INDEX_BACKEND,
         ).first()  # the newest before it (Meta.ordering)
         if previous is None:
             raise VersionNotFound(f"No version older than {current.version} is kept: nothing to roll back to.")

@@ -29,6 +29,7 @@ import numpy as np
 from django.conf import settings
 
 from gallery import clip
+from gallery.errors import NotReady
 from gallery.index_backend import current_reader
 from gallery.models import GoldenQuery, Image, IndexVersion, RefusedBuild
 from indexer.backends import IndexReader
@@ -69,7 +70,10 @@ def admit(build, *, force: bool = False) -> bool:
         return True
     try:
         # The serving version is loaded (from this host's cache or storage) only to compare with.
-        current = current_reader() if GoldenQuery.objects.exists() else None
+        try:
+            current = current_reader() if GoldenQuery.objects.exists() else None
+        except NotReady:  # the serving version is in the backend INDEX_BACKEND left: no comparison
+            current = None
         report = check_build(build, current)
     except BaseException:
         build.discard()  # the publish fails (and is retried); no build is left on disk

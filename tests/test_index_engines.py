@@ -99,7 +99,8 @@ def test_an_unreachable_milvus_is_a_503_on_pages_and_api_and_uploads_still_work(
 ):
     image = upload(1, title="Kept")[0]
     IndexVersion.objects.create(
-        version="v1", model=MODEL, dim=32, item_count=1, n_trees=0, checksum="", build_seconds=0, is_current=True
+        version="v1", backend="milvus", model=MODEL, dim=32, item_count=1, n_trees=0, checksum="", build_seconds=0,
+        is_current=True,
     )
     unreachable(settings)
     page = client.get("/search/", {"q": "a cat"})
@@ -156,3 +157,14 @@ def call_command_output(*args):
     out = io.StringIO()
     call_command(*args, stdout=out)
     return out.getvalue()
+
+
+def test_switching_to_milvus_builds_a_first_collection_at_the_next_run(indexed_gallery, on_milvus, client):
+    annoy = IndexVersion.objects.get(is_current=True)
+    assert annoy.backend == "annoy"
+    response = client.get("/search/", {"q": "a red square"})
+    assert response.status_code == 409 and "the current index is in annoy" in response.content.decode()
+    version = indexing.index_compact_if_due(force_hourly=False)  # an upload's run, not the hourly one
+    assert version.backend == "milvus" and version.item_count == 20
+    assert index_backend().current_version() == version.version and len(by_text("a red square")) == 20
+    assert indexing.index_prune(keep=1, grace_seconds=0) == [annoy.version]
