@@ -130,7 +130,7 @@ def _index_live(ids: list[int], vectors: np.ndarray, model_id: str) -> int:
     """On a live engine, make stored vectors searchable at once and mark their rows indexed.
     An unreachable engine fails the run (the vectors are stored: the next run's publish step
     catches up); elsewhere the rows stay pending."""
-    if not len(ids):
+    if not len(ids) or not is_live():
         return 0
     hidden = Image.objects.filter(pk__in=list(ids), hidden=True).values_list("pk", flat=True)
     if not live_upsert(ids, vectors, model_id=model_id, hidden=list(hidden)):
