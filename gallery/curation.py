@@ -8,7 +8,7 @@ from django.db.models import QuerySet
 
 from gallery import keywords
 from gallery.errors import InvalidInput
-from gallery.index_backend import live_delete, live_set_visible
+from gallery.index_backend import is_live, live_delete, live_set_visible
 from gallery.models import Image
 from gallery.tags import tag_names_parse, tags_set
 from gallery.uploads import delete_files
@@ -48,8 +48,8 @@ def image_update(
 def images_set_hidden(*, images: QuerySet[Image], hidden: bool) -> int:
     """Hidden images stay in the index but are dropped from results at query time: by the
     database (always), and inside Milvus, whose ``visible`` field changes here too."""
-    ids = list(images.values_list("pk", flat=True))
-    changed = Image.objects.filter(pk__in=ids).update(hidden=hidden)
+    ids = list(images.values_list("pk", flat=True)) if is_live() else []  # read before the update moves them
+    changed = images.update(hidden=hidden)
     live_set_visible(ids, not hidden)
     return changed
 
