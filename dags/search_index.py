@@ -1,5 +1,5 @@
 """Search-index refresh, hourly or when new uploads arrive: embed them with CLIP and publish a
-new Annoy index.
+new index version (Annoy), or upsert them into the current one (Milvus; INDEX_BACKEND).
 
 Configuration only: every task is a few lines calling ``gallery.indexing`` services, the same
 ones the management commands run. Nothing heavy happens at import (Airflow parses this file
@@ -89,7 +89,9 @@ def search_index():
     def publish(reports: list[dict]) -> str | None:
         """Compact when due: hourly and manual runs rebuild over every stored vector; runs
         started by uploads leave new vectors in the fresh segment (searchable already) unless it
-        outgrew FRESH_SEGMENT_MAX."""
+        outgrew FRESH_SEGMENT_MAX. On Milvus: publish only a first version or a new model's,
+        and otherwise upsert what an earlier embed could not. An unreachable Milvus fails the
+        task, which retries."""
         _django()
         from gallery.indexing import EmbedReport, index_compact_if_due
 

@@ -157,9 +157,9 @@ class ImageAdmin(admin.ModelAdmin):
 @admin.register(IndexVersion)
 class IndexVersionAdmin(admin.ModelAdmin):
     list_display = [
-        "version", "is_current", "model", "item_count", "embedded_count", "embed_seconds", "build_seconds", "created_at",
+        "version", "is_current", "backend", "model", "item_count", "embedded_count", "embed_seconds", "build_seconds", "created_at",
     ]
-    list_filter = ["is_current", "model"]
+    list_filter = ["is_current", "backend", "model"]
 
     def changelist_view(self, request, extra_context=None):
         # Which runtime encodes queries on this host, and the figures behind CLIP_RUNTIME=auto.

@@ -8,6 +8,7 @@ from django.db.models import QuerySet
 
 from gallery import keywords
 from gallery.errors import InvalidInput
+from gallery.index_backend import is_live, live_delete, live_set_visible
 from gallery.models import Image
 from gallery.tags import tag_names_parse, tags_set
 from gallery.uploads import delete_files
@@ -45,8 +46,12 @@ def image_update(
 
 
 def images_set_hidden(*, images: QuerySet[Image], hidden: bool) -> int:
-    """Hidden images stay in the index but are dropped from results at query time."""
-    return images.update(hidden=hidden)
+    """Hidden images stay in the index but are dropped from results at query time: by the
+    database (always), and inside Milvus, whose ``visible`` field changes here too."""
+    ids = list(images.values_list("pk", flat=True)) if is_live() else []  # read before the update moves them
+    changed = images.update(hidden=hidden)
+    live_set_visible(ids, not hidden)
+    return changed
 
 
 def images_reembed(*, images: QuerySet[Image]) -> int:
@@ -56,9 +61,11 @@ def images_reembed(*, images: QuerySet[Image]) -> int:
 
 def image_delete(*, image: Image) -> None:
     """Delete the row, then its files once the deletion is committed. Search drops the id at
-    query time, so it disappears from results before the next index build."""
-    names = [image.file.name, image.thumbnail.name]
+    query time, so it disappears from results before the next index build; Milvus removes
+    it at once."""
+    names, pk = [image.file.name, image.thumbnail.name], image.pk
     with transaction.atomic():
-        keywords.images_forget([image.pk])
+        keywords.images_forget([pk])
         image.delete()
         transaction.on_commit(lambda: delete_files(names))
+    live_delete([pk])

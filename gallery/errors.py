@@ -37,6 +37,9 @@ class NotReady(GalleryError):
     status = 409
 
 
+SEARCH_UNAVAILABLE = "Search is unavailable for a moment; please try again shortly."
+
+
 class Unavailable(GalleryError):
     """A service the request needs (storage, the model, the index) failed; try again later."""
 

@@ -1,5 +1,9 @@
 """The fresh segment: vectors embedded since the current index version was built.
 
+Only a snapshot engine needs it (``INDEX_BACKEND=annoy``): Milvus takes each vector into the
+current version as it is embedded (``gallery.indexing``), its rows are indexed at once, and
+search never reads this segment there (``gallery.index_backend``).
+
 An embed run stores vectors and leaves rows pending; a compaction (``indexing.index_publish``)
 later rebuilds the Annoy index over everything and marks the rows it holds indexed. Between the
 two, search answers from both: the built index, and an exact search over the fresh rows, which

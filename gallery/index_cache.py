@@ -19,8 +19,10 @@ import shutil
 import threading
 from pathlib import Path
 
+from django.conf import settings
+
 from gallery.artifacts import local_copy, local_folder
-from gallery.errors import Unavailable
+from gallery.errors import SEARCH_UNAVAILABLE, NotReady, Unavailable
 from gallery.models import IndexVersion
 from indexer.index import FILES, IndexCorrupt, SearchIndex
 
@@ -34,9 +36,11 @@ _in_use = None  # open file holding a shared lock on the loaded copy's marker
 def current_index() -> SearchIndex | None:
     """The current published index, or ``None`` before the first publish."""
     global _loaded
-    current = IndexVersion.objects.filter(is_current=True).only("version", "checksum").first()
+    current = IndexVersion.objects.filter(is_current=True).only("version", "checksum", "backend").first()
     if current is None:
         return None
+    if current.backend != "annoy":
+        raise NotReady(other_backend(current.backend))
     loaded = _loaded
     if loaded is not None and loaded.version == current.version:
         return loaded
@@ -47,7 +51,7 @@ def current_index() -> SearchIndex | None:
             except Exception as exc:  # storage unreachable or refusing, or a damaged copy
                 if _loaded is None:
                     logger.error("index %s cannot be loaded: %s", current.version, exc)
-                    raise Unavailable("Search is unavailable for a moment; please try again shortly.") from exc
+                    raise Unavailable(SEARCH_UNAVAILABLE) from exc
                 logger.warning("still serving index %s: %s cannot be loaded: %s", _loaded.version, current.version, exc)
                 return _loaded
             logger.info("loaded index %s (%d images)", index.version, len(index))
@@ -55,6 +59,14 @@ def current_index() -> SearchIndex | None:
             _hold(index.version)
             remove_unused_copies()
         return _loaded
+
+
+def other_backend(built_in: str) -> str:
+    """What search says while the current version lives in the backend INDEX_BACKEND left."""
+    return (
+        f"Search is not ready yet: the current index is in {built_in}, and the gallery now uses "
+        f"{settings.INDEX_BACKEND}. The next index run builds one there."
+    )
 
 
 def clear_index_cache() -> None:

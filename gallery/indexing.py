@@ -24,14 +24,16 @@ from django.utils import timezone
 from tqdm import tqdm
 
 from gallery import clip, recall_gate
-from gallery.artifacts import local_folder, store_artifact
+from gallery.artifacts import store_artifact
 from gallery.duplicates import find_near_duplicates
 from gallery.errors import StorageUnavailable
 from gallery.fresh_segment import fresh_rows
+from gallery.index_backend import index_backend, index_errors, is_live, live_set_visible, live_upsert
 from gallery.index_cache import local_index_dir
 from gallery.models import Image, IndexVersion, PublishLease
 from gallery.saved_searches import saved_searches_record_matches
 from indexer import index as annoy_index
+from indexer.backends import IndexBackend, IndexReader, IndexUnavailable, VersionInfo, VersionNotFound
 from indexer.pipeline import embed_sources
 
 logger = logging.getLogger(__name__)
@@ -88,7 +90,8 @@ def images_embed_pending(
     *, ids: list[int] | None = None, batch_size: int | None = None, progress: bool = False
 ) -> EmbedReport:
     """Embed images that need it (or those of ``ids`` that still need it) and store their
-    vectors. They stay pending until an index containing them is published."""
+    vectors. They stay pending until an index containing them is published, or, on a live
+    engine (Milvus), until they are upserted into its current version, right here."""
     model = clip.embedder()
     queryset = images_needing_embedding(model.model_id)
     if ids is not None:
@@ -118,6 +121,7 @@ def images_embed_pending(
                 reason = f"{type(exc).__name__}: {exc}"
                 logger.warning("image %s could not be embedded: %s", pk, reason)
                 Image.objects.filter(pk=pk).update(status=Image.Status.FAILED, error=reason[:2000])
+        _index_live(batch.keys, batch.vectors, model.model_id)
         report.embedded += len(batch.keys)
         report.failed += len(batch.failures)
         bar.update(len(batch.keys) + len(batch.failures))
@@ -130,6 +134,36 @@ def images_embed_pending(
     find_near_duplicates([pk for pk, _ in todo])  # new vectors against all stored ones: groups for curators
     saved_searches_record_matches([pk for pk, _ in todo])  # new matches of members' saved searches
     return report
+
+
+def _index_live(ids: list[int], vectors: np.ndarray, model_id: str) -> int:
+    """On a live engine, make stored vectors searchable at once and mark their rows indexed.
+    An unreachable engine fails the run (the vectors are stored: the next run's publish step
+    catches up); elsewhere the rows stay pending."""
+    if not len(ids) or not is_live():
+        return 0
+    hidden = Image.objects.filter(pk__in=list(ids), hidden=True).values_list("pk", flat=True)
+    if not live_upsert(ids, vectors, model_id=model_id, hidden=list(hidden)):
+        return 0
+    return Image.objects.filter(pk__in=list(ids), status=Image.Status.PENDING, embedding_model=model_id).update(
+        status=Image.Status.INDEXED
+    )
+
+
+def index_catch_up(model_id: str) -> int:
+    """A live engine's publish step while its current version holds ``model_id``: upsert the
+    rows embedded but not yet in it (an upsert that failed), instead of rebuilding."""
+    caught_up = 0
+    ids = list(fresh_rows(model_id).order_by("pk").values_list("pk", flat=True))
+    for start in range(0, len(ids), 2000):
+        chunk = list(fresh_rows(model_id).filter(pk__in=ids[start : start + 2000]).values_list("pk", "embedding"))
+        if not chunk:
+            continue
+        vectors = np.vstack([np.frombuffer(bytes(blob), dtype=np.float32) for _, blob in chunk])
+        caught_up += _index_live([pk for pk, _ in chunk], vectors, model_id)
+    if caught_up:
+        logger.info("upserted %d stored vectors into the current index version", caught_up)
+    return caught_up
 
 
 def _reader(name: str):
@@ -167,24 +201,43 @@ def is_permanent_read_error(exc: Exception) -> bool:
 
 
 def index_is_stale(model_id: str) -> bool:
-    """Whether a rebuild would change what search sees: new vectors, deletions, a new model."""
-    current = IndexVersion.objects.current()
+    """Whether publishing would change what search sees: new vectors, deletions, a new model.
+    A live engine already holds deletions, so only vectors it has not taken in count there."""
+    current = _serving()
     if current is None or current.model != model_id:
         return _indexable(model_id).exists()
     waiting = _indexable(model_id).filter(status=Image.Status.PENDING).exists()
-    return waiting or _indexable(model_id).count() != current.item_count
+    return waiting or (not is_live() and _indexable(model_id).count() != current.item_count)
 
 
 @dataclass
 class IndexBuild:
-    """A built index on this host's disk, not yet stored or current."""
+    """A complete version that is not current: an Annoy version on this host's disk, not yet
+    in storage, or a Milvus collection that no alias names."""
 
-    manifest: annoy_index.Manifest
-    folder: Path
+    info: VersionInfo
+    ids: np.ndarray  # the rows it was built from
     snapshot_at: datetime
+    backend: IndexBackend
+
+    @property
+    def version(self) -> str:
+        return self.info.version
+
+    @property
+    def folder(self) -> Path:
+        """An Annoy build's files on this host."""
+        return self.backend.directory(self.version)
+
+    def reader(self) -> IndexReader:
+        with index_errors():
+            return self.backend.open(self.version)
 
     def discard(self) -> None:
-        shutil.rmtree(self.folder, ignore_errors=True)
+        try:
+            self.backend.drop(self.version)
+        except IndexUnavailable as exc:  # the backend's own prune removes it later
+            logger.warning("could not remove build %s: %s", self.version, exc)
 
 
 def index_publish(
@@ -200,6 +253,10 @@ def index_publish(
     with publish_lease() as held:
         if not held:
             logger.info("another process is building an index; this run publishes nothing")
+            return None
+        if not force and is_live() and _holds_model(model_id):
+            # A live engine already holds what was upserted; rebuild only for a new model.
+            index_catch_up(model_id)
             return None
         build = index_build(model_id, progress=progress)
         if build is None or not recall_gate.admit(build, force=force):  # a refused build is recorded and discarded
@@ -219,6 +276,8 @@ def index_compact_if_due(
     this is the hourly run, when the fresh segment has grown past ``FRESH_SEGMENT_MAX``, or when
     the configured model has no index yet (the old model's index cannot answer its queries).
     Otherwise the new vectors are already searchable in the fresh segment; nothing is built."""
+    if is_live():  # new vectors are searchable already: publish only a first version or a new model's
+        return index_publish(embed_report=embed_report, progress=progress)
     current = IndexVersion.objects.current()
     if embed_report and embed_report.model_id:
         model_id = embed_report.model_id  # the embed tasks loaded the model already
@@ -227,12 +286,25 @@ def index_compact_if_due(
     else:
         model_id = clip.embedder().model_id
     size = fresh_segment_size(model_id)
-    model_changed = current is not None and current.model != model_id
+    # Another model's index, or one in the backend INDEX_BACKEND left, cannot answer: rebuild.
+    model_changed = current is not None and (current.model != model_id or current.backend != settings.INDEX_BACKEND)
     if not (force_hourly or size > settings.FRESH_SEGMENT_MAX or model_changed):
         logger.info("fresh segment holds %d vectors (compaction past %d): no rebuild this run", size, settings.FRESH_SEGMENT_MAX)
         return None
     logger.info("compacting: fresh segment holds %d vectors%s", size, " (hourly run)" if force_hourly else "")
     return index_publish(embed_report=embed_report, progress=progress)
+
+
+def _serving() -> IndexVersion | None:
+    """The current version if the configured backend holds it: after INDEX_BACKEND changed, a
+    version of the other backend serves nothing, and the next publish builds one afresh."""
+    current = IndexVersion.objects.current()
+    return current if current is not None and current.backend == settings.INDEX_BACKEND else None
+
+
+def _holds_model(model_id: str) -> bool:
+    current = _serving()
+    return current is not None and current.model == model_id
 
 
 def _should_publish(model_id: str, *, force: bool) -> bool:
@@ -250,66 +322,77 @@ def _should_publish(model_id: str, *, force: bool) -> bool:
 
 
 def index_build(model_id: str, *, progress: bool = False) -> IndexBuild | None:
-    """Read every stored vector of ``model_id`` and build an index on local disk."""
+    """Read every stored vector of ``model_id`` and build a complete version in the backend
+    (Annoy: on local disk; Milvus: a new collection), not yet current."""
     snapshot_at = timezone.now()
-    ids, vectors = _load_vectors(model_id, progress=progress)
+    ids, vectors, visible = _load_vectors(model_id, progress=progress)
     if not len(ids):
         logger.info("no embedded images yet; nothing to publish")
         return None
-    builds = local_folder("builds")
-    manifest = annoy_index.build_index(ids, vectors, model=model_id, out_dir=builds, n_trees=settings.INDEX_TREES)
-    return IndexBuild(manifest=manifest, folder=builds / manifest.version, snapshot_at=snapshot_at)
+    backend = index_backend()
+    with index_errors():
+        info = backend.publish(ids, vectors, model_id=model_id, visible=visible)
+    return IndexBuild(info=info, ids=ids, snapshot_at=snapshot_at, backend=backend)
 
 
 def index_activate(build: IndexBuild, *, embed_report: EmbedReport) -> IndexVersion | None:
-    """Store ``build``, then make it current unless a build that read its vectors later is
-    current already (two publishers racing: the older one must never win). The local build
-    becomes this host's cached copy; a failed or refused publish leaves no copy behind."""
-    manifest = build.manifest
+    """Make ``build`` current unless a build that read its vectors later is current already
+    (two publishers racing: the older one must never win). Annoy: the files go to storage
+    first, and the local build becomes this host's cached copy. Milvus: the alias moves in the
+    same transaction as the database's pointer. A failed or refused publish leaves nothing."""
+    info, live = build.info, not build.backend.needs_fresh_segment
+    prefix = f"{settings.INDEX_STORAGE_PREFIX}/{info.version}"
+    version = None
     try:
-        store_artifact(build.folder, f"{settings.INDEX_STORAGE_PREFIX}/{manifest.version}", annoy_index.FILES)
+        if not live:
+            store_artifact(build.folder, prefix, annoy_index.FILES)
         version = _make_current(build, embed_report)
         if version is None:
-            logger.warning("index %s was built from older vectors than the current one; not published", manifest.version)
-            for name in annoy_index.FILES:
-                default_storage.delete(f"{settings.INDEX_STORAGE_PREFIX}/{manifest.version}/{name}")
+            logger.warning("index %s was built from older vectors than the current one; not published", info.version)
+            if not live:
+                for name in annoy_index.FILES:
+                    default_storage.delete(f"{prefix}/{name}")
             return None
-        target = local_index_dir(manifest.version)
-        if not target.exists():
+        target = local_index_dir(info.version)
+        if not live and not target.exists():
             build.folder.rename(target)  # no need to fetch it back
     finally:
-        build.discard()
-    logger.info(
-        "published index %s: %d images, built in %.1f s", manifest.version, manifest.item_count, manifest.build_seconds
-    )
+        if version is None or not live:
+            build.discard()
+    logger.info("published index %s: %d images, built in %.1f s", info.version, info.item_count, info.build_seconds)
     return version
 
 
 def _make_current(build: IndexBuild, embed_report: EmbedReport) -> IndexVersion | None:
-    manifest = build.manifest
-    built_ids = np.load(build.folder / annoy_index.IDS_FILE)
+    info, live = build.info, not build.backend.needs_fresh_segment
+    # Annoy's record keeps its files' checksum, which every host checks its copy against.
+    manifest = None if live else annoy_index.Manifest.from_json((build.folder / annoy_index.MANIFEST_FILE).read_text())
     with transaction.atomic():
         current = IndexVersion.objects.select_for_update().filter(is_current=True)
         if IndexVersion.objects.filter(snapshot_at__gt=build.snapshot_at).exists():
             return None
         current.update(is_current=False)
         version = IndexVersion.objects.create(
-            version=manifest.version,
-            model=manifest.model,
-            dim=manifest.dim,
-            item_count=manifest.item_count,
-            n_trees=manifest.n_trees,
-            checksum=manifest.checksum,
+            version=info.version,
+            backend=build.backend.name,
+            model=info.model,
+            dim=info.dim,
+            item_count=info.item_count,
+            n_trees=manifest.n_trees if manifest else 0,
+            checksum=manifest.checksum if manifest else "",
             snapshot_at=build.snapshot_at,
             embedded_count=embed_report.embedded,
             embed_seconds=round(embed_report.seconds, 3),
-            build_seconds=manifest.build_seconds,
+            build_seconds=info.build_seconds,
             is_current=True,
         )
+        if live:
+            with index_errors():  # fails the transaction: the old version stays current everywhere
+                build.backend.activate(info.version)
         # Only rows whose vectors are in this build become indexed; later ones stay pending.
-        pending = Image.objects.filter(status=Image.Status.PENDING, embedding_model=manifest.model)
+        pending = Image.objects.filter(status=Image.Status.PENDING, embedding_model=info.model)
         waiting = np.fromiter(pending.values_list("pk", flat=True), dtype=np.int64)
-        included = waiting[np.isin(waiting, built_ids)].tolist()
+        included = waiting[np.isin(waiting, build.ids)].tolist()
         for start in range(0, len(included), 500):
             pending.filter(pk__in=included[start : start + 500]).update(status=Image.Status.INDEXED)
     return version
@@ -338,18 +421,20 @@ def _indexable(model_id: str) -> QuerySet[Image]:
     return Image.objects.filter(embedding_model=model_id, embedding__isnull=False).exclude(status=Image.Status.FAILED)
 
 
-def _load_vectors(model_id: str, *, progress: bool) -> tuple[np.ndarray, np.ndarray]:
-    rows = _indexable(model_id).order_by("pk").values_list("pk", "embedding")
+def _load_vectors(model_id: str, *, progress: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(ids, vectors, visible) of every indexable row; hidden rows are built in, marked invisible."""
+    rows = _indexable(model_id).order_by("pk").values_list("pk", "embedding", "hidden")
     total = rows.count()
     ids = np.empty(total, dtype=np.int64)
+    visible = np.empty(total, dtype=bool)
     vectors: list[np.ndarray] = []
-    for n, (pk, blob) in enumerate(tqdm(rows.iterator(chunk_size=2000), total=total, desc="Reading vectors", disable=not progress)):
+    for n, (pk, blob, hidden) in enumerate(tqdm(rows.iterator(chunk_size=2000), total=total, desc="Reading vectors", disable=not progress)):
         if n >= total:  # rows added while reading go to the next build
             break
-        ids[n] = pk
+        ids[n], visible[n] = pk, not hidden
         vectors.append(np.frombuffer(bytes(blob), dtype=np.float32))
-    ids = ids[: len(vectors)]
-    return ids, (np.vstack(vectors) if vectors else np.zeros((0, 0), dtype=np.float32))
+    ids, visible = ids[: len(vectors)], visible[: len(vectors)]
+    return ids, (np.vstack(vectors) if vectors else np.zeros((0, 0), dtype=np.float32)), visible
 
 
 def index_prune(*, keep: int | None = None, grace_seconds: int | None = None) -> list[str]:
@@ -364,14 +449,54 @@ def index_prune(*, keep: int | None = None, grace_seconds: int | None = None) ->
     for successor, version in zip(versions, versions[1:]):
         if version.is_current or versions.index(version) < keep or successor.created_at > cutoff:
             continue
-        for name in annoy_index.FILES:
-            default_storage.delete(f"{version.storage_prefix}/{name}")
-        shutil.rmtree(local_index_dir(version.version), ignore_errors=True)
+        if version.backend != "annoy":
+            if version.backend == settings.INDEX_BACKEND:
+                with index_errors():  # the task fails and retries; the row stays until the version is gone
+                    index_backend().drop(version.version)
+            else:
+                logger.warning("index %s is in %s, which is no longer configured: drop it there", version.version, version.backend)
+        else:
+            for name in annoy_index.FILES:
+                default_storage.delete(f"{version.storage_prefix}/{name}")
+            shutil.rmtree(local_index_dir(version.version), ignore_errors=True)
         version.delete()
         removed.append(version.version)
     if removed:
         logger.info("pruned index versions %s", ", ".join(removed))
     return removed
+
+
+def index_rollback() -> IndexVersion:
+    """Serve the version published before the current one again (undo a bad publish), on
+    every process at once: the database's pointer moves, and on Milvus the alias with it. Rows
+    embedded after that version read its vectors go back to pending, so they stay searchable:
+    through the fresh segment on Annoy, upserted into the older collection again on Milvus.
+    The next publish builds afresh. :class:`VersionNotFound` when no earlier version is kept."""
+    live = is_live()
+    with transaction.atomic():
+        current = IndexVersion.objects.select_for_update().filter(is_current=True).first()
+        if current is None:
+            raise VersionNotFound("No index version is current: nothing to roll back.")
+        previous = IndexVersion.objects.filter(
+            Q(created_at__lt=current.created_at) | Q(created_at=current.created_at, pk__lt=current.pk),
+            backend=settings.INDEX_BACKEND,
+        ).first()  # the newest before it (Meta.ordering)
+        if previous is None:
+            raise VersionNotFound(f"No version older than {current.version} is kept: nothing to roll back to.")
+        IndexVersion.objects.filter(pk=current.pk).update(is_current=False)
+        IndexVersion.objects.filter(pk=previous.pk).update(is_current=True)
+        if live:
+            with index_errors():  # fails the transaction: nothing moved
+                index_backend().activate(previous.version)
+        later = Image.objects.filter(status=Image.Status.INDEXED, embedding_model=previous.model)
+        if previous.snapshot_at is not None:
+            later.filter(embedded_at__gt=previous.snapshot_at).update(status=Image.Status.PENDING)
+    if live:  # the older collection missed what changed since it was current
+        index_catch_up(previous.model)
+        live_set_visible(list(Image.objects.filter(hidden=True).values_list("pk", flat=True)), False)
+    logger.warning("rolled back from index %s to %s", current.version, previous.version)
+    previous.refresh_from_db()
+    return previous
 
 
 @dataclass
@@ -402,4 +527,6 @@ def index_refresh_now() -> str:
             f"Embedded {report.embed.embedded} images; published index {report.published.version} "
             f"with {report.published.item_count} images."
         )
+    if report.embed.embedded and is_live():
+        return f"Embedded {report.embed.embedded} images; they are searchable now in the current index."
     return f"Embedded {report.embed.embedded} images; the index was already up to date."

@@ -114,9 +114,12 @@ class IndexVersionQuerySet(models.QuerySet):
 
 
 class IndexVersion(models.Model):
-    """One published Annoy index. Exactly one row is current once anything was published."""
+    """One published index version: Annoy files in storage, or a Milvus collection (``backend``).
+    Exactly one row is current once anything was published."""
 
     version = models.CharField(_("version"), max_length=64, unique=True)
+    # INDEX_BACKEND when it was published: after a switch, a version of the other one serves nothing.
+    backend = models.CharField(_("backend"), max_length=20, default="annoy")
     model = models.CharField(_("model"), max_length=200)
     dim = models.PositiveIntegerField(_("dimensions"))
     item_count = models.PositiveIntegerField(_("images"))

@@ -1,6 +1,7 @@
 """The recall gate: a newly built index becomes current only if it finds what it should.
 
-Two checks on the build, while it is still only on this host's disk (``indexing.IndexBuild``):
+Two checks on the build, while it is complete but not current (``indexing.IndexBuild``: an
+Annoy version on this host's disk, or a Milvus collection no alias names yet):
 
 - structural recall: a sample of the stored vectors it holds (``RECALL_GATE_SAMPLE``, at most
   1000 by default, drawn with a fixed seed so a rerun checks the same rows) must each find their
@@ -14,7 +15,7 @@ Two checks on the build, while it is still only on this host's disk (``indexing.
   change the old index cannot answer the new model's text vectors).
 
 A refused build is recorded (:class:`RefusedBuild`, shown in the admin's index-version list),
-logged, and discarded: nothing is stored and the current version keeps serving. A forced
+logged, and discarded (its files or its collection): the current version keeps serving. A forced
 publish (``build_index --force``, ``index_publish(force=True)``) skips the gate, saying so in
 the log. ``RECALL_GATE=0`` turns it off.
 """
@@ -28,9 +29,11 @@ import numpy as np
 from django.conf import settings
 
 from gallery import clip
-from gallery.index_cache import current_index
+from gallery.errors import NotReady
+from gallery.index_backend import current_reader
 from gallery.models import GoldenQuery, Image, IndexVersion, RefusedBuild
-from indexer.index import IndexMismatch, SearchIndex
+from indexer.backends import IndexReader
+from indexer.index import IndexMismatch
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +62,7 @@ class GateReport:
 def admit(build, *, force: bool = False) -> bool:
     """Whether ``build`` (an ``indexing.IndexBuild``) may be stored and made current. A refused
     build is recorded, logged and discarded here."""
-    version = build.manifest.version
+    version = build.version
     if not settings.RECALL_GATE:
         return True
     if force:
@@ -67,7 +70,10 @@ def admit(build, *, force: bool = False) -> bool:
         return True
     try:
         # The serving version is loaded (from this host's cache or storage) only to compare with.
-        current = current_index() if GoldenQuery.objects.exists() else None
+        try:
+            current = current_reader() if GoldenQuery.objects.exists() else None
+        except NotReady:  # the serving version is in the backend INDEX_BACKEND left: no comparison
+            current = None
         report = check_build(build, current)
     except BaseException:
         build.discard()  # the publish fails (and is retried); no build is left on disk
@@ -78,8 +84,8 @@ def admit(build, *, force: bool = False) -> bool:
     serving = IndexVersion.objects.current()
     RefusedBuild.objects.create(
         version=version,
-        model=build.manifest.model,
-        item_count=build.manifest.item_count,
+        model=build.info.model,
+        item_count=build.info.item_count,
         snapshot_at=build.snapshot_at,
         structural_recall=report.structural_recall,
         sample_size=report.sample_size,
@@ -95,13 +101,13 @@ def admit(build, *, force: bool = False) -> bool:
     return False
 
 
-def check_build(build, current_index: SearchIndex | None) -> GateReport:
-    """Measure ``build`` (loaded from its local folder) against the thresholds and against
-    ``current_index`` (the serving version, or ``None``)."""
-    index = SearchIndex(build.folder)
+def check_build(build, current: IndexReader | None) -> GateReport:
+    """Measure ``build`` against the thresholds and against ``current`` (a reader of the
+    serving version, or ``None``)."""
+    index = build.reader()
     try:
-        found, sampled = structural_recall(index, snapshot_at=build.snapshot_at)
-        golden = golden_scores(index, current_index)
+        found, sampled = structural_recall(index, ids=build.ids, snapshot_at=build.snapshot_at)
+        golden = golden_scores(index, current)
     finally:
         index.close()
     recall = found / sampled if sampled else 1.0
@@ -126,9 +132,10 @@ def check_build(build, current_index: SearchIndex | None) -> GateReport:
     )
 
 
-def structural_recall(index: SearchIndex, *, snapshot_at) -> tuple[int, int]:
-    """(found, sampled): how many sampled stored vectors find their own image in the top 10."""
-    ids = np.asarray(index.ids)
+def structural_recall(index: IndexReader, *, ids: np.ndarray, snapshot_at) -> tuple[int, int]:
+    """(found, sampled): how many sampled stored vectors (of ``ids``, the rows the build holds)
+    find their own image in the top 10."""
+    ids = np.asarray(ids)
     size = min(settings.RECALL_GATE_SAMPLE, len(ids))
     if not size:
         return 0, 0
@@ -142,7 +149,8 @@ def structural_recall(index: SearchIndex, *, snapshot_at) -> tuple[int, int]:
         for pk, blob in rows:
             if blob is None:
                 continue
-            top = index.query(np.frombuffer(bytes(blob), dtype=np.float32), SELF_K, search_k=settings.INDEX_SEARCH_K)
+            # Hidden rows too: the gate measures the build, not what a visitor may see.
+            top = index.query(np.frombuffer(bytes(blob), dtype=np.float32), SELF_K, only_visible=False)
             sampled += 1
             # More than ten images with exactly this vector (the same picture saved differently)
             # cannot all be in a top 10: a full top 10 of exact ties counts as found.
@@ -158,7 +166,7 @@ class GoldenScores:
     worse: list[str] = field(default_factory=list)  # the queries that lost images, for people
 
 
-def golden_scores(index: SearchIndex, current: SearchIndex | None) -> GoldenScores:
+def golden_scores(index: IndexReader, current: IndexReader | None) -> GoldenScores:
     """Each golden query's share of expected images found in its top ``k``, summed."""
     goldens = [(golden, {image.pk for image in golden.expected.all()}) for golden in GoldenQuery.objects.prefetch_related("expected")]
     goldens = [(golden, expected) for golden, expected in goldens if expected]
@@ -166,7 +174,7 @@ def golden_scores(index: SearchIndex, current: SearchIndex | None) -> GoldenScor
         return GoldenScores()
     if current is not None:
         try:
-            current.manifest.check_model(index.manifest.model)
+            current.info.check_model(index.info.model)
         except IndexMismatch:
             logger.info("the current index holds another model's vectors: golden queries are not compared")
             current = None
@@ -183,6 +191,6 @@ def golden_scores(index: SearchIndex, current: SearchIndex | None) -> GoldenScor
     return scores
 
 
-def _found_share(index: SearchIndex, vector: np.ndarray, expected: set[int], k: int) -> float:
-    top = {pk for pk, _ in index.query(vector, k, search_k=settings.INDEX_SEARCH_K)}
+def _found_share(index: IndexReader, vector: np.ndarray, expected: set[int], k: int) -> float:
+    top = {pk for pk, _ in index.query(vector, k, only_visible=False)}
     return len(expected & top) / len(expected)

@@ -2,8 +2,8 @@
 
 Pages and the API build a query from their input (text, an example image, both with weights
 and a "but not" text, or "more like" a gallery image) and call :func:`search`; it checks the
-index, encodes the query, asks the index and the fresh segment (``gallery.fresh_segment``) for
-the nearest vectors, fuses them with a keyword ranking for text queries (``gallery.keywords``,
+index, encodes the query, asks the index (``gallery.index_backend``: Annoy or Milvus) and, on a
+snapshot engine, the fresh segment (``gallery.fresh_segment``) for the nearest vectors, fuses them with a keyword ranking for text queries (``gallery.keywords``,
 ``gallery.ranking``), drops rows deleted or hidden since the index was built, and returns
 :class:`SearchResults` that :func:`paginate` pages.
 """
@@ -22,7 +22,7 @@ from django.core.paginator import InvalidPage, Page, Paginator
 
 from gallery import clip, fresh_segment, keywords, pins, ranking
 from gallery.errors import BadQuery, GalleryError, NotReady, UploadRejected
-from gallery.index_cache import current_index
+from gallery.index_backend import current_reader, index_errors, is_live
 from gallery.models import Image
 from gallery.uploads import decode_upload, read_upload
 from indexer.index import IndexMismatch
@@ -182,8 +182,9 @@ def embed_query_image(*, file: BinaryIO) -> np.ndarray:
 def search(query: SearchQuery) -> SearchResults:
     """Ranked visible images for ``query``.
 
-    What CLIP sees: the current index's nearest vectors merged by score with an exact search
-    over the fresh segment (vectors embedded since that index was built). A text query (no
+    What CLIP sees: the current index's nearest vectors; on Annoy merged by score with an exact
+    search over the fresh segment (vectors embedded since that index was built), while Milvus
+    holds those already and leaves hidden rows out itself. A text query (no
     image, not "more like") is also matched by its words against titles, tags and descriptions
     (``gallery.keywords``), and the two rankings are fused (``gallery.ranking``); its
     ``ranking`` (or SEARCH_RANKING) can ask for one of them alone. Raises :class:`NotReady`
@@ -207,27 +208,29 @@ def search(query: SearchQuery) -> SearchResults:
 
 def _clip_ranking(query: SearchQuery, limit: int) -> list[tuple[int, float]]:
     """``(id, cosine)`` of the nearest vectors, best first, from the index and the fresh segment."""
-    index = current_index()
-    if index is None and not fresh_segment.anything_fresh():
+    live = is_live()  # a live engine holds new vectors itself: no fresh segment
+    index = current_reader()
+    if index is None and (live or not fresh_segment.anything_fresh()):
         _not_ready()  # before encoding: nothing to search, no work
     vector, model_id = query.vector()
-    segment = fresh_segment.current_segment(model_id)
-    if segment.version != (index.version if index is not None else None):
+    segment = None if live else fresh_segment.current_segment(model_id)
+    if segment is not None and segment.version != (index.version if index is not None else None):
         # A version was made current in between: its rows have left the fresh segment, so
         # serve that version too (or, if it cannot be loaded, the one held; see index_cache).
-        index = current_index()
+        index = current_reader()
     built: list[tuple[int, float]] = []
     if index is not None:
         try:
-            index.manifest.check_model(model_id)
+            index.info.check_model(model_id)
         except IndexMismatch as exc:
             # Another model's index: a partial answer from the re-embedded rows alone would
             # hide most of the gallery, so say so until the new index is published.
             raise NotReady(str(exc)) from None
-        built = index.query(vector, limit, search_k=settings.INDEX_SEARCH_K)
+        with index_errors():
+            built = index.query(vector, limit)  # Milvus leaves hidden rows out; Annoy cannot
     elif not len(segment):
         _not_ready()
-    return merge_ranked(built, segment.query(vector, limit))[:limit]
+    return merge_ranked(built, segment.query(vector, limit) if segment is not None else [])[:limit]
 
 
 def merge_ranked(*rankings: list[tuple[int, float]]) -> list[tuple[int, float]]:

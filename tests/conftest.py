@@ -7,6 +7,7 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 
 from gallery.fresh_segment import clear_fresh_cache
+from gallery.index_backend import clear_backend_cache
 from gallery.index_cache import clear_index_cache
 from indexer.embedding import ModelSpec, clear_embedders
 from tests.images import image_bytes
@@ -81,9 +82,55 @@ def media(settings, tmp_path, s3_bucket):
         settings.STORAGES = {**settings.STORAGES, "default": {**default, "OPTIONS": {**default["OPTIONS"], "location": location}}}
     clear_index_cache()
     clear_fresh_cache()
+    clear_backend_cache()
     yield settings.MEDIA_ROOT
     clear_index_cache()
     clear_fresh_cache()
+    clear_backend_cache()
+
+
+@pytest.fixture(scope="session")
+def milvus_lite_uri(tmp_path_factory):
+    """One Milvus Lite database file for the run (it takes seconds to start); each test that
+    uses it works under a collection prefix of its own."""
+    return str(tmp_path_factory.mktemp("milvus") / "gallery.db")
+
+
+@pytest.fixture
+def on_milvus(settings, milvus_lite_uri):
+    """This test's gallery on Milvus Lite, under a collection prefix of its own."""
+    prefix = f"t_{uuid.uuid4().hex[:10]}"
+    settings.INDEX_BACKEND = "milvus"
+    settings.MILVUS_URI, settings.MILVUS_COLLECTION_PREFIX = milvus_lite_uri, prefix
+    settings.MILVUS_CONSISTENCY_LEVEL = "Strong"  # a test searches right after it writes
+    clear_backend_cache()
+    yield
+    drop_milvus_collections(uri=milvus_lite_uri, prefix=prefix)  # a test may have pointed elsewhere
+
+
+@pytest.fixture(params=["annoy", "milvus"])
+def index_engine(request, settings):
+    """Runs a test on both index backends: Annoy files, and Milvus on Milvus Lite. Use it
+    before the gallery fixtures: ``@pytest.mark.usefixtures("index_engine")``."""
+    settings.INDEX_BACKEND = "annoy"
+    if request.param == "milvus":
+        request.getfixturevalue("on_milvus")
+    return request.param
+
+
+def drop_milvus_collections(*, uri, prefix):
+    """Free the Lite server of a test's collections (it keeps loaded ones in memory)."""
+    from indexer.backends import get_backend
+
+    backend = get_backend("milvus", uri=uri, prefix=prefix, timeout=5)
+    try:
+        client = backend.client
+        if backend.alias in client.list_aliases()["aliases"]:
+            client.drop_alias(backend.alias)
+        for name in backend._collections():
+            client.drop_collection(name)
+    finally:
+        backend.close()
 
 
 def stored_files(media_root=None, folder=""):

@@ -75,7 +75,7 @@ def test_index_versions_are_read_only(admin_client, indexed_gallery, monkeypatch
     assert version.version in page and 'name="_save"' not in page  # shown, not editable
     # A complete, valid form: refused as it stands, saved once the admin allows changes.
     form = {
-        "version": version.version, "model": version.model, "dim": version.dim, "item_count": 0,
+        "version": version.version, "backend": version.backend, "model": version.model, "dim": version.dim, "item_count": 0,
         "n_trees": version.n_trees, "checksum": version.checksum, "snapshot_at_0": "2026-01-02", "snapshot_at_1": "03:04:05",
         "embedded_count": 0, "embed_seconds": 0, "build_seconds": 0, "is_current": "on",
     }

@@ -38,6 +38,7 @@ def test_empty_gallery_says_what_to_do(client):
     assert "No photos yet" in text and "no index built yet" in text
 
 
+@pytest.mark.usefixtures("index_engine")
 def test_text_search_pages_results(client, indexed_gallery):
     response = client.get("/search/", {"q": "a red square"})
     assert response.status_code == 200 and len(titles(response)) == 16
@@ -47,6 +48,7 @@ def test_text_search_pages_results(client, indexed_gallery):
     assert 'href="?q=a+red+square&amp;page=2"' in response.content.decode()
 
 
+@pytest.mark.usefixtures("index_engine")
 def test_search_before_an_index_is_friendly(client, upload):
     upload(1)
     response = client.get("/search/", {"q": "cat"})
@@ -75,6 +77,7 @@ def test_image_search_with_a_bad_file(client, indexed_gallery):
     assert response.status_code == 400 and "not an image" in response.content.decode()
 
 
+@pytest.mark.usefixtures("index_engine")
 def test_image_page_finds_itself_first(client, indexed_gallery):
     image = indexed_gallery[11]
     response = client.get(image.get_absolute_url())
@@ -172,6 +175,7 @@ def test_weak_matches_are_called_so(client, indexed_gallery, settings):
     assert "No good matches" not in client.get("/search/", {"q": "anything"}).content.decode()
 
 
+@pytest.mark.usefixtures("index_engine")
 def test_staff_hide_unhide_and_delete_from_the_image_page(client, admin_client, indexed_gallery, django_capture_on_commit_callbacks):
     image = indexed_gallery[1]
     url = f"/images/{image.pk}/curate/"

@@ -51,6 +51,7 @@ def test_text_search_same_status_and_results(client, indexed_gallery, params, st
         assert page_titles(page) == api_titles(api) and len(api_titles(api)) == (16 if params.get("page") != "2" else 4)
 
 
+@pytest.mark.usefixtures("index_engine")
 def test_before_any_index_both_say_409(client, upload):
     upload(1)
     page, api = both_text(client, {"q": "a cat"})
@@ -67,6 +68,7 @@ def test_weak_matches_flagged_on_both(client, indexed_gallery, settings):
     assert "No good matches" not in page.content.decode() and api.json()["weak_match"] is False
 
 
+@pytest.mark.usefixtures("index_engine")
 def test_combined_search_same_ranking(client, indexed_gallery):
     """The page's slider at 80% is the API's weights 0.2 (text) and 0.8 (image)."""
     redirect = client.post("/search/image/", {"file": as_upload(image_bytes(7)), "q": "a green circle", "balance": 80, "negative": "blue"})
@@ -94,6 +96,7 @@ def test_bad_combined_queries_are_400_on_both(client, indexed_gallery, page_data
     assert api.json()["detail"] in page.content.decode()
 
 
+@pytest.mark.usefixtures("index_engine")
 def test_similar_same_on_both(client, indexed_gallery):
     image = indexed_gallery[5]
     page = client.get(image.get_absolute_url())

@@ -12,6 +12,7 @@ from django.core.management import call_command
 from django.utils import timezone
 
 from gallery import clip, curation, indexing, recall_gate
+from gallery.index_backend import current_reader
 from gallery.index_cache import current_index
 from gallery.models import GoldenQuery, Image, IndexVersion, RefusedBuild
 from tests.conftest import stored_files
@@ -142,8 +143,8 @@ def test_check_build_samples_a_fixed_number_of_vectors(golden, settings):
     model_id = clip.embedder().model_id
     build = indexing.index_build(model_id)
     try:
-        first = recall_gate.check_build(build, current_index())
-        again = recall_gate.check_build(build, current_index())
+        first = recall_gate.check_build(build, current_reader())
+        again = recall_gate.check_build(build, current_reader())
         alone = recall_gate.check_build(build, None)  # the first publish: nothing to compare with
     finally:
         build.discard()

@@ -353,7 +353,7 @@ def test_an_older_build_never_replaces_a_newer_one(upload):
     assert index_activate(build_a, embed_report=EmbedReport()) is None
     assert IndexVersion.objects.get(is_current=True).version == b.version
     assert list(IndexVersion.objects.values_list("version", flat=True)) == [b.version]
-    assert stored_index(build_a.manifest.version) == [] and len(stored_index(b.version)) == 3
+    assert stored_index(build_a.version) == [] and len(stored_index(b.version)) == 3
     assert not build_a.folder.exists()
     assert indexed_ids() == {image.pk for image in images}
     assert set(np.asarray(current_index().ids).tolist()) >= indexed_ids()

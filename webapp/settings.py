@@ -160,6 +160,18 @@ CLIP_RUNTIME = env.str("CLIP_RUNTIME", default="auto")
 ONNX_STORAGE_PREFIX = env.str("ONNX_STORAGE_PREFIX", default="onnx")
 EMBED_BATCH_SIZE = env.int("EMBED_BATCH_SIZE", default=16)
 
+# Where the index lives (gallery/index_backend.py): "annoy" files in storage, memory-mapped on
+# each web host, or "milvus" collections on a Milvus server (or Milvus Lite on a *.db path).
+INDEX_BACKEND = env.str("INDEX_BACKEND", default="annoy")
+if INDEX_BACKEND not in ("annoy", "milvus"):
+    raise ImproperlyConfigured(f"INDEX_BACKEND must be annoy or milvus, not {INDEX_BACKEND!r}")
+MILVUS_URI = env.str("MILVUS_URI", default=str(VAR_DIR / "milvus.db"))
+MILVUS_TOKEN = env.str("MILVUS_TOKEN", default="")
+MILVUS_COLLECTION_PREFIX = env.str("MILVUS_COLLECTION_PREFIX", default="search_image")
+MILVUS_TIMEOUT = env.float("MILVUS_TIMEOUT", default=10.0)  # seconds per call: then search answers 503
+# "Bounded" searches may miss writes of the last second or so (search still drops rows hidden
+# in the database); "Strong" sees every write, at some latency.
+MILVUS_CONSISTENCY_LEVEL = env.str("MILVUS_CONSISTENCY_LEVEL", default="Bounded")
 INDEX_TREES = env.int("INDEX_TREES", default=50)
 INDEX_SEARCH_K = env.int("INDEX_SEARCH_K", default=20_000)
 INDEX_STORAGE_PREFIX = env.str("INDEX_STORAGE_PREFIX", default="indexes")

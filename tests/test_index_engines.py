@@ -1,0 +1,168 @@
+"""The gallery on Milvus (INDEX_BACKEND=milvus, on Milvus Lite): a live engine, versions as
+collections behind an alias, and what people see when Milvus cannot be reached.
+
+The search tests of test_api, test_pages, test_parity and test_fresh_segment run on both
+backends through the ``index_engine`` fixture; these are the Milvus-only promises."""
+
+import io
+
+import numpy as np
+import pytest
+from django.core.management import CommandError, call_command
+from rest_framework.test import APIClient
+
+from gallery import indexing, recall_gate, search
+from gallery.curation import image_delete, images_set_hidden
+from gallery.errors import SEARCH_UNAVAILABLE, Unavailable
+from gallery.index_backend import current_reader, index_backend
+from gallery.models import Image, IndexVersion
+from tests.conftest import as_upload
+from tests.images import image_bytes
+from tests.searching import by_text, similar
+from tests.test_backends import free_port
+
+pytestmark = pytest.mark.django_db
+API = "/api/v1"
+MODEL = "tiny-test/random"
+
+
+@pytest.fixture
+def milvus_gallery(on_milvus, indexed_gallery):
+    return indexed_gallery
+
+
+def unreachable(settings):
+    """Point the gallery at a Milvus that does not answer (nothing listens on the port)."""
+    settings.MILVUS_URI = f"http://127.0.0.1:{free_port()}"
+    settings.MILVUS_TIMEOUT = 2
+
+
+def test_new_vectors_are_searchable_at_once_without_a_publish(milvus_gallery, upload):
+    image = upload(300, title="Late")[0]
+    assert indexing.images_embed_pending().embedded == 1
+    assert Image.objects.get(pk=image.pk).status == "indexed" and indexing.fresh_segment_size() == 0
+    assert similar(image)[0].image.pk == image.pk
+    assert len(by_text("anything")) == 21
+    # Nothing to compact: the hourly run publishes no new version on a live engine.
+    assert indexing.index_compact_if_due(force_hourly=True) is None and IndexVersion.objects.count() == 1
+
+
+def test_hidden_rows_are_filtered_inside_milvus_so_a_page_of_sixteen_is_full(milvus_gallery, settings):
+    hidden = [image.pk for image in milvus_gallery[:4]]
+    images_set_hidden(images=Image.objects.filter(pk__in=hidden), hidden=True)
+    vector, _ = search.text_query("a red square").vector()
+    hits = current_reader().query(vector, 16)  # the engine itself returns 16 visible rows
+    assert len(hits) == 16 and not set(hidden) & {pk for pk, _ in hits}
+    settings.SEARCH_MAX_RESULTS = 16  # no over-fetching: still a full page
+    page = search.paginate(by_text("a red square"), 1)
+    assert len(page.object_list) == 16 and not set(hidden) & {hit.image.pk for hit in page.object_list}
+    images_set_hidden(images=Image.objects.filter(pk=hidden[0]), hidden=False)
+    assert hidden[0] in {pk for pk, _ in current_reader().query(vector, 20)}
+
+
+def test_a_deleted_image_leaves_milvus(milvus_gallery, django_capture_on_commit_callbacks):
+    doomed = milvus_gallery[7]
+    with django_capture_on_commit_callbacks(execute=True):
+        image_delete(image=doomed)
+    assert len(current_reader()) == 19
+    assert doomed.pk not in {pk for pk, _ in current_reader().query(doomed.vector, 20, only_visible=False)}
+
+
+def test_a_publish_is_a_new_collection_made_current_at_once_and_the_old_one_stays(milvus_gallery):
+    backend = index_backend()
+    old = IndexVersion.objects.get(is_current=True).version
+    build = indexing.index_build(MODEL)  # complete, gated, but not current yet
+    assert current_reader().version == old == backend.current_version()
+    assert len(by_text("anything")) == 20
+    assert indexing.index_activate(build, embed_report=indexing.EmbedReport()) is not None
+    new = IndexVersion.objects.get(is_current=True).version
+    assert new == build.version == backend.current_version() == current_reader().version
+    assert {info.version for info in backend.versions()} == {old, new}  # the old one stays, for a rollback
+    assert indexing.index_prune(keep=1, grace_seconds=0) == [old]
+    assert [info.version for info in backend.versions()] == [new]
+
+
+def test_a_build_the_recall_gate_refuses_leaves_no_collection(milvus_gallery, settings):
+    backend = index_backend()
+    old = backend.current_version()
+    settings.RECALL_GATE_MIN_STRUCTURAL = 1.01  # no build can pass
+    build = indexing.index_build(MODEL)
+    assert not recall_gate.admit(build)
+    assert backend.current_version() == old and [info.version for info in backend.versions()] == [old]
+    assert backend._collections() == [backend.collection(old)]
+
+
+def test_an_unreachable_milvus_is_a_503_on_pages_and_api_and_uploads_still_work(
+    on_milvus, client, member, upload, settings
+):
+    image = upload(1, title="Kept")[0]
+    IndexVersion.objects.create(
+        version="v1", backend="milvus", model=MODEL, dim=32, item_count=1, n_trees=0, checksum="", build_seconds=0,
+        is_current=True,
+    )
+    unreachable(settings)
+    page = client.get("/search/", {"q": "a cat"})
+    assert page.status_code == 503 and SEARCH_UNAVAILABLE in page.content.decode()
+    assert "Traceback" not in page.content.decode()
+    api = APIClient().get(f"{API}/search/", {"q": "a cat"})
+    assert api.status_code == 503 and api.json() == {"detail": SEARCH_UNAVAILABLE}
+    assert APIClient().get(f"{API}/images/{image.pk}/similar/").status_code == 503
+    detail = client.get(image.get_absolute_url())  # the image itself is still shown
+    assert detail.status_code == 200 and SEARCH_UNAVAILABLE in detail.content.decode()
+    uploader = APIClient()
+    uploader.force_authenticate(member)
+    created = uploader.post(f"{API}/images/", {"file": as_upload(image_bytes(2)), "title": "New"})
+    assert created.status_code == 201 and Image.objects.filter(title="New", status="pending").exists()
+    # Hiding works too: the database is the truth; Milvus catches up when it can.
+    images_set_hidden(images=Image.objects.filter(pk=image.pk), hidden=True)
+    assert Image.objects.get(pk=image.pk).hidden
+
+
+def test_an_unreachable_milvus_fails_the_indexing_run_and_the_next_run_catches_up(milvus_gallery, upload, settings):
+    image = upload(301)[0]
+    lite = settings.MILVUS_URI
+    unreachable(settings)
+    with pytest.raises(Unavailable):  # the DAG's embed task fails, and Airflow retries it
+        indexing.images_embed_pending()
+    stored = Image.objects.get(pk=image.pk)
+    assert stored.status == "pending" and stored.embedding is not None  # the vector is kept
+    with pytest.raises(Unavailable):
+        indexing.index_compact_if_due(force_hourly=False)
+    settings.MILVUS_URI = lite  # back again
+    assert indexing.images_embed_pending().embedded == 0  # nothing embedded twice
+    assert indexing.index_compact_if_due(force_hourly=False) is None  # caught up, no rebuild
+    assert Image.objects.get(pk=image.pk).status == "indexed" and similar(image)[0].image.pk == image.pk
+    assert np.isclose(similar(image)[0].score, 1, atol=1e-4)
+
+
+@pytest.mark.usefixtures("index_engine")
+def test_a_rollback_serves_the_previous_version_and_keeps_later_images_searchable(indexed_gallery, upload):
+    first = IndexVersion.objects.get(is_current=True)
+    late = upload(310, title="Late")[0]
+    indexing.images_embed_pending()
+    second = indexing.index_publish(force=True)
+    assert second.item_count == 21 and current_reader().version == second.version
+    assert call_command_output("rollback_index").startswith(f"Index {first.version} is current again")
+    assert IndexVersion.objects.get(is_current=True) == first and current_reader().version == first.version
+    if index_backend().filters_visibility:  # Milvus: the alias moved with the database
+        assert index_backend().current_version() == first.version
+    assert similar(late)[0].image.pk == late.pk and len(by_text("anything")) == 21
+    with pytest.raises(CommandError, match="nothing to roll back to"):
+        call_command_output("rollback_index")
+
+
+def call_command_output(*args):
+    out = io.StringIO()
+    call_command(*args, stdout=out)
+    return out.getvalue()
+
+
+def test_switching_to_milvus_builds_a_first_collection_at_the_next_run(indexed_gallery, on_milvus, client):
+    annoy = IndexVersion.objects.get(is_current=True)
+    assert annoy.backend == "annoy"
+    response = client.get("/search/", {"q": "a red square"})
+    assert response.status_code == 409 and "the current index is in annoy" in response.content.decode()
+    version = indexing.index_compact_if_due(force_hourly=False)  # an upload's run, not the hourly one
+    assert version.backend == "milvus" and version.item_count == 20
+    assert index_backend().current_version() == version.version and len(by_text("a red square")) == 20
+    assert indexing.index_prune(keep=1, grace_seconds=0) == [annoy.version]
