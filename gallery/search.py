@@ -3,9 +3,10 @@
 Pages and the API build a query from their input (text, an example image, both with weights
 and a "but not" text, or "more like" a gallery image) and call :func:`search`; it checks the
 index, encodes the query, asks the index (``gallery.index_backend``: Annoy or Milvus) and, on a
-snapshot engine, the fresh segment (``gallery.fresh_segment``) for the nearest vectors, fuses them with a keyword ranking for text queries (``gallery.keywords``,
-``gallery.ranking``), drops rows deleted or hidden since the index was built, and returns
-:class:`SearchResults` that :func:`paginate` pages.
+snapshot engine, the fresh segment (``gallery.fresh_segment``) for the nearest vectors, fuses
+them with a keyword ranking for text queries (``gallery.keywords``, ``gallery.ranking``), drops
+rows deleted or hidden since the index was built, and returns :class:`SearchResults` that
+:func:`paginate` pages.
 """
 
 from __future__ import annotations
