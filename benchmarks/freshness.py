@@ -173,7 +173,7 @@ def _start(env: dict, var: Path) -> tuple[float, subprocess.Popen]:
         # bash cannot trap a signal ignored on entry), then scripts/run in place of that Python.
         script = str(ROOT / "scripts" / "run")
         reset = "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); os.execv(sys.argv[1], sys.argv[1:])"
-        run = subprocess.Popen([sys.executable, "-c", reset, script, script], env=env, stdout=out, stderr=out,
+        run = subprocess.Popen([sys.executable, "-c", reset, script], env=env, stdout=out, stderr=out,
                                start_new_session=True)
     while "Ready in" not in log.read_text():
         if run.poll() is not None or time.monotonic() - started > 600:
