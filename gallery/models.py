@@ -77,6 +77,17 @@ class Image(models.Model):
         verbose_name_plural = _("images")
         ordering = ["-uploaded_at", "-pk"]
         permissions = [("reindex_image", _("Can start an index run"))]
+        indexes = [
+            # Every search asks whether the fresh segment changed (gallery.fresh_segment's
+            # fingerprint: count and maxima over the embedded pending rows of one model). This
+            # covers that query, which otherwise reads each of those rows: 27 ms per search at
+            # 10,000 fresh rows on SQLite.
+            models.Index(
+                fields=["status", "embedding_model", "embedded_at"],
+                condition=models.Q(embedding__isnull=False),
+                name="image_fresh_segment",
+            )
+        ]
 
     def __str__(self):
         return self.title or f"Image {self.pk}"
