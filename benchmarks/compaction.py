@@ -22,6 +22,8 @@ import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
 
+from benchmarks.scratch_gallery import scratch_settings
+
 
 def main(argv=None) -> str:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -55,18 +57,7 @@ def main(argv=None) -> str:
 
 def measure(items: int, fresh: int, model: str, config_dir: str) -> tuple[int, list]:
     with tempfile.TemporaryDirectory() as tmp:
-        os.environ.update(
-            {
-                "DJANGO_SETTINGS_MODULE": "webapp.settings",
-                "GALLERY_VAR_DIR": tmp,
-                "DATABASE_URL": f"sqlite:///{tmp}/db.sqlite3",
-                "DJANGO_SECRET_KEY": "benchmark",
-                "CLIP_MODEL": model,
-                "CLIP_PRETRAINED": "random",
-                "CLIP_MODEL_CONFIG_DIR": config_dir,
-                "GALLERY_LOG_LEVEL": "WARNING",
-            }
-        )
+        os.environ.update(scratch_settings(tmp, model=model, config_dir=config_dir))
         import django
 
         django.setup()

@@ -19,23 +19,8 @@ import sys
 import tempfile
 import time
 import uuid
-from pathlib import Path
 
-
-def cpu() -> str:
-    """The CPU's model name and the vector extensions that matter for numpy and torch."""
-    name, flags = "unknown CPU", set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "model name":
-                name = value.strip()
-            elif key.strip() == "flags":
-                flags = set(value.split())
-    except OSError:
-        pass
-    wanted = [flag for flag in ("avx2", "avx512f", "avx512_vnni", "amx_tile") if flag in flags]
-    return f"{name}, {os.cpu_count()} cores, flags: {' '.join(wanted) or 'none of avx2/avx512f/avx512_vnni/amx'}"
+from benchmarks.scratch_gallery import scratch_settings
 
 
 def add_rows(vectors, *, model_id: str, status: str, start: int) -> None:
@@ -64,18 +49,7 @@ def main(argv=None) -> str:
     parser.add_argument("--config-dir", default="")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
-        os.environ.update(
-            {
-                "DJANGO_SETTINGS_MODULE": "webapp.settings",
-                "GALLERY_VAR_DIR": tmp,
-                "DATABASE_URL": f"sqlite:///{tmp}/db.sqlite3",
-                "DJANGO_SECRET_KEY": "benchmark",
-                "CLIP_MODEL": args.model,
-                "CLIP_PRETRAINED": "random",
-                "CLIP_MODEL_CONFIG_DIR": args.config_dir,
-                "GALLERY_LOG_LEVEL": "WARNING",
-            }
-        )
+        os.environ.update(scratch_settings(tmp, model=args.model, config_dir=args.config_dir))
         return run(args)
 
 
@@ -87,7 +61,7 @@ def run(args) -> str:
     from django.core.management import call_command
 
     from benchmarks.index import clip_like_vectors
-    from benchmarks.report import percentile_ms, table
+    from benchmarks.report import machine, percentile_ms, table
     from gallery import clip, fresh_segment, search
     from gallery.indexing import index_publish
     from gallery.models import Image
@@ -137,13 +111,12 @@ def run(args) -> str:
         started = time.perf_counter()
         embedder.encode_texts([text])
         floor.append(time.perf_counter() - started)
-    import torch
 
     out = "\n".join(
         [
             f"Search with a fresh segment next to an Annoy index of {args.items:,} vectors ({dim}-d, "
             f"{settings_line()}), {args.queries} queries, in process, no encoding",
-            f"CPU: {cpu()}; numpy {np.__version__}, torch {torch.__version__} ({torch.get_num_threads()} threads)",
+            f"CPU: {machine()}; numpy {np.__version__}",
             "",
             table(["fresh vectors", "search p50 ms", "search p99 ms", "exact fresh part p50 ms", "first search (reload) ms",
                    "fresh hits on page 1"], rows),

@@ -114,19 +114,13 @@ def main(argv=None) -> str:
     parser.add_argument("--runtime", default="torch", choices=["torch", "onnx", "onnx-int8"])
     args = parser.parse_args(argv)
     from benchmarks.report import machine, percentile_ms, table
+    from benchmarks.scratch_gallery import scratch_settings
 
     with tempfile.TemporaryDirectory() as tmp:
         env = {
             **os.environ,
-            "DJANGO_SETTINGS_MODULE": "webapp.settings",
-            "GALLERY_VAR_DIR": tmp,
-            "DATABASE_URL": f"sqlite:///{tmp}/db.sqlite3",
-            "DJANGO_SECRET_KEY": "benchmark",
-            "CLIP_MODEL": args.model,
-            "CLIP_PRETRAINED": "random",
-            "CLIP_MODEL_CONFIG_DIR": args.config_dir,
+            **scratch_settings(tmp, model=args.model, config_dir=args.config_dir),
             "API_SEARCH_RATE": "1000000/min",
-            "GALLERY_LOG_LEVEL": "WARNING",
             "CLIP_RUNTIME": "torch",  # until the export exists
         }
         os.environ.update(env)

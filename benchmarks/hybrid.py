@@ -120,7 +120,7 @@ def run(args) -> str:
     from django.core.management import call_command
     from django.db import connection
 
-    from benchmarks.fresh_segment import cpu
+    from benchmarks.report import machine
     from benchmarks.report import percentile_ms, table
     from gallery import clip, keywords, search
     from gallery.indexing import index_refresh
@@ -161,14 +161,12 @@ def run(args) -> str:
         row += [percentile_ms(seconds[mode], 50), percentile_ms(seconds[mode], 95)]
         rows.append(row)
     counts = {kind: sum(1 for k, *_ in queries if k == kind) for kind in kinds}
-    import torch
-
     images = len({target for *_, target in queries})
     out = "\n".join(
         [
             f"Hybrid ranking on {images} images ({connection.vendor}), {len(queries)} queries "
             f"({', '.join(f'{counts[k]} {k}' for k in kinds)}), {clip.embedder().model_id} (random weights: CLIP at chance)",
-            f"CPU: {cpu()}; torch {torch.__version__} ({torch.get_num_threads()} threads)",
+            f"CPU: {machine()}",
             "",
             table(
                 ["ranking", *(f"{kind} R@1 / R@10" for kind in kinds), "all R@1 / R@10", "search p50 ms", "search p95 ms"],

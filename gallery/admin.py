@@ -132,19 +132,19 @@ class ImageAdmin(admin.ModelAdmin):
 
     @admin.action(description=_("Add the tag below to selected images"), permissions=["change"])
     def add_tag(self, request, queryset):
-        try:
-            count = tags.images_tag(images=queryset, name=request.POST.get("tag", ""))
-        except GalleryError as exc:
-            return self.message_user(request, str(exc), messages.ERROR)
-        self.message_user(request, _("Tag added to %d images.") % count)
+        self._tag_action(request, queryset, tags.images_tag, _("Tag added to %d images."))
 
     @admin.action(description=_("Remove the tag below from selected images"), permissions=["change"])
     def remove_tag(self, request, queryset):
+        self._tag_action(request, queryset, tags.images_untag, _("Tag removed from %d images."))
+
+    def _tag_action(self, request, queryset, change, done):
+        """Tag or untag with the name typed in the action bar; a bad name is said, not raised."""
         try:
-            count = tags.images_untag(images=queryset, name=request.POST.get("tag", ""))
+            count = change(images=queryset, name=request.POST.get("tag", ""))
         except GalleryError as exc:
             return self.message_user(request, str(exc), messages.ERROR)
-        self.message_user(request, _("Tag removed from %d images.") % count)
+        self.message_user(request, done % count)
 
     @admin.action(description=_("Reindex now (embed pending images and publish)"), permissions=["reindex"])
     def reindex_now(self, request, queryset):

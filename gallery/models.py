@@ -176,7 +176,21 @@ class PublishLease(models.Model):
         verbose_name = _("publish lease")
 
 
-class QueryPin(models.Model):
+class CuratorRecord(models.Model):
+    """Who made a curator's rule and when it last changed (the admin fills ``created_by``)."""
+
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, editable=False, related_name="+",
+        verbose_name=_("created by"),
+    )
+    created_at = models.DateTimeField(_("created at"), auto_now_add=True)
+    updated_at = models.DateTimeField(_("updated at"), auto_now=True)
+
+    class Meta:
+        abstract = True
+
+
+class QueryPin(CuratorRecord):
     """A curator's decision for one text query: these images first, in this order, and those
     never. ``query`` is stored normalised (``gallery.pins.normalise_query``), so " Red  Shoes "
     and "red shoes" are one query."""
@@ -186,12 +200,6 @@ class QueryPin(models.Model):
         Image, through="PinnedImage", related_name="pinned_for", verbose_name=_("pinned images"), blank=True
     )
     excluded = models.ManyToManyField(Image, related_name="excluded_from", verbose_name=_("excluded images"), blank=True)
-    created_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, editable=False, related_name="+",
-        verbose_name=_("created by"),
-    )
-    created_at = models.DateTimeField(_("created at"), auto_now_add=True)
-    updated_at = models.DateTimeField(_("updated at"), auto_now=True)
 
     class Meta:
         verbose_name = _("curator pin")
@@ -222,19 +230,13 @@ class PinnedImage(models.Model):
         return f"{self.pin} #{self.position}: {self.image}"
 
 
-class GoldenQuery(models.Model):
+class GoldenQuery(CuratorRecord):
     """A query curators know the answer to: a new index is published only if it finds at least
     as many of the expected images in its top ``k`` as the current one (``gallery.recall_gate``)."""
 
     text = models.CharField(_("query"), max_length=300, unique=True)
     expected = models.ManyToManyField(Image, related_name="+", verbose_name=_("expected images"))
     k = models.PositiveSmallIntegerField(_("found within the top"), default=10)
-    created_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, editable=False, related_name="+",
-        verbose_name=_("created by"),
-    )
-    created_at = models.DateTimeField(_("created at"), auto_now_add=True)
-    updated_at = models.DateTimeField(_("updated at"), auto_now=True)
 
     class Meta:
         verbose_name = _("golden query")
