@@ -9,6 +9,8 @@ import tempfile
 from pathlib import Path
 
 os.environ.setdefault("DJANGO_SECRET_KEY", "tests-only")
+# Never what a local `make run` wrote into var/settings.env (its Airflow, its model).
+os.environ.setdefault("GALLERY_SETTINGS_FILE", "")
 
 from webapp.settings import *  # noqa: E402,F403
 

@@ -78,3 +78,28 @@ def test_outside_the_demo_a_missing_model_is_an_error(settings, tmp_path):
     run("import_images", str(tmp_path))
     with pytest.raises(CommandError, match="CLIP_PRETRAINED points at /no/such/checkpoint.pt"):
         run("embed_pending")
+
+
+@pytest.mark.django_db(transaction=False)
+def test_commands_read_what_make_run_chose_and_the_environment_wins(tmp_path):
+    """var/settings.env (written by scripts/run) is read by every command; exported variables win."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    chosen = tmp_path / "settings.env"
+    chosen.write_text("DJANGO_SECRET_KEY='chosen-by-the-run'\nCLIP_MODEL='tiny-test'\nCLIP_FALLBACK_TO_RANDOM='1'\n")
+    show = "from django.conf import settings as s; print(s.SECRET_KEY, s.CLIP_MODEL, s.CLIP_FALLBACK_TO_RANDOM)"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "CLIP_", "GALLERY_", "DATABASE_URL"))}
+    env |= {"GALLERY_VAR_DIR": str(tmp_path), "DJANGO_SETTINGS_MODULE": "webapp.settings"}
+
+    def shell(**extra):
+        done = subprocess.run([sys.executable, "manage.py", "shell", "--no-imports", "-c", show], cwd=root, env={**env, **extra},
+                              capture_output=True, text=True, timeout=120)
+        return done.stdout.strip().splitlines()[-1] if done.returncode == 0 else done.stderr.strip().splitlines()[-1]
+
+    assert shell() == "chosen-by-the-run tiny-test True"
+    assert shell(CLIP_MODEL="ViT-B-16") == "chosen-by-the-run ViT-B-16 True"
+    assert shell(GALLERY_SETTINGS_FILE="").endswith("Set the DJANGO_SECRET_KEY environment variable")

@@ -17,6 +17,13 @@ env = environ.Env()
 environ.Env.read_env(BASE_DIR / ".env")
 
 VAR_DIR = Path(env.str("GALLERY_VAR_DIR", default=str(BASE_DIR / "var")))
+# What `make run` chose for this installation (its secret key, the random-weights fallback, the
+# model, Airflow's address and login), written by scripts/run, so that every `manage.py` command
+# and every DAG task sees the same configuration without exporting anything. The environment and
+# .env still win; GALLERY_SETTINGS_FILE= (empty) reads none (the tests do that).
+SETTINGS_FILE = env.str("GALLERY_SETTINGS_FILE", default=str(VAR_DIR / "settings.env"))
+if SETTINGS_FILE and Path(SETTINGS_FILE).is_file():
+    environ.Env.read_env(SETTINGS_FILE)
 
 DEBUG = env.bool("DJANGO_DEBUG", default=False)
 # Only a development server may fall back to a built-in key; anything else must set one.

@@ -46,7 +46,7 @@ class Command(BaseCommand):
             ))
         else:
             self.stdout.write("The index was already up to date.")
-        self.stdout.write('Try: python manage.py search "a photo of a cat"')
+        self.stdout.write('Try: .venv/bin/python manage.py search "a photo of a cat"')
         self._ensure_account()
 
     def _ensure_account(self):
