@@ -396,3 +396,32 @@ def test_an_admin_resetting_a_password_ends_the_users_tokens(admin_client):
     assert response.status_code == 302
     assert not Token.objects.filter(user=robot).exists()
     assert Token.objects.filter(user__username="admin").count() == 0  # nobody else's changed
+
+
+# --- Also: any Host, and the demo's password ----------------------------------------------------
+
+
+def test_any_host_is_refused_outside_debug_and_the_image_does_not_set_it(tmp_path):
+    import re
+
+    from tests.test_access import ROOT, check_deploy
+
+    done = check_deploy(tmp_path, "check", DJANGO_ALLOWED_HOSTS="*")
+    assert done.returncode != 0 and "DJANGO_ALLOWED_HOSTS=* is refused" in done.stderr
+    assert check_deploy(tmp_path, "check", DJANGO_ALLOWED_HOSTS="*", DJANGO_DEBUG="1").returncode == 0
+    assert not re.search(r"^ENV\b.*DJANGO_ALLOWED_HOSTS=\*", (ROOT / "Dockerfile").read_text(), re.MULTILINE)
+
+
+def test_the_demo_prints_the_admin_password_only_when_it_makes_it(settings, tmp_path):
+    from gallery.management.commands.demo import Command
+
+    settings.VAR_DIR = tmp_path
+    outputs = []
+    for _ in range(2):
+        out = io.StringIO()
+        command = Command(stdout=out)
+        command._ensure_account()
+        outputs.append(out.getvalue())
+    password = (tmp_path / "admin-password").read_text().strip()
+    assert password in outputs[0] and User.objects.get(username="admin").check_password(password)
+    assert password not in outputs[1] and str(tmp_path / "admin-password") in outputs[1]

@@ -22,6 +22,10 @@ DEBUG = env.bool("DJANGO_DEBUG", default=False)
 # Only a development server may fall back to a built-in key; anything else must set one.
 SECRET_KEY = env.str("DJANGO_SECRET_KEY", default="insecure-dev-key" if DEBUG else environ.Env.NOTSET)
 ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[::1]"])
+if "*" in ALLOWED_HOSTS and not DEBUG:
+    # Any Host header would be believed, and the API's absolute URLs (page, original and
+    # thumbnail links) follow it: a client could have them point anywhere.
+    raise ImproperlyConfigured("DJANGO_ALLOWED_HOSTS=* is refused outside DJANGO_DEBUG: list the host names the gallery is served at.")
 CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
 
 # HTTPS in production (README, "Security"). Off by default so `make run` works on plain HTTP;
