@@ -3,7 +3,7 @@ and the one sign-in limit that every way in (sign-in page, admin, token endpoint
 
 Who is asking: the signed-in user, else the client's address, which is ``REMOTE_ADDR`` unless
 ``GALLERY_TRUSTED_PROXIES`` says how many proxies in front of the app append to
-``X-Forwarded-For`` (then the address the nearest trusted proxy saw). A header the client sent
+``X-Forwarded-For`` (then the address the outermost trusted proxy saw). A header the client sent
 itself is never believed: it would let every request pick a new identity.
 """
 

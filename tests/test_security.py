@@ -68,7 +68,7 @@ def test_a_made_up_forwarded_for_does_not_escape_the_throttles(one_image, settin
     assert page.status_code == 429  # the same address, whatever the header says
 
 
-def test_trusted_proxies_count_the_address_the_nearest_proxy_saw(one_image, settings):
+def test_a_trusted_proxy_counts_the_address_it_saw(one_image, settings):
     settings.API_SEARCH_RATE = "2/min"
     settings.GALLERY_TRUSTED_PROXIES = 1
     anon = APIClient()
