@@ -6,7 +6,7 @@ from __future__ import annotations
 from django.http import JsonResponse
 from django.shortcuts import render
 
-from gallery.request_limits import body_limit, too_large_message
+from gallery.request_limits import BODY_TOO_LARGE, body_limit, too_large_message
 from gallery.throttles import SignInThrottled
 
 
@@ -28,7 +28,9 @@ class RequestBodyLimitMiddleware:
             length = int(request.META.get("CONTENT_LENGTH") or 0)
         except ValueError:
             length = 0
-        if length and length > (limit := body_limit(request)):
+        limit = body_limit(request)
+        # Under ASGI a body without a length is counted as it streams in (LimitedASGIHandler).
+        if length > limit or getattr(request, "scope", {}).get(BODY_TOO_LARGE):
             response = _error(request, too_large_message(limit), 413)
             response["Connection"] = "close"  # the body stays unread
             return response

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
+from django.core.handlers.asgi import ASGIHandler
 from django.core.files.uploadhandler import FileUploadHandler
 from django.urls import reverse
 
@@ -22,8 +23,40 @@ FORM_ALLOWANCE = 1024 * 1024
 
 def body_limit(request) -> int:
     """The largest body ``request`` may send: one file, except the upload page (several)."""
-    files = settings.UPLOAD_MAX_FILES if request.path == reverse("gallery:upload") else 1
+    return body_limit_for_path(request.path)
+
+
+def body_limit_for_path(path: str) -> int:
+    files = settings.UPLOAD_MAX_FILES if path == reverse("gallery:upload") else 1
     return files * settings.UPLOAD_MAX_BYTES + FORM_ALLOWANCE
+
+
+# Set in an ASGI request's scope when its body went past the limit while it streamed in.
+BODY_TOO_LARGE = "gallery.body_too_large"
+
+
+class LimitedASGIHandler(ASGIHandler):
+    """Django's ASGI handler reads a whole body into a temporary file before any middleware
+    runs, however long (a chunked body has no Content-Length to refuse it by). This one keeps
+    at most the path's limit of it, drops the rest as it arrives, and marks the request, which
+    :class:`gallery.middleware.RequestBodyLimitMiddleware` then answers with a 413."""
+
+    async def handle(self, scope, receive, send):
+        if scope.get("type") != "http":
+            return await super().handle(scope, receive, send)
+        limit, received = body_limit_for_path(scope.get("path", "")), 0
+
+        async def limited_receive():
+            nonlocal received
+            message = await receive()
+            if message.get("type") == "http.request" and message.get("body"):
+                received += len(message["body"])
+                if received > limit:
+                    scope[BODY_TOO_LARGE] = limit
+                    message = {**message, "body": b""}
+            return message
+
+        return await super().handle(scope, limited_receive, send)
 
 
 def too_large_message(limit: int) -> str:

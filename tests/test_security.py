@@ -425,3 +425,55 @@ def test_the_demo_prints_the_admin_password_only_when_it_makes_it(settings, tmp_
     password = (tmp_path / "admin-password").read_text().strip()
     assert password in outputs[0] and User.objects.get(username="admin").check_password(password)
     assert password not in outputs[1] and str(tmp_path / "admin-password") in outputs[1]
+
+
+def test_a_chunked_body_under_asgi_is_cut_off_at_the_limit(settings, media):
+    """No Content-Length to refuse it by: the ASGI handler keeps at most the limit of it and the
+    request is answered 413 (Django's own handler would spool all of it to a temporary file)."""
+    import asyncio
+
+    from webapp.asgi import application
+
+    settings.UPLOAD_MAX_BYTES = 1024 * 1024
+    chunks = [b"x" * (256 * 1024)] * 40  # 10 MB, no length announced
+    kept = []
+    replies = []
+
+    async def run():
+        sent = iter([*({"type": "http.request", "body": chunk, "more_body": True} for chunk in chunks), {"type": "http.request", "body": b""}])
+
+        async def receive():
+            message = next(sent, None)
+            if message is None:  # the client waits for the answer (Django listens for a disconnect meanwhile)
+                await asyncio.sleep(60)
+                return {"type": "http.disconnect"}
+            return message
+
+        async def send(message):
+            replies.append(message)
+
+        scope = {
+            "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
+            "path": f"{API}/search/image/", "raw_path": f"{API}/search/image/".encode(), "query_string": b"", "root_path": "",
+            "headers": [(b"host", b"testserver"), (b"content-type", b"multipart/form-data; boundary=xyz")],
+            "client": ("127.0.0.1", 5000), "server": ("testserver", 80),
+        }
+        original = application.read_body
+
+        async def read_body(receive):
+            body = await original(receive)
+            kept.append(len(body.read()))
+            body.seek(0)
+            return body
+
+        application.read_body = read_body
+        try:
+            await application(scope, receive, send)
+        finally:
+            del application.read_body
+
+    asyncio.run(run())
+    start = next(message for message in replies if message["type"] == "http.response.start")
+    body = b"".join(message.get("body", b"") for message in replies if message["type"] == "http.response.body")
+    assert start["status"] == 413 and b"too large" in body
+    assert kept == [2 * 1024 * 1024]  # UPLOAD_MAX_BYTES and the form allowance: eight chunks; the other 32 dropped
