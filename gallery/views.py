@@ -243,7 +243,6 @@ def page_not_found(request, exception):
     return render(request, "gallery/404.html", status=404)
 
 
-
 def bad_request(request, exception):
     """A body over its limit found while streaming (``gallery.request_limits``) says so; other
     malformed requests get a plain sentence."""
