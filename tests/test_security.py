@@ -232,6 +232,14 @@ def test_an_oversized_file_is_stopped_while_it_streams(member_client, settings, 
     assert sum(temp_file_bytes) <= 2 * 1024 * 1024 and Image.objects.count() == 0 and stored_files() == []
 
 
+def test_an_api_file_part_over_the_limit_stops_while_it_streams(member, settings, media):
+    """Within the body's allowance for form fields, but the file itself is over UPLOAD_MAX_BYTES."""
+    settings.UPLOAD_MAX_BYTES = 1024 * 1024
+    response = api_as(member).post(f"{API}/images/", {"file": as_upload(b"\xff\xd8" + bytes(1024 * 1024 + 100_000))})
+    assert response.status_code == 413 and "too large" in response.json()["detail"]
+    assert Image.objects.count() == 0 and stored_files() == []
+
+
 def test_one_page_upload_of_many_files_counts_each_against_the_upload_limit(member_client, member, settings, media):
     settings.API_UPLOAD_RATE = "3/min"
     files = [as_upload(image_bytes(n), name=f"{n}.jpg") for n in range(5)]
