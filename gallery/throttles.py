@@ -9,6 +9,7 @@ itself is never believed: it would let every request pick a new identity.
 
 from __future__ import annotations
 
+import hashlib
 import time
 
 from django.conf import settings
@@ -85,10 +86,10 @@ class SignInThrottled(Exception):
 
 
 def _sign_in_keys(request, username: str | None) -> list[str]:
-    keys = [f"sign-in:address:{client_address(request)}"]
-    if username:
-        keys.append(f"sign-in:account:{username.strip().lower()}")
-    return keys
+    # Hashed: a username (or a forwarded address) may hold any character at any length, and
+    # cache keys may not (memcached: 250 ASCII characters, no spaces or control characters).
+    idents = [("address", client_address(request))] + ([("account", username.strip().lower())] if username else [])
+    return [f"sign-in:{kind}:{hashlib.sha256(ident.encode()).hexdigest()}" for kind, ident in idents]
 
 
 def sign_in_wait(request, username: str | None) -> float | None:
