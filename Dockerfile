@@ -64,6 +64,7 @@ CMD ["gunicorn", "webapp.wsgi", "--bind", "0.0.0.0:8000", "--workers", "1", "--t
 FROM runtime AS full
 COPY --from=full-venv /app/.venv /app/.venv
 COPY . .
-ENV DJANGO_ALLOWED_HOSTS=*
+# No DJANGO_ALLOWED_HOSTS=*: the default (127.0.0.1, localhost) serves the demo on a published
+# local port; a deployment names its host (the settings refuse * outside debug).
 USER gallery
 CMD ["scripts/run"]

@@ -20,6 +20,7 @@ class ImageAddForm(forms.ModelForm):
     error beside the file field (the admin's way to show it)."""
 
     upload = forms.FileField(label=_("Photo"))
+    user = None  # who adds: set by ImageAdmin.get_form
 
     class Meta:
         model = Image
@@ -38,6 +39,11 @@ class ImageAddForm(forms.ModelForm):
             )
         except GalleryError as exc:
             self.add_error("upload", str(exc))
+            return data
+        self.image.created_now = self.created
+        if not self.created and not access.can_see(self.user, self.image):
+            # The same bytes as a hidden image: say no more than the pages and the API do.
+            self.add_error("upload", _("This photo is already in the gallery."))
         return data
 
     def save_m2m(self):
@@ -73,14 +79,27 @@ class ImageAdmin(admin.ModelAdmin):
     def preview(self, obj):
         return format_html('<img src="{}" alt="" style="max-height:20rem">', obj.thumbnail.url)
 
+    def get_queryset(self, request):
+        """The images this user may open, as on the pages and the API (``gallery.access``):
+        hidden ones only for curators, whatever the admin's view permission says."""
+        return access.viewable_images(request.user)
+
+    def get_list_filter(self, request):
+        return self.list_filter if access.can_curate(request.user) else [f for f in self.list_filter if f != "hidden"]
+
     def get_form(self, request, obj=None, **kwargs):
         if obj is None:
             kwargs["form"] = ImageAddForm
             kwargs["fields"] = ["upload", "title", "description", "tags"]
-        return super().get_form(request, obj, **kwargs)
+        form = super().get_form(request, obj, **kwargs)
+        form.user = request.user  # a class made for this request by modelform_factory
+        return form
 
     def get_fields(self, request, obj=None):
-        return ["upload", "title", "description", "tags"] if obj is None else self.fields
+        if obj is None:
+            return ["upload", "title", "description", "tags"]
+        # Why an image failed (paths, exceptions) is for curators only, as on the pages.
+        return self.fields if access.can_curate(request.user) else [f for f in self.fields if f != "error"]
 
     def get_readonly_fields(self, request, obj=None):
         return [] if obj is None else self.readonly_fields
@@ -88,9 +107,17 @@ class ImageAdmin(admin.ModelAdmin):
     def save_form(self, request, form, change):
         if change:
             return super().save_form(request, form, change)
-        if not form.created:
-            messages.info(request, _("This photo was already in the gallery; showing the existing one."))
         return form.image  # already stored by the upload service while the form was cleaned
+
+    def log_addition(self, request, obj, message):
+        if getattr(obj, "created_now", True):  # the same bytes again added nothing
+            super().log_addition(request, obj, message)
+
+    def response_add(self, request, obj, post_url_continue=None):
+        if getattr(obj, "created_now", True):
+            return super().response_add(request, obj, post_url_continue)
+        messages.info(request, _("This photo was already in the gallery; showing the existing one."))
+        return redirect("admin:gallery_image_change", obj.pk)
 
     def save_model(self, request, obj, form, change):
         if change:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import atexit
 import base64
+import http.client
 import json
 import logging
 import os
@@ -184,19 +185,67 @@ def _call(method: str, path: str, body: dict | None, *, timeout: float) -> dict:
     return _request(method, url, body, token=_token(timeout=timeout), timeout=timeout)
 
 
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    """urllib follows redirects with every header, the bearer token and the password included,
+    to any host, and turns a POST into a GET: a redirect is an answer here, never followed."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        return None  # urllib then raises the 3xx as an HTTPError
+
+
+_opener = urllib.request.build_opener(_NoRedirects)
+
+
+def redact(url: str) -> str:
+    """``url`` without credentials (``user:password@`` in AIRFLOW_API_URL) or a query string,
+    for messages and logs."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        host = parts.hostname or ""
+        if ":" in host:
+            host = f"[{host}]"
+        netloc = f"{host}:{parts.port}" if parts.port else host
+    except ValueError:
+        return "(the configured AIRFLOW_API_URL)"
+    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
 def _request(method: str, url: str, body: dict | None, *, token: str = "", timeout: float) -> dict:
     data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(url, data=data, method=method)
+    shown = redact(url)
+    try:
+        request = urllib.request.Request(url, data=data, method=method)
+    except ValueError as exc:
+        raise AirflowUnavailable(f"AIRFLOW_API_URL is not a usable URL ({shown})") from None
     request.add_header("Content-Type", "application/json")
     if token:
         request.add_header("Authorization", f"Bearer {token}")
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
+        with _opener.open(request, timeout=timeout) as response:
             return json.load(response)
     except urllib.error.HTTPError as exc:
-        detail = exc.read().decode(errors="replace")[:300]
-        raise AirflowUnavailable(f"Airflow refused {url} ({exc.code}): {detail}", airflow_status=exc.code) from None
+        if 300 <= exc.code < 400:
+            target = redact(exc.headers.get("Location", "") or "")
+            raise AirflowUnavailable(
+                f"Airflow at {shown} answered with a redirect ({exc.code}) to {target or 'elsewhere'}; "
+                "credentials are never sent on: set AIRFLOW_API_URL to the address that answers itself.",
+                airflow_status=exc.code,
+            ) from None
+        detail = _without(exc.read().decode(errors="replace")[:300], url)
+        raise AirflowUnavailable(f"Airflow refused {shown} ({exc.code}): {detail}", airflow_status=exc.code) from None
     except (urllib.error.URLError, OSError) as exc:
-        raise AirflowUnavailable(f"Airflow is unreachable at {url}: {exc}") from None
+        reason = getattr(exc, "reason", exc)
+        raise AirflowUnavailable(f"Airflow is unreachable at {shown}: {_without(str(reason), url)}") from None
+    except http.client.InvalidURL as exc:
+        raise AirflowUnavailable(f"AIRFLOW_API_URL is not a usable URL ({shown}): {_without(str(exc), url)}") from None
     except ValueError as exc:  # not JSON: something else answers at that address
-        raise AirflowUnavailable(f"Airflow's answer from {url} is not JSON: {exc}") from None
+        raise AirflowUnavailable(f"Airflow's answer from {shown} is not JSON: {_without(str(exc), url)}") from None
+
+
+def _without(text: str, url: str) -> str:
+    """``text`` with the credentials of ``url`` cut out, in case an error quotes them."""
+    parts = urllib.parse.urlsplit(url)
+    for secret in (parts.password, parts.username, parts.query):
+        if secret:
+            text = text.replace(secret, "***")
+    return text

@@ -7,7 +7,8 @@ from gallery.search import MAX_QUERY_LENGTH
 def index_status(request):
     """The status line and the random-weights banner on every page."""
     return {
-        "index_status": _index_status(),
+        # The status line tells how many images there are: only for people who may read the gallery.
+        "index_status": _index_status() if access.can_view(request.user) else None,
         "can_upload": access.can_upload(request.user),
         "max_query_length": MAX_QUERY_LENGTH,
         "default_balance": DEFAULT_BALANCE,

@@ -7,7 +7,11 @@ gets one status on both sides.
 
 from __future__ import annotations
 
+import logging
+
 from indexer.embedding import ModelLoadError
+
+logger = logging.getLogger(__name__)
 
 
 class GalleryError(Exception):
@@ -68,3 +72,15 @@ def http_status(exc: Exception) -> int | None:
     if isinstance(exc, ModelLoadError):  # the configured weights cannot be loaded on this host
         return Unavailable.status
     return None
+
+
+MODEL_UNAVAILABLE = "Search is unavailable: the search model could not be loaded. The administrators have the details."
+
+
+def public_message(exc: Exception) -> str:
+    """What pages and the API say about an error a service raised. A model that cannot be loaded
+    says why in server terms (paths, settings): that goes to the log, people get a plain sentence."""
+    if isinstance(exc, ModelLoadError):
+        logger.error("the CLIP model could not be loaded: %s", exc)
+        return MODEL_UNAVAILABLE
+    return str(exc)

@@ -1,9 +1,36 @@
-"""Rate limits shared by the pages and the API (DRF's throttles work on Django requests too)."""
+"""Rate limits shared by the pages and the API (DRF's throttles work on Django requests too),
+and the one sign-in limit that every way in (sign-in page, admin, token endpoint) shares.
+
+Who is asking: the signed-in user, else the client's address, which is ``REMOTE_ADDR`` unless
+``GALLERY_TRUSTED_PROXIES`` says how many proxies in front of the app append to
+``X-Forwarded-For`` (then the address the outermost trusted proxy saw). A header the client sent
+itself is never believed: it would let every request pick a new identity.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import time
+
 from django.conf import settings
+from django.contrib.auth.backends import ModelBackend
+from django.core.cache import cache
 from rest_framework.throttling import SimpleRateThrottle
+
+
+def client_address(request) -> str:
+    """The address to count a request against (README, "Security": trusted proxies)."""
+    meta = request.META
+    remote = meta.get("REMOTE_ADDR", "")
+    proxies = settings.GALLERY_TRUSTED_PROXIES
+    forwarded = meta.get("HTTP_X_FORWARDED_FOR", "")
+    if proxies <= 0 or not forwarded:
+        return remote
+    # Each trusted proxy appends the address it saw: the last `proxies` entries are theirs to
+    # vouch for, and the one furthest left of those is the client (anything before it the
+    # client may have made up).
+    addresses = [part.strip() for part in forwarded.split(",") if part.strip()]
+    return addresses[-min(proxies, len(addresses))] if addresses else remote
 
 
 class _SettingsRateThrottle(SimpleRateThrottle):
@@ -13,6 +40,9 @@ class _SettingsRateThrottle(SimpleRateThrottle):
 
     def get_rate(self):
         return getattr(settings, self.setting)
+
+    def get_ident(self, request):
+        return client_address(request)
 
     def get_cache_key(self, request, view):
         user = getattr(request, "user", None)
@@ -25,24 +55,80 @@ class SearchThrottle(_SettingsRateThrottle):
 
 
 class UploadThrottle(_SettingsRateThrottle):
+    """One count per file: a page upload of 50 photos costs 50, as 50 API uploads do."""
+
     scope, setting = "upload", "API_UPLOAD_RATE"
 
 
-class SignInThrottle(_SettingsRateThrottle):
-    """Password guesses (token endpoint and sign-in page), per address: a signed-in user
-    asking for a token is still counted by address, since a stolen session proves nothing."""
-
-    scope, setting = "sign-in", "API_SIGN_IN_RATE"
-
-    def get_cache_key(self, request, view):
-        return self.cache_format % {"scope": self.scope, "ident": self.get_ident(request)}
-
-
 def throttled(request, *throttles: type[SimpleRateThrottle]) -> float | None:
-    """``None`` when ``request`` may go on, else seconds to wait (for pages; DRF views use
-    ``throttle_classes``)."""
+    """``None`` when ``request`` may go on (and counts it), else seconds to wait (for pages;
+    DRF views use ``throttle_classes``)."""
     for throttle_class in throttles:
         throttle = throttle_class()
         if not throttle.allow_request(request, None):
             return throttle.wait() or 1.0
     return None
+
+
+# --- Sign-in: one limit for every way in --------------------------------------------------------
+
+
+class SignInThrottled(Exception):
+    """Too many failed sign-ins for this account or from this address. Raised from inside
+    ``authenticate()``, so the sign-in page, the admin's and the token endpoint all stop at the
+    same point; ``gallery.middleware`` (pages) and ``gallery.api.exceptions`` (API) answer 429."""
+
+    message = "Too many failed sign-in attempts; please wait a moment before trying again."
+
+    def __init__(self, wait: float) -> None:
+        super().__init__(self.message)
+        self.wait = wait
+
+
+def _sign_in_keys(request, username: str | None) -> list[str]:
+    # Hashed: a username (or a forwarded address) may hold any character at any length, and
+    # cache keys may not (memcached: 250 ASCII characters, no spaces or control characters).
+    idents = [("address", client_address(request))] + ([("account", username.strip().lower())] if username else [])
+    return [f"sign-in:{kind}:{hashlib.sha256(ident.encode()).hexdigest()}" for kind, ident in idents]
+
+
+def sign_in_wait(request, username: str | None) -> float | None:
+    """Seconds to wait before ``username`` (or anyone at this address) may try again, or ``None``."""
+    allowed, duration = SimpleRateThrottle.parse_rate(None, settings.API_SIGN_IN_RATE)
+    now = time.time()
+    waits = []
+    for key in _sign_in_keys(request, username):
+        failures = [moment for moment in cache.get(key, []) if moment > now - duration]
+        if len(failures) >= allowed:
+            waits.append(failures[0] + duration - now)
+    return max(max(waits), 1.0) if waits else None
+
+
+def sign_in_failed(request, username: str | None) -> None:
+    """Count one failed attempt against the account and the address."""
+    _, duration = SimpleRateThrottle.parse_rate(None, settings.API_SIGN_IN_RATE)
+    now = time.time()
+    for key in _sign_in_keys(request, username):
+        failures = [moment for moment in cache.get(key, []) if moment > now - duration]
+        cache.set(key, [*failures, now], duration)
+
+
+class ThrottledModelBackend(ModelBackend):
+    """Django's password check behind the sign-in limit: every password sign-in (the sign-in
+    page, ``/admin/login/``, ``POST /api/v1/auth/token/``) calls ``authenticate()``, so all of
+    them count failures together, per account and per address, and refuse before checking a
+    password once either is over ``API_SIGN_IN_RATE``."""
+
+    def authenticate(self, request, username=None, password=None, **kwargs):
+        if request is None:  # `manage.py` and code without a request: nobody to throttle
+            return super().authenticate(request, username=username, password=password, **kwargs)
+        if username is None:
+            from django.contrib.auth import get_user_model
+
+            username = kwargs.get(get_user_model().USERNAME_FIELD)
+        if (wait := sign_in_wait(request, username)) is not None:
+            raise SignInThrottled(wait)
+        user = super().authenticate(request, username=username, password=password, **kwargs)
+        if user is None:
+            sign_in_failed(request, username)
+        return user

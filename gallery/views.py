@@ -23,14 +23,17 @@ from django.urls import reverse
 from django.utils.cache import patch_cache_control
 from django.utils.http import urlencode
 from django.views.decorators.http import require_POST
+from rest_framework.exceptions import AuthenticationFailed
 
 from gallery import access, curation, search, tags
-from gallery.errors import GalleryError, http_status
+from gallery.api.authentication import media_user
+from gallery.errors import GalleryError, http_status, public_message
 from gallery.forms import ImageSearchForm, UploadForm
 from gallery.listing import gallery_images
 from gallery.models import Image
 from gallery.ranking import RANKINGS
-from gallery.throttles import SearchThrottle, SignInThrottle, UploadThrottle, throttled
+from gallery.request_limits import BodyTooLarge
+from gallery.throttles import SearchThrottle, UploadThrottle, throttled
 from gallery.uploads import image_create
 from indexer.embedding import ModelLoadError
 
@@ -69,7 +72,7 @@ def _failure(request, exc: Exception, template: str, context: dict):
     status = http_status(exc)
     if status is None:
         raise exc
-    return render(request, template, {**context, "error": str(exc)}, status=status)
+    return render(request, template, {**context, "error": public_message(exc)}, status=status)
 
 
 @viewers_only
@@ -137,7 +140,7 @@ def image_detail(request, pk):
     except search.PageNotFound:
         raise Http404("No such page of similar images.") from None
     except (GalleryError, ModelLoadError) as exc:  # the image itself is still worth showing
-        context["similar_error"] = str(exc)
+        context["similar_error"] = public_message(exc)
     return render(request, "gallery/image_detail.html", context)
 
 
@@ -170,9 +173,16 @@ def upload(request):
         return render(request, "gallery/upload.html", {"form": form})
     if not form.is_valid():
         return render(request, "gallery/upload.html", {"form": form}, status=400)
-    if wait := throttled(request, UploadThrottle):
-        return _too_many(request, wait)
-    results = [_upload_one(request, file, form) for file in form.cleaned_data["files"]]
+    # Each file counts against the upload limit, as it would through the API; the files past it
+    # are refused with the wait, the ones before it stored.
+    results = []
+    for file in form.cleaned_data["files"]:
+        if wait := throttled(request, UploadThrottle):
+            if not results:
+                return _too_many(request, wait)
+            results.append({"name": file.name, "outcome": "rejected", "reason": f"Too many uploads; wait {int(wait) + 1} s and send this one again."})
+            continue
+        results.append(_upload_one(request, file, form))
     if len(results) == 1 and results[0]["outcome"] == "added":
         messages.success(request, f"Added “{results[0]['title']}”. It becomes searchable after the next index run.")
         return redirect(results[0]["url"])
@@ -197,23 +207,25 @@ def _upload_one(request, file, form) -> dict:
 
 
 class SignInView(LoginView):
-    """Django's sign-in page, with password guesses throttled like the token endpoint."""
+    """Django's sign-in page; password guesses meet the one sign-in limit inside
+    ``authenticate()`` (``gallery.throttles.ThrottledModelBackend``), as on the admin's and the
+    token endpoint."""
 
     template_name = "gallery/login.html"
-
-    def post(self, request, *args, **kwargs):
-        if wait := throttled(request, SignInThrottle):
-            return _too_many(request, wait)
-        return super().post(request, *args, **kwargs)
 
 
 def media(request, path):
     """The local media folder, through the access policy: originals and thumbnails of images
-    the user may see; nothing else (index versions and model exports stay private)."""
-    if not access.can_view(request.user) or not path.startswith(("originals/", "thumbnails/")):
+    the user may see; nothing else (index versions and model exports stay private). Programs
+    send the API token they got these URLs with; browsers their session."""
+    try:
+        user = media_user(request)
+    except AuthenticationFailed as exc:
+        return JsonResponse({"detail": str(exc.detail)}, status=401)
+    if not access.can_view(user) or not path.startswith(("originals/", "thumbnails/")):
         raise Http404
     images = Image.objects.filter(Q(file=path) | Q(thumbnail=path))
-    if not access.can_curate(request.user):
+    if not access.can_curate(user):
         images = images.filter(hidden=False)
     if not images.exists() or not default_storage.exists(path):
         raise Http404
@@ -230,3 +242,11 @@ def page_not_found(request, exception):
         return JsonResponse({"detail": "Not found."}, status=404)
     return render(request, "gallery/404.html", status=404)
 
+
+def bad_request(request, exception):
+    """A body over its limit found while streaming (``gallery.request_limits``) says so; other
+    malformed requests get a plain sentence."""
+    message = str(exception) if isinstance(exception, BodyTooLarge) else "The request could not be understood."
+    if request.path.startswith("/api/"):
+        return JsonResponse({"detail": message}, status=400)
+    return render(request, "gallery/error.html", {"error": message}, status=400)

@@ -1,7 +1,12 @@
-"""ASGI entry point."""
+"""ASGI entry point: Django's, with request bodies limited while they stream in
+(``gallery.request_limits.LimitedASGIHandler``)."""
 import os
 
-from django.core.asgi import get_asgi_application
+import django
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "webapp.settings")
-application = get_asgi_application()
+django.setup(set_prefix=False)
+
+from gallery.request_limits import LimitedASGIHandler  # noqa: E402
+
+application = LimitedASGIHandler()

@@ -29,6 +29,10 @@ DEBUG = env.bool("DJANGO_DEBUG", default=False)
 # Only a development server may fall back to a built-in key; anything else must set one.
 SECRET_KEY = env.str("DJANGO_SECRET_KEY", default="insecure-dev-key" if DEBUG else environ.Env.NOTSET)
 ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[::1]"])
+if "*" in ALLOWED_HOSTS and not DEBUG:
+    # Any Host header would be believed, and the API's absolute URLs (page, original and
+    # thumbnail links) follow it: a client could have them point anywhere.
+    raise ImproperlyConfigured("DJANGO_ALLOWED_HOSTS=* is refused outside DJANGO_DEBUG: list the host names the gallery is served at.")
 CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
 
 # HTTPS in production (README, "Security"). Off by default so `make run` works on plain HTTP;
@@ -71,7 +75,13 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, so pages can render their answer (user, messages); still before any view or the CSRF
+    # check reads a body.
+    "gallery.middleware.RequestBodyLimitMiddleware",
+    "gallery.middleware.SignInThrottleMiddleware",
 ]
+# Every password sign-in (page, admin, token endpoint) passes the one sign-in limit.
+AUTHENTICATION_BACKENDS = ["gallery.throttles.ThrottledModelBackend"]
 
 ROOT_URLCONF = "webapp.urls"
 WSGI_APPLICATION = "webapp.wsgi.application"
@@ -105,6 +115,9 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+    # Not a check: Django tells every validator when a password was changed (the password page,
+    # an admin's reset, `manage.py changepassword`), and this one ends the user's API tokens.
+    {"NAME": "gallery.api.authentication.TokensEndWithPassword"},
 ]
 
 LANGUAGE_CODE = "en-us"
@@ -219,6 +232,12 @@ UPLOAD_MAX_PIXELS = env.int("UPLOAD_MAX_PIXELS", default=100_000_000)
 UPLOAD_MAX_FULL_DECODE_PIXELS = env.int("UPLOAD_MAX_FULL_DECODE_PIXELS", default=30_000_000)
 UPLOAD_MAX_FILES = env.int("UPLOAD_MAX_FILES", default=50)  # files in one page upload
 FILE_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
+# A file part stops at UPLOAD_MAX_BYTES while it streams in, before the rest reaches a temporary file.
+FILE_UPLOAD_HANDLERS = [
+    "gallery.request_limits.StreamingLimitHandler",
+    "django.core.files.uploadhandler.MemoryFileUploadHandler",
+    "django.core.files.uploadhandler.TemporaryFileUploadHandler",
+]
 SEARCH_PAGE_SIZE = 16  # pages and API alike
 # How long the link to an image search's results works (the query travels signed in the URL).
 SEARCH_TOKEN_MAX_AGE = env.int("SEARCH_TOKEN_MAX_AGE", default=7 * 24 * 3600)
@@ -235,6 +254,9 @@ if SEARCH_RANKING not in ("hybrid", "clip", "keywords"):
 SEARCH_RRF_K = env.int("SEARCH_RRF_K", default=60)
 
 # --- REST API ------------------------------------------------------------------------------
+# How many proxies in front of the app append the client's address to X-Forwarded-For; 0 (the
+# default): the header is ignored and throttles count REMOTE_ADDR (README, "Security").
+GALLERY_TRUSTED_PROXIES = env.int("GALLERY_TRUSTED_PROXIES", default=0)
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         # Token first: DRF answers a refused or missing login with the first class's
@@ -249,6 +271,8 @@ REST_FRAMEWORK = {
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_PAGINATION_CLASS": "gallery.api.pagination.GalleryPagination",
+    # DRF's own use of X-Forwarded-For follows the gallery's (gallery.throttles.client_address).
+    "NUM_PROXIES": GALLERY_TRUSTED_PROXIES,
 }
 # The access policy (gallery/access.py): reading and searching need a login too when set, on
 # pages, API and media alike. API_REQUIRE_LOGIN is its former, API-only name.
@@ -268,6 +292,8 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    # The schema and its docs page follow the access policy (closed with GALLERY_REQUIRE_LOGIN).
+    "SERVE_PERMISSIONS": ["gallery.api.permissions.CanView"],
 }
 
 LOGGING = {

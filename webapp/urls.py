@@ -18,4 +18,5 @@ if settings.GALLERY_SERVE_MEDIA:
     # serves its own presigned URLs, which only people who may see an image are given).
     urlpatterns += [re_path(r"^media/(?P<path>.*)$", media, name="media")]
 
+handler400 = "gallery.views.bad_request"
 handler404 = "gallery.views.page_not_found"

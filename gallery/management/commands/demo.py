@@ -51,7 +51,8 @@ class Command(BaseCommand):
 
     def _ensure_account(self):
         """Uploading needs an account: the demo makes one curator, once, with a password kept
-        beside the database (never a fixed one)."""
+        beside the database (never a fixed one). The password is printed when it is made, and
+        never again: `make run` and the container run this at every start, and logs are kept."""
         User = get_user_model()
         password_file = Path(settings.VAR_DIR) / "admin-password"
         if not User.objects.filter(is_superuser=True).exists():
@@ -60,5 +61,6 @@ class Command(BaseCommand):
             password_file.write_text(password + "\n")
             password_file.chmod(0o600)
             User.objects.create_superuser("admin", password=password)
-        if password_file.exists():
-            self.stdout.write(f"Sign in as admin with the password in {password_file}: {password_file.read_text().strip()}")
+            self.stdout.write(f"Sign in as admin with the password {password} (printed this once; kept in {password_file}).")
+        elif password_file.exists():
+            self.stdout.write(f"Sign in as admin with the password kept in {password_file}.")
