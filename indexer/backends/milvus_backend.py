@@ -7,7 +7,9 @@ to a Milvus standalone or cluster (``uri="http://host:19530"``, ``token``).
 Versions: one collection per published version, ``<prefix>_v_<version>``, and one alias,
 ``<prefix>_current``, that names the current one. A build writes into its own collection,
 which no reader is pointed at; only when it holds every row, is indexed and loaded is it
-marked complete, and only a complete one can be made current. Switching the alias is a single
+marked complete, and only a complete one can be made current. The mark is an alias of its own,
+``<collection>_complete`` (the version's figures are collection properties too, but Milvus
+2.3 forgets altered properties when it restarts, while aliases survive: checked). Switching the alias is a single
 operation on the server, so every process and host searching ``<prefix>_current`` moves at the
 same moment, with nothing to copy or reload; the previous collection stays, so a rollback is
 one more switch (``rollback()``), and ``prune(keep=...)`` drops the older ones. A collection per
@@ -174,6 +176,7 @@ class MilvusBackend(IndexBackend):
                 build_seconds=round(time.perf_counter() - started, 3),
             )
             with self._engine(f"mark {name} complete"):
+                self.client.create_alias(name, f"{name}_complete", timeout=self.timeout)
                 self.client.alter_collection_properties(
                     name,
                     properties={
@@ -471,11 +474,16 @@ class MilvusBackend(IndexBackend):
         state = properties.get(PROPERTY + "state")
         if state not in (BUILDING, COMPLETE):
             return None, None, 0.0
+        if f"{name}_complete" in described.get("aliases", []):
+            state = COMPLETE  # whatever the properties say now (a restarted 2.3 server forgets them)
+        item_count = properties.get(PROPERTY + "item_count")
+        if state == COMPLETE and item_count is None:
+            item_count = self._count(name)
         info = VersionInfo(
             version=properties[PROPERTY + "version"],
             model=properties[PROPERTY + "model"],
             dim=int(next(field["params"]["dim"] for field in described["fields"] if field["name"] == "vector")),
-            item_count=int(properties.get(PROPERTY + "item_count", 0)),
+            item_count=int(item_count or 0),
             created_at=properties.get(PROPERTY + "created_at", ""),
             build_seconds=float(properties.get(PROPERTY + "build_seconds", 0)),
         )
@@ -502,6 +510,8 @@ class MilvusBackend(IndexBackend):
 
     def _drop(self, name: str) -> None:
         with self._engine(f"drop {name}"):
+            if f"{name}_complete" in self.client.list_aliases(timeout=self.timeout)["aliases"]:
+                self.client.drop_alias(f"{name}_complete", timeout=self.timeout)  # a collection with aliases stays
             self.client.drop_collection(name, timeout=self.timeout)
         self._complete.pop(name, None)
 
