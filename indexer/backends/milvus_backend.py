@@ -5,16 +5,17 @@ process, for development and tests; ``milvus-lite server`` shares one between pr
 to a Milvus standalone or cluster (``uri="http://host:19530"``, ``token``).
 
 Versions: one collection per published version, ``<prefix>_v_<version>``, and one alias,
-``<prefix>_current``, that names the current one. A build writes into its own collection,
-which no reader is pointed at; only when it holds every row, is indexed and loaded is it
-marked complete, and only a complete one can be made current. The mark is an alias of its own,
-``<collection>_complete`` (the version's figures are collection properties too, but Milvus
-2.3 forgets altered properties when it restarts, while aliases survive: checked). Switching the alias is a single
-operation on the server, so every process and host searching ``<prefix>_current`` moves at the
-same moment, with nothing to copy or reload; the previous collection stays, so a rollback is
-one more switch (``rollback()``), and ``prune(keep=...)`` drops the older ones. A collection per
-version (rather than one collection rebuilt in place) is what makes a half-built state
-unreachable and a rollback instant; it costs the disk of the versions kept.
+``<prefix>_current``, that names the current one. A build writes into its own collection, which
+no reader is pointed at; only when it holds every row, is indexed and loaded is it marked
+complete, and only a complete one can be made current. The mark is an alias of its own,
+``<collection>_complete`` (the version's figures are collection properties too, but Milvus 2.3
+forgets altered properties when it restarts, while it keeps aliases: checked). Switching the
+alias is a single operation on the server, so every process and host searching
+``<prefix>_current`` moves at the same moment, with nothing to copy or reload; the previous
+collection stays, so a rollback is one more switch (``rollback()``), and ``prune(keep=...)``
+drops the older ones. A collection per version (rather than one collection rebuilt in place) is
+what makes a half-built state unreachable and a rollback instant; it costs the disk of the
+versions kept.
 
 Live changes: ``upsert``, ``delete`` and ``set_visible`` write to the current collection and
 to any collection still being built (so a publish running meanwhile does not lose them), and
