@@ -7,8 +7,11 @@
   drops hidden and deleted rows itself.
 - ``milvus``, a live engine: a version is a collection on the Milvus server (or Milvus Lite on
   a ``*.db`` path); at activation the database row and the server's alias move together.
-  Embedded vectors are upserted at once, curation changes reach the collection at once, and
-  hidden rows are filtered inside the search, so there is no fresh segment.
+  Embedded vectors are upserted at once, curation changes reach the collection once their
+  database transaction commits, and hidden rows are filtered inside the search, so there is
+  no fresh segment. The database stays the truth: search drops hidden and deleted rows it
+  reads there too, and the hourly run makes the engine's hidden rows match the database's
+  (``gallery.indexing.index_reconcile_visibility``), after a write the engine missed.
 
 Readers follow the database's current version on both, so the rows' indexed state, the
 admin's version list and what search answers from never disagree. Every engine failure reaches
@@ -24,6 +27,7 @@ from contextlib import contextmanager
 
 import numpy as np
 from django.conf import settings
+from django.db import transaction
 
 from gallery.artifacts import local_folder
 from gallery.errors import SEARCH_UNAVAILABLE, NotReady, Unavailable
@@ -126,20 +130,29 @@ def live_upsert(ids: Sequence[int], vectors: np.ndarray, *, model_id: str, hidde
 
 
 def live_set_visible(ids: Sequence[int], visible: bool) -> None:
-    """Show or hide rows in a live engine's search. Best effort: the database is the truth and
-    search also drops hidden rows it reads there, so an outage costs only a short page."""
+    """Show or hide rows in a live engine's search, once the caller's transaction commits (at
+    once outside one): a rolled-back hide must not stay hidden in the engine. Best effort: the
+    database is the truth and search also drops hidden rows it reads there, so an outage costs
+    only a short page until the hourly run reconciles the two."""
     if ids and is_live():
-        _best_effort(f"{'show' if visible else 'hide'} images {list(ids)[:10]}", index_backend().set_visible, ids, visible)
+        ids = list(ids)
+        _after_commit(f"{'show' if visible else 'hide'} images {ids[:10]}", index_backend().set_visible, ids, visible)
 
 
 def live_delete(ids: Sequence[int]) -> None:
-    """Remove deleted rows from a live engine (best effort, as :func:`live_set_visible`)."""
+    """Remove deleted rows from a live engine after the commit (best effort, as
+    :func:`live_set_visible`; a row the engine keeps is dropped by search, which finds no
+    database row for it)."""
     if ids and is_live():
-        _best_effort(f"delete images {list(ids)[:10]}", index_backend().delete, ids)
+        ids = list(ids)
+        _after_commit(f"delete images {ids[:10]}", index_backend().delete, ids)
 
 
-def _best_effort(doing: str, call, *args) -> None:
-    try:
-        call(*args)
-    except IndexUnavailable as exc:
-        logger.warning("the index could not %s now (search filters them by the database meanwhile): %s", doing, exc)
+def _after_commit(doing: str, call, *args) -> None:
+    def write() -> None:
+        try:
+            call(*args)
+        except IndexUnavailable as exc:
+            logger.warning("the index could not %s now (search filters them by the database meanwhile): %s", doing, exc)
+
+    transaction.on_commit(write)

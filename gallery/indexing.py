@@ -26,9 +26,9 @@ from tqdm import tqdm
 from gallery import clip, recall_gate
 from gallery.artifacts import store_artifact
 from gallery.duplicates import find_near_duplicates
-from gallery.errors import StorageUnavailable
+from gallery.errors import StorageUnavailable, Unavailable
 from gallery.fresh_segment import fresh_rows
-from gallery.index_backend import index_backend, index_errors, is_live, live_set_visible, live_upsert
+from gallery.index_backend import index_backend, index_errors, is_live, live_upsert
 from gallery.index_cache import local_index_dir
 from gallery.models import Image, IndexVersion, PublishLease
 from gallery.saved_searches import saved_searches_record_matches
@@ -166,6 +166,37 @@ def index_catch_up(model_id: str) -> int:
     return caught_up
 
 
+def index_reconcile_visibility() -> tuple[int, int]:
+    """Make a live engine's hidden rows match the database's, which is the truth: curation
+    writes to the engine only after its transaction commits and only while the engine
+    answers, so a write can be missed. The hourly run (and a rollback) call this. It reads
+    the hidden rows of both sides, not every row. Rows the engine hides but the database no
+    longer holds are deleted from the engine. Returns ``(hidden, shown)``."""
+    if not is_live() or _serving() is None:
+        return 0, 0
+    backend = index_backend()
+    with index_errors():
+        engine_hidden = backend.hidden_ids()
+    database_hidden = set(Image.objects.filter(hidden=True).values_list("pk", flat=True))
+    to_hide = sorted(database_hidden - engine_hidden)
+    shown_in_database = sorted(engine_hidden - database_hidden)
+    to_show, gone = [], set(shown_in_database)
+    for start in range(0, len(shown_in_database), 2000):
+        chunk = Image.objects.filter(pk__in=shown_in_database[start : start + 2000]).values_list("pk", flat=True)
+        to_show += chunk
+        gone -= set(chunk)
+    with index_errors():
+        hidden = backend.set_visible(to_hide, False) if to_hide else 0
+        shown = backend.set_visible(to_show, True) if to_show else 0
+        if gone:
+            backend.delete(sorted(gone))
+    if hidden or shown or gone:
+        logger.warning(
+            "the index disagreed with the database: hid %d, showed %d, deleted %d rows", hidden, shown, len(gone)
+        )
+    return hidden, shown
+
+
 def _reader(name: str):
     def read() -> bytes:
         for attempt in range(1, READ_ATTEMPTS + 1):
@@ -277,7 +308,10 @@ def index_compact_if_due(
     the configured model has no index yet (the old model's index cannot answer its queries).
     Otherwise the new vectors are already searchable in the fresh segment; nothing is built."""
     if is_live():  # new vectors are searchable already: publish only a first version or a new model's
-        return index_publish(embed_report=embed_report, progress=progress)
+        version = index_publish(embed_report=embed_report, progress=progress)
+        if force_hourly:
+            index_reconcile_visibility()
+        return version
     current = IndexVersion.objects.current()
     if embed_report and embed_report.model_id:
         model_id = embed_report.model_id  # the embed tasks loaded the model already
@@ -493,7 +527,10 @@ def index_rollback() -> IndexVersion:
             later.filter(embedded_at__gt=previous.snapshot_at).update(status=Image.Status.PENDING)
     if live:  # the older collection missed what changed since it was current
         index_catch_up(previous.model)
-        live_set_visible(list(Image.objects.filter(hidden=True).values_list("pk", flat=True)), False)
+        try:
+            index_reconcile_visibility()
+        except Unavailable:  # the rollback stands; search filters by the database, the hourly run repairs
+            logger.warning("the rolled-back version's hidden rows could not be matched to the database now")
     logger.warning("rolled back from index %s to %s", current.version, previous.version)
     previous.refresh_from_db()
     return previous

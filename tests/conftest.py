@@ -89,29 +89,54 @@ def media(settings, tmp_path, s3_bucket):
     clear_backend_cache()
 
 
+MILVUS_FIXTURES = {"on_milvus", "milvus_uri"}
+
+
+def pytest_collection_modifyitems(items):
+    """Mark every test that talks to Milvus (through these fixtures, or as the ``milvus`` case
+    of a test parametrised on the engine): `scripts/test` runs them again on a real server with
+    ``-m milvus``."""
+    for item in items:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        if MILVUS_FIXTURES & set(item.fixturenames) or "milvus" in params.values():
+            item.add_marker(pytest.mark.milvus)
+
+
 @pytest.fixture(scope="session")
-def milvus_lite_uri(tmp_path_factory):
-    """One Milvus Lite database file for the run (it takes seconds to start); each test that
-    uses it works under a collection prefix of its own."""
-    return str(tmp_path_factory.mktemp("milvus") / "gallery.db")
+def milvus_uri(tmp_path_factory):
+    """The Milvus the tests use: ``MILVUS_URI`` when set (`scripts/test`'s pass on a real
+    server sets ``http://127.0.0.1:19540``), otherwise one Milvus Lite file for the run (it
+    takes seconds to start). Each test works under a collection prefix of its own and drops
+    what it made."""
+    return os.environ.get("MILVUS_URI") or str(tmp_path_factory.mktemp("milvus") / "gallery.db")
+
+
+def on_real_milvus() -> bool:
+    return os.environ.get("MILVUS_URI", "").startswith(("http://", "https://"))
+
+
+def milvus_prefix() -> str:
+    return f"t_{uuid.uuid4().hex[:10]}"
 
 
 @pytest.fixture
-def on_milvus(settings, milvus_lite_uri):
-    """This test's gallery on Milvus Lite, under a collection prefix of its own."""
-    prefix = f"t_{uuid.uuid4().hex[:10]}"
+def on_milvus(settings, milvus_uri):
+    """This test's gallery on Milvus, under a collection prefix of its own."""
+    prefix = milvus_prefix()
     settings.INDEX_BACKEND = "milvus"
-    settings.MILVUS_URI, settings.MILVUS_COLLECTION_PREFIX = milvus_lite_uri, prefix
+    settings.MILVUS_URI, settings.MILVUS_COLLECTION_PREFIX = milvus_uri, prefix
     settings.MILVUS_CONSISTENCY_LEVEL = "Strong"  # a test searches right after it writes
     clear_backend_cache()
     yield
-    drop_milvus_collections(uri=milvus_lite_uri, prefix=prefix)  # a test may have pointed elsewhere
+    clear_backend_cache()
+    drop_milvus_collections(uri=milvus_uri, prefix=prefix)  # a test may have pointed elsewhere
 
 
 @pytest.fixture(params=["annoy", "milvus"])
 def index_engine(request, settings):
-    """Runs a test on both index backends: Annoy files, and Milvus on Milvus Lite. Use it
-    before the gallery fixtures: ``@pytest.mark.usefixtures("index_engine")``."""
+    """Runs a test on both index backends: Annoy files, and Milvus (Lite, or the server
+    ``MILVUS_URI`` names). Use it before the gallery fixtures:
+    ``@pytest.mark.usefixtures("index_engine")``."""
     settings.INDEX_BACKEND = "annoy"
     if request.param == "milvus":
         request.getfixturevalue("on_milvus")
@@ -119,14 +144,16 @@ def index_engine(request, settings):
 
 
 def drop_milvus_collections(*, uri, prefix):
-    """Free the Lite server of a test's collections (it keeps loaded ones in memory)."""
+    """Drop a test's alias and collections: Lite keeps loaded ones in memory, and a server
+    keeps everything."""
     from indexer.backends import get_backend
 
-    backend = get_backend("milvus", uri=uri, prefix=prefix, timeout=5)
+    backend = get_backend("milvus", uri=uri, prefix=prefix, timeout=10)
     try:
         client = backend.client
-        if backend.alias in client.list_aliases()["aliases"]:
-            client.drop_alias(backend.alias)
+        for alias in client.list_aliases()["aliases"]:  # the current one, and each version's mark
+            if alias.startswith(f"{prefix}_"):
+                client.drop_alias(alias)
         for name in backend._collections():
             client.drop_collection(name)
     finally:

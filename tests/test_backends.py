@@ -1,4 +1,5 @@
-"""indexer.backends: the same contract tested on Annoy files and on Milvus (Milvus Lite).
+"""indexer.backends: the same contract tested on Annoy files and on Milvus (Milvus Lite, or
+the server ``MILVUS_URI`` names: `scripts/test`'s pass on a real Milvus 2.3.5).
 
 Where the engines differ by design (a snapshot engine versus a live one), a test asserts what
 the backend's ``needs_fresh_segment`` / ``filters_visibility`` flags promise.
@@ -8,13 +9,14 @@ import socket
 import subprocess
 import sys
 import time
-import uuid
 
 import numpy as np
 import pytest
 
 from indexer.backends import IndexUnavailable, VersionNotFound, get_backend
+from indexer.backends.milvus_backend import takes_partial_upserts
 from indexer.index import IndexMismatch
+from tests.conftest import drop_milvus_collections, milvus_prefix
 
 DIM = 32
 
@@ -41,26 +43,22 @@ IDS = (np.arange(400) + 1) * 1000 + 7  # sparse primary keys, none below 1000
 VECTORS = unit_vectors(400)
 
 
-@pytest.fixture(scope="module")
-def lite_uri(tmp_path_factory):
-    """One Milvus Lite database file for the module (each test uses its own prefix)."""
-    return str(tmp_path_factory.mktemp("milvus") / "index.db")
-
-
-def make_backend(name, tmp_path, lite_uri, **options):
+def make_backend(name, tmp_path, milvus_uri, **options):
     if name == "annoy":
         return get_backend("annoy", root=tmp_path / "annoy", n_trees=10, **options)
     return get_backend(
-        "milvus", uri=lite_uri, prefix=f"t_{uuid.uuid4().hex[:10]}", consistency_level="Strong",
+        "milvus", uri=milvus_uri, prefix=milvus_prefix(), consistency_level="Strong",
         index_params={"M": 16, "efConstruction": 64}, **options,
     )
 
 
 @pytest.fixture(params=["annoy", "milvus"])
-def backend(request, tmp_path, lite_uri):
-    backend = make_backend(request.param, tmp_path, lite_uri)
+def backend(request, tmp_path, milvus_uri):
+    backend = make_backend(request.param, tmp_path, milvus_uri)
     yield backend
     backend.close()
+    if backend.name == "milvus":
+        drop_milvus_collections(uri=milvus_uri, prefix=backend.prefix)
 
 
 def leftovers(backend):
@@ -226,10 +224,11 @@ except ImportError as exc:
 
 
 @pytest.fixture
-def milvus(tmp_path, lite_uri):
-    backend = make_backend("milvus", tmp_path, lite_uri)
+def milvus(tmp_path, milvus_uri):
+    backend = make_backend("milvus", tmp_path, milvus_uri)
     yield backend
     backend.close()
+    drop_milvus_collections(uri=milvus_uri, prefix=backend.prefix)
 
 
 def test_changes_made_while_a_publish_runs_reach_the_new_version(milvus):
@@ -250,6 +249,31 @@ def test_changes_made_while_a_publish_runs_reach_the_new_version(milvus):
     assert IDS[10] not in [pk for pk, _ in reader.query(VECTORS[10], 5)]
     assert IDS[20] not in [pk for pk, _ in reader.query(VECTORS[20], 5)]
     assert len(reader) == 400  # 400 published + 777 - IDS[20]
+
+
+@pytest.mark.parametrize("partial", [None, False], ids=["as-the-server-says", "full-row"])
+def test_hiding_and_showing_keep_the_row_whether_or_not_the_server_takes_partial_upserts(milvus, partial):
+    """Milvus before 2.6.2 (the PyPI 2.3.5 server, 2.4, 2.5) refuses an upsert without the
+    vector; there the row is read and written whole. Same answers either way."""
+    milvus.activate(milvus.publish(IDS, VECTORS, model_id="m", version="v1").version)
+    if partial is not None:
+        milvus._partial_upserts = partial  # as on a server without partial upserts
+    reader = milvus.open()
+    assert milvus.set_visible([IDS[3], IDS[4], 999_999_999], False) == 2  # a missing id is not inserted
+    assert milvus.hidden_ids() == {IDS[3], IDS[4]} and len(reader) == 400
+    assert not {IDS[3], IDS[4]} & {pk for pk, _ in reader.query(VECTORS[3], 10)}
+    assert milvus.set_visible([IDS[3]], True) == 1
+    pk, score = reader.query(VECTORS[3], 1)[0]
+    assert pk == IDS[3] and score == pytest.approx(1.0, abs=1e-4)  # the vector came through intact
+    assert milvus.hidden_ids() == {IDS[4]}
+
+
+def test_partial_upserts_are_used_from_milvus_2_6_2_and_on_lite():
+    assert not takes_partial_upserts("v2.3.5-lite")  # the PyPI standalone server, despite its name
+    assert not takes_partial_upserts("v2.5.14") and not takes_partial_upserts("2.6.1")
+    assert takes_partial_upserts("v2.6.2") and takes_partial_upserts("v2.10.0")
+    assert takes_partial_upserts("milvus_lite-3.2.2")  # Milvus Lite's own numbering
+    assert not takes_partial_upserts("") and not takes_partial_upserts("unknown")  # the write every server takes
 
 
 def test_vectors_of_another_model_do_not_enter_the_current_version(milvus):

@@ -5,10 +5,14 @@ The search tests of test_api, test_pages, test_parity and test_fresh_segment run
 backends through the ``index_engine`` fixture; these are the Milvus-only promises."""
 
 import io
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 from django.core.management import CommandError, call_command
+from django.db import transaction
 from rest_framework.test import APIClient
 
 from gallery import indexing, recall_gate, search
@@ -47,17 +51,84 @@ def test_new_vectors_are_searchable_at_once_without_a_publish(milvus_gallery, up
     assert indexing.index_compact_if_due(force_hourly=True) is None and IndexVersion.objects.count() == 1
 
 
-def test_hidden_rows_are_filtered_inside_milvus_so_a_page_of_sixteen_is_full(milvus_gallery, settings):
+def test_hidden_rows_are_filtered_inside_milvus_so_a_page_of_sixteen_is_full(
+    milvus_gallery, settings, django_capture_on_commit_callbacks
+):
     hidden = [image.pk for image in milvus_gallery[:4]]
-    images_set_hidden(images=Image.objects.filter(pk__in=hidden), hidden=True)
+    with django_capture_on_commit_callbacks(execute=True):  # the engine is written after the commit
+        images_set_hidden(images=Image.objects.filter(pk__in=hidden), hidden=True)
     vector, _ = search.text_query("a red square").vector()
     hits = current_reader().query(vector, 16)  # the engine itself returns 16 visible rows
     assert len(hits) == 16 and not set(hidden) & {pk for pk, _ in hits}
     settings.SEARCH_MAX_RESULTS = 16  # no over-fetching: still a full page
     page = search.paginate(by_text("a red square"), 1)
     assert len(page.object_list) == 16 and not set(hidden) & {hit.image.pk for hit in page.object_list}
-    images_set_hidden(images=Image.objects.filter(pk=hidden[0]), hidden=False)
+    with django_capture_on_commit_callbacks(execute=True):
+        images_set_hidden(images=Image.objects.filter(pk=hidden[0]), hidden=False)
     assert hidden[0] in {pk for pk, _ in current_reader().query(vector, 20)}
+
+
+def engine_hidden(vector):
+    """The ids the engine itself leaves out of a search (every row asked for)."""
+    everything = {pk for pk, _ in current_reader().query(vector, 50, only_visible=False)}
+    return everything - {pk for pk, _ in current_reader().query(vector, 50)}
+
+
+def test_a_hide_that_rolls_back_leaves_milvus_alone_and_the_hourly_run_repairs_a_missed_write(
+    milvus_gallery, settings, django_capture_on_commit_callbacks
+):
+    vector, _ = search.text_query("a red square").vector()
+    kept, missed, stale = milvus_gallery[2], milvus_gallery[3], milvus_gallery[4]
+    with django_capture_on_commit_callbacks(execute=True):
+        with pytest.raises(RuntimeError), transaction.atomic():
+            images_set_hidden(images=Image.objects.filter(pk=kept.pk), hidden=True)
+            raise RuntimeError("the caller's transaction fails after the hide")
+    assert not Image.objects.get(pk=kept.pk).hidden
+    assert engine_hidden(vector) == set()  # the engine was never told: nothing to undo
+    assert len(by_text("a red square")) == 20
+    # A hide whose engine write is missed (Milvus unreachable at the commit) ...
+    uri = settings.MILVUS_URI
+    unreachable(settings)
+    with django_capture_on_commit_callbacks(execute=True):
+        images_set_hidden(images=Image.objects.filter(pk=missed.pk), hidden=True)
+    settings.MILVUS_URI = uri
+    # ... and an engine row hidden that the database shows (as the old in-transaction write left):
+    index_backend().set_visible([stale.pk], False)
+    assert engine_hidden(vector) == {stale.pk}
+    assert indexing.index_compact_if_due(force_hourly=False) is None  # an upload's run leaves it
+    assert engine_hidden(vector) == {stale.pk}
+    assert indexing.index_compact_if_due(force_hourly=True) is None  # the hourly run: no new version ...
+    assert engine_hidden(vector) == {missed.pk}  # ... but the engine matches the database again
+    assert index_backend().hidden_ids() == {missed.pk}
+    results = [hit.image.pk for hit in by_text("a red square")]
+    assert len(results) == 19 and missed.pk not in results and stale.pk in results
+    assert indexing.index_reconcile_visibility() == (0, 0)  # nothing left to repair
+
+
+def test_milvus_uri_naming_a_lite_file_works_for_the_commands(tmp_path):
+    """pymilvus reads MILVUS_URI itself at import and refuses a file path; README documents one."""
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for seed in range(3):
+        (photos / f"p{seed}.png").write_bytes(image_bytes(seed))
+    env = {
+        key: value for key, value in os.environ.items() if key not in ("DATABASE_URL", "S3_BUCKET", "AIRFLOW_API_URL")
+    } | {
+        "DJANGO_SETTINGS_MODULE": "tests.settings", "GALLERY_VAR_DIR": str(tmp_path / "var"),
+        "INDEX_BACKEND": "milvus", "MILVUS_URI": str(tmp_path / "x.db"), "MILVUS_CONSISTENCY_LEVEL": "Strong",
+    }
+
+    def manage(*args):
+        done = subprocess.run([sys.executable, "manage.py", *args], env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-3000:]
+        return done.stdout
+
+    manage("migrate", "-v", "0")
+    manage("import_images", str(photos))
+    assert "with 3 images" in manage("reindex")
+    assert (tmp_path / "x.db").exists()
+    ranked = [line.split()[0] for line in manage("search", "a photo", "-k", "5").splitlines()]
+    assert ranked == ["1", "2", "3"]  # the three photos, from the Lite file
 
 
 def test_a_deleted_image_leaves_milvus(milvus_gallery, django_capture_on_commit_callbacks):

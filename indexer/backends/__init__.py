@@ -43,11 +43,12 @@ def get_backend(name: str, **options) -> IndexBackend:
 
         return AnnoyBackend(**options)
     if name == "milvus":
+        from indexer.backends.milvus_backend import MilvusBackend, import_pymilvus
+
         try:
-            import pymilvus  # noqa: F401
+            import_pymilvus()
         except ImportError as exc:
             raise ImportError("INDEX_BACKEND=milvus needs pymilvus (and milvus-lite for a local file): pip install -r requirements.txt") from exc
-        from indexer.backends.milvus_backend import MilvusBackend
 
         return MilvusBackend(**options)
     raise ValueError(f"unknown index backend {name!r}; choose one of {', '.join(BACKENDS)}")

@@ -145,6 +145,11 @@ class IndexBackend(ABC):
         """Show or hide rows in search. Returns how many rows of the current version changed
         (0 on a snapshot engine)."""
 
+    def hidden_ids(self) -> set[int]:
+        """The ids the current version holds as hidden (engines that ``filters_visibility``),
+        to reconcile them with the database; empty on a snapshot engine."""
+        return set()
+
     def rollback(self) -> str:
         """Make the version published before the current one current again, and return it."""
         current = self.current_version()

@@ -5,20 +5,30 @@ process, for development and tests; ``milvus-lite server`` shares one between pr
 to a Milvus standalone or cluster (``uri="http://host:19530"``, ``token``).
 
 Versions: one collection per published version, ``<prefix>_v_<version>``, and one alias,
-``<prefix>_current``, that names the current one. A build writes into its own collection,
-which no reader is pointed at; only when it holds every row, is indexed and loaded is it
-marked complete, and only a complete one can be made current. Switching the alias is a single
-operation on the server, so every process and host searching ``<prefix>_current`` moves at the
-same moment, with nothing to copy or reload; the previous collection stays, so a rollback is
-one more switch (``rollback()``), and ``prune(keep=...)`` drops the older ones. A collection per
-version (rather than one collection rebuilt in place) is what makes a half-built state
-unreachable and a rollback instant; it costs the disk of the versions kept.
+``<prefix>_current``, that names the current one. A build writes into its own collection, which
+no reader is pointed at; only when it holds every row, is indexed and loaded is it marked
+complete, and only a complete one can be made current. The mark is an alias of its own,
+``<collection>_complete`` (the version's figures are collection properties too, but Milvus 2.3
+forgets altered properties when it restarts, while it keeps aliases: checked). Switching the
+alias is a single operation on the server, so every process and host searching
+``<prefix>_current`` moves at the same moment, with nothing to copy or reload; the previous
+collection stays, so a rollback is one more switch (``rollback()``), and ``prune(keep=...)``
+drops the older ones. A collection per version (rather than one collection rebuilt in place) is
+what makes a half-built state unreachable and a rollback instant; it costs the disk of the
+versions kept.
 
 Live changes: ``upsert``, ``delete`` and ``set_visible`` write to the current collection and
 to any collection still being built (so a publish running meanwhile does not lose them), and
 are searchable at once: no fresh segment. Hidden rows stay in the collection with
 ``visible = false`` and the search filters them (``filter="visible == true"``), so ``k``
-results are ``k`` visible rows.
+results are ``k`` visible rows. Servers from 2.6.2 (and Milvus Lite) change ``visible`` alone
+(a partial upsert); older ones (2.3 to 2.6.1, what many deployments run) refuse a row without
+its vector, so there the row is read with its vector and written whole. The server's version
+is asked once per connection.
+
+pymilvus reads ``MILVUS_URI`` from the environment when it is imported and refuses anything but
+an http(s) URL, while this project's ``MILVUS_URI`` may name a Milvus Lite file: every import of
+pymilvus goes through :func:`import_pymilvus`, which hides the variable from it.
 
 Every Milvus or network failure becomes :class:`IndexUnavailable`; the client is created on
 first use and again after a failed connection, so a restarted server is picked up.
@@ -27,7 +37,9 @@ first use and again after a failed connection, so a restarted server is picked u
 from __future__ import annotations
 
 import logging
+import os
 import re
+import sys
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -60,6 +72,7 @@ DEFAULT_INDEX_TYPE = "HNSW"
 DEFAULT_INDEX_PARAMS = {"M": 16, "efConstruction": 200}
 DEFAULT_SEARCH_PARAMS = {"ef": 128}
 CONNECT_FAILED = 2  # pymilvus' code when the server cannot be reached
+PARTIAL_UPSERT_SINCE = (2, 6, 2)  # the first server release that upserts a row without its vector
 ABANDONED_BUILD_SECONDS = 24 * 3600  # a build collection older than this was left by a crash
 
 
@@ -124,6 +137,7 @@ class MilvusBackend(IndexBackend):
         self._client = None
         self._client_lock = threading.RLock()  # close() runs inside `client` when connecting fails
         self._complete: dict[str, VersionInfo] = {}  # collection -> info; complete ones never change
+        self._partial_upserts: bool | None = None  # whether this client's server takes them; asked once
 
     # -- versions ---------------------------------------------------------------------------
 
@@ -163,6 +177,7 @@ class MilvusBackend(IndexBackend):
                 build_seconds=round(time.perf_counter() - started, 3),
             )
             with self._engine(f"mark {name} complete"):
+                self.client.create_alias(name, f"{name}_complete", timeout=self.timeout)
                 self.client.alter_collection_properties(
                     name,
                     properties={
@@ -257,23 +272,55 @@ class MilvusBackend(IndexBackend):
 
     def set_visible(self, ids: Sequence[int], visible: bool) -> int:
         ids = [int(pk) for pk in ids]
+        if not ids:
+            return 0
         current, targets = self._write_targets()
+        partial = self.partial_upserts()
+        # Without partial upserts the row is written whole, so its vector is read first.
+        fields = ["id"] if partial else ["id", "vector"]
         changed = 0
         for name, _ in targets:
             for start in range(0, len(ids), self.write_batch):
                 chunk = ids[start : start + self.write_batch]
                 with self._engine(f"change visibility in {name}"):
-                    # A partial upsert of a missing id would insert a row without a vector:
-                    # only the ids the collection holds are updated.
+                    # Only the ids the collection holds are written: an upsert of a missing id
+                    # would insert a row (without a vector, on a partial upsert).
                     rows = self.client.query(
-                        name, filter=f"id in {chunk}", output_fields=["id"],
+                        name, filter=f"id in {chunk}", output_fields=fields,
                         consistency_level="Strong", timeout=self.timeout,
                     )
-                    present = [{"id": int(row["id"]), "visible": bool(visible)} for row in rows]
-                    if present:
-                        self.client.upsert(name, present, partial_update=True, timeout=self.timeout)
-                changed += len(present) if name == current else 0
+                    rows = [{field: row[field] for field in fields} | {"visible": bool(visible)} for row in rows]
+                    if rows and partial:
+                        self.client.upsert(name, rows, partial_update=True, timeout=self.timeout)
+                    elif rows:
+                        self.client.upsert(name, rows, timeout=self.timeout)
+                changed += len(rows) if name == current else 0
         return changed
+
+    def hidden_ids(self) -> set[int]:
+        name = self._current_collection()
+        if name is None:
+            return set()
+        hidden: set[int] = set()
+        with self._engine(f"list the hidden rows of {name}"):
+            rows = self.client.query_iterator(
+                name, batch_size=self.write_batch, filter="visible == false", output_fields=["id"],
+                consistency_level="Strong", timeout=self.timeout,
+            )
+            try:
+                while batch := rows.next():
+                    hidden.update(int(row["id"]) for row in batch)
+            finally:
+                rows.close()
+        return hidden
+
+    def partial_upserts(self) -> bool:
+        """Whether the server changes one field of a row without the others (Milvus >= 2.6.2,
+        and Milvus Lite): asked once per connection, as the server may be upgraded meanwhile."""
+        if self._partial_upserts is None:
+            with self._engine("read the server version"):
+                self._partial_upserts = takes_partial_upserts(self.client.get_server_version(timeout=self.timeout))
+        return self._partial_upserts
 
     def close(self) -> None:
         with self._client_lock:
@@ -283,6 +330,7 @@ class MilvusBackend(IndexBackend):
                 except Exception:  # closing a client whose server is gone
                     pass
                 self._client = None
+                self._partial_upserts = None
 
     # -- Milvus calls -----------------------------------------------------------------------
 
@@ -293,7 +341,7 @@ class MilvusBackend(IndexBackend):
         if client is None:
             with self._client_lock:
                 if self._client is None:
-                    from pymilvus import MilvusClient
+                    MilvusClient = import_pymilvus().MilvusClient
 
                     with self._engine("connect"):
                         # Dedicated: close() really closes it, and the next client dials afresh.
@@ -342,8 +390,8 @@ class MilvusBackend(IndexBackend):
         return int(rows[0]["count(*)"])
 
     def _create(self, name: str, *, version: str, model_id: str, dim: int) -> None:
-        from pymilvus import DataType, MilvusClient
-
+        pymilvus = import_pymilvus()
+        DataType, MilvusClient = pymilvus.DataType, pymilvus.MilvusClient
         schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
         schema.add_field("id", DataType.INT64, is_primary=True)
         schema.add_field("vector", DataType.FLOAT_VECTOR, dim=dim)
@@ -427,11 +475,16 @@ class MilvusBackend(IndexBackend):
         state = properties.get(PROPERTY + "state")
         if state not in (BUILDING, COMPLETE):
             return None, None, 0.0
+        if f"{name}_complete" in described.get("aliases", []):
+            state = COMPLETE  # whatever the properties say now (a restarted 2.3 server forgets them)
+        item_count = properties.get(PROPERTY + "item_count")
+        if state == COMPLETE and item_count is None:
+            item_count = self._count(name)
         info = VersionInfo(
             version=properties[PROPERTY + "version"],
             model=properties[PROPERTY + "model"],
             dim=int(next(field["params"]["dim"] for field in described["fields"] if field["name"] == "vector")),
-            item_count=int(properties.get(PROPERTY + "item_count", 0)),
+            item_count=int(item_count or 0),
             created_at=properties.get(PROPERTY + "created_at", ""),
             build_seconds=float(properties.get(PROPERTY + "build_seconds", 0)),
         )
@@ -458,6 +511,8 @@ class MilvusBackend(IndexBackend):
 
     def _drop(self, name: str) -> None:
         with self._engine(f"drop {name}"):
+            if f"{name}_complete" in self.client.list_aliases(timeout=self.timeout)["aliases"]:
+                self.client.drop_alias(f"{name}_complete", timeout=self.timeout)  # a collection with aliases stays
             self.client.drop_collection(name, timeout=self.timeout)
         self._complete.pop(name, None)
 
@@ -468,7 +523,32 @@ class MilvusBackend(IndexBackend):
             logger.warning("could not drop the failed build %s: %s", name, exc)
 
 
+def import_pymilvus():
+    """pymilvus, imported without letting it read ``MILVUS_URI``: it takes that variable as its
+    own default connection and raises on anything but an http(s) URL, such as the Milvus Lite
+    file this project's ``MILVUS_URI`` may name. The variable is back in the environment
+    afterwards (child processes and settings read it), and pymilvus never reads it again."""
+    if sys.modules.get("pymilvus") is not None:
+        return sys.modules["pymilvus"]
+    ours = os.environ.pop("MILVUS_URI", None)
+    try:
+        import pymilvus
+    finally:
+        if ours is not None:
+            os.environ["MILVUS_URI"] = ours
+    return pymilvus
+
+
+def takes_partial_upserts(server_version: str) -> bool:
+    """From a server's version string: ``v2.6.2`` and later yes, ``v2.3.5-lite`` (the PyPI
+    standalone) or ``v2.5.4`` no; Milvus Lite (``milvus_lite-3.2.2``) yes. An unreadable
+    version gets the full-row write, which every server takes."""
+    found = re.search(r"(\d+)\.(\d+)\.(\d+)", server_version or "")
+    return bool(found) and tuple(int(part) for part in found.groups()) >= PARTIAL_UPSERT_SINCE
+
+
 def _is_engine_failure(exc: BaseException) -> bool:
+    import_pymilvus()
     from pymilvus.exceptions import MilvusException, ParamError
 
     if isinstance(exc, ParamError):
