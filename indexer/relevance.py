@@ -1,0 +1,50 @@
+"""Which of a query's nearest images are relevant, with no similarity constant.
+
+A fixed cosine threshold cannot work: every open_clip model has its own score scale (text-image
+cosines of 0.2-0.35 for one, 0.05-0.15 for another), and so does every query. What is comparable
+is how a result stands against the query's *own* scores over the whole collection. So the cut
+compares each candidate with the query's background: its scores over a uniform sample of the
+collection, summarised robustly (median and interquartile range, which the few relevant images in
+the sample barely move). From that, the number of images of the collection expected to score at
+least as high by chance is ``N * P(background >= s)``; a candidate at rank ``i`` whose expected
+chance count is at most ``fdr * i`` is kept (Benjamini-Hochberg: among the kept, at most a
+fraction ``fdr`` are expected to be chance). Everything is in units of the query's own spread, so
+the rule gives the same answer when all scores are shifted or scaled (another model, another
+query), which `tests/test_relevance.py` checks.
+
+Framework-free: numpy only. ``gallery`` supplies the sample and the collection's size.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+DEFAULT_FDR = 0.1  # a rate, not a score: at most ~10% of what is kept is expected to be chance
+MIN_BACKGROUND = 50  # fewer sampled scores say too little about the spread
+
+
+def relevant_count(scores, background, *, collection_size: int, fdr: float = DEFAULT_FDR) -> int | None:
+    """How many of ``scores`` (the candidates' similarities, best first) are relevant: they are
+    kept as a prefix. ``background`` holds the same query's similarities to a uniform sample of
+    the collection of ``collection_size`` images. None when the background is too small or flat
+    to judge (then nothing should be cut)."""
+    scores = np.asarray(scores, dtype=np.float64)
+    background = np.asarray(background, dtype=np.float64)
+    if len(background) < MIN_BACKGROUND or not len(scores):
+        return None
+    centre = float(np.median(background))
+    q25, q75 = np.percentile(background, [25, 75])
+    spread = float(q75 - q25) / 1.349  # the standard deviation a normal distribution with this IQR has
+    if not spread > 0:
+        return None
+    chance = np.array([_upper_tail((score - centre) / spread) for score in scores]) * max(collection_size, 1)
+    ranks = np.arange(1, len(scores) + 1)
+    passing = np.flatnonzero(chance <= fdr * ranks)
+    return int(passing[-1]) + 1 if len(passing) else 0
+
+
+def _upper_tail(z: float) -> float:
+    """P(Z >= z) for a standard normal Z."""
+    return 0.5 * math.erfc(z / math.sqrt(2))
