@@ -22,7 +22,8 @@ import math
 import numpy as np
 
 DEFAULT_FDR = 0.1  # a rate, not a score: at most ~10% of what is kept is expected to be chance
-MIN_BACKGROUND = 50  # fewer sampled scores say too little about the spread
+MIN_BACKGROUND = 200  # fewer sampled scores say too little about the 97.5th percentile
+_Z90, _Z975 = 1.2815516, 1.9599640  # standard normal quantiles
 
 
 def relevant_count(scores, background, *, collection_size: int, fdr: float = DEFAULT_FDR) -> int | None:
@@ -34,11 +35,14 @@ def relevant_count(scores, background, *, collection_size: int, fdr: float = DEF
     background = np.asarray(background, dtype=np.float64)
     if len(background) < MIN_BACKGROUND or not len(scores):
         return None
-    centre = float(np.median(background))
-    q25, q75 = np.percentile(background, [25, 75])
-    spread = float(q75 - q25) / 1.349  # the standard deviation a normal distribution with this IQR has
+    # The tail is what matters, and a query's scores over a collection are a mixture (one hump per
+    # kind of photo): a normal curve matched to the sample's 90th and 97.5th percentiles describes
+    # the upper tail far better than one matched to the bulk.
+    q90, q975 = np.percentile(background, [90, 97.5])
+    spread = float(q975 - q90) / (_Z975 - _Z90)
     if not spread > 0:
         return None
+    centre = float(q90) - _Z90 * spread
     chance = np.array([_upper_tail((score - centre) / spread) for score in scores]) * max(collection_size, 1)
     ranks = np.arange(1, len(scores) + 1)
     passing = np.flatnonzero(chance <= fdr * ranks)
