@@ -4,8 +4,8 @@ A fixed cosine threshold cannot work: every open_clip model has its own score sc
 cosines of 0.2-0.35 for one, 0.05-0.15 for another), and so does every query. What is comparable
 is how a result stands against the query's *own* scores over the whole collection. So the cut
 compares each candidate with the query's background: its scores over a uniform sample of the
-collection, summarised robustly (median and interquartile range, which the few relevant images in
-the sample barely move). From that, the number of images of the collection expected to score at
+collection, whose upper tail is modelled by a normal curve through the sample's 90th and 97.5th
+percentiles (relevant images, unless over 2.5% of the collection, do not move them). From that, the number of images of the collection expected to score at
 least as high by chance is ``N * P(background >= s)``; a candidate at rank ``i`` whose expected
 chance count is at most ``fdr * i`` is kept (Benjamini-Hochberg: among the kept, at most a
 fraction ``fdr`` are expected to be chance). Everything is in units of the query's own spread, so
