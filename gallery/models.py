@@ -1,9 +1,12 @@
 from __future__ import annotations
 
+import datetime
+
 import numpy as np
 from django.conf import settings
 from django.db import models
 from django.urls import reverse
+from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 
@@ -48,6 +51,26 @@ class Image(models.Model):
     height = models.PositiveIntegerField(_("height"), editable=False)
     size_bytes = models.PositiveBigIntegerField(_("size in bytes"), editable=False)
     uploaded_at = models.DateTimeField(_("uploaded at"), auto_now_add=True, db_index=True)
+
+    class DateSource(models.TextChoices):
+        CAMERA = "camera", _("date taken")  # from the photo's EXIF block
+        UPLOAD = "upload", _("upload time")  # the photo holds no readable date
+        UNREAD = "", _("not read yet")  # uploaded before dates were read: manage.py read_photo_facts
+
+    # When the photo was taken (gallery.photo_facts reads it from EXIF at upload), else when it was
+    # uploaded: the timeline's order, so never empty. ``taken_at_offset`` keeps the camera's UTC
+    # offset in minutes, to show the time as it was where the photo was taken.
+    taken_at = models.DateTimeField(_("taken at"), default=timezone.now)
+    taken_at_source = models.CharField(
+        _("date source"), max_length=8, choices=DateSource.choices, blank=True, default=DateSource.UNREAD, editable=False
+    )
+    taken_at_offset = models.SmallIntegerField(_("UTC offset of the date taken (minutes)"), null=True, blank=True, editable=False)
+    camera_make = models.CharField(_("camera make"), max_length=100, blank=True, editable=False)
+    camera_model = models.CharField(_("camera model"), max_length=100, blank=True, editable=False)
+    lens = models.CharField(_("lens"), max_length=100, blank=True, editable=False)
+    latitude = models.FloatField(_("latitude"), null=True, blank=True, editable=False)
+    longitude = models.FloatField(_("longitude"), null=True, blank=True, editable=False)
+    exif_orientation = models.PositiveSmallIntegerField(_("EXIF orientation"), null=True, blank=True, editable=False)
     status = models.CharField(
         _("status"), max_length=16, choices=Status.choices, default=Status.PENDING, db_index=True
     )
@@ -86,7 +109,9 @@ class Image(models.Model):
                 fields=["status", "embedding_model", "embedded_at"],
                 condition=models.Q(embedding__isnull=False),
                 name="image_fresh_segment",
-            )
+            ),
+            # The timeline: newest taken first, and keyset pages that seek rather than skip.
+            models.Index(fields=["-taken_at", "-id"], name="image_timeline"),
         ]
 
     def __str__(self):
@@ -110,6 +135,30 @@ class Image(models.Model):
         if self.status == self.Status.PENDING:
             return self.SearchState.SEARCHABLE if self.embedded_at is not None else self.SearchState.WAITING
         return self.SearchState(self.status)
+
+    @property
+    def taken_at_wall(self):
+        """The date taken as the clock read where the photo was taken (naive, so templates show
+        it as is): in the camera's own offset when it wrote one, else in the gallery's zone."""
+        if self.taken_at_offset is None:
+            return timezone.localtime(self.taken_at).replace(tzinfo=None)
+        zone = datetime.timezone(datetime.timedelta(minutes=self.taken_at_offset))
+        return self.taken_at.astimezone(zone).replace(tzinfo=None)
+
+    @property
+    def taken_at_offset_label(self) -> str:
+        """"UTC+02:00" for the camera's own offset, or '' when it wrote none."""
+        if self.taken_at_offset is None:
+            return ""
+        hours, minutes = divmod(abs(self.taken_at_offset), 60)
+        return f"UTC{'-' if self.taken_at_offset < 0 else '+'}{hours:02d}:{minutes:02d}"
+
+    @property
+    def camera(self) -> str:
+        """"Canon EOS 5D", not "Canon Canon EOS 5D": many models repeat their make."""
+        if self.camera_model.lower().startswith(self.camera_make.lower()):
+            return self.camera_model
+        return f"{self.camera_make} {self.camera_model}".strip()
 
     @property
     def vector(self) -> np.ndarray | None:

@@ -20,6 +20,7 @@ from gallery.airflow_api import announce_new_images
 from gallery.errors import StorageUnavailable, UploadRejected
 from gallery.models import Image
 from gallery.perceptual_hash import perceptual_hashes
+from gallery.photo_facts import photo_fields
 from gallery.tags import tag_names_parse, tags_set
 from indexer.images import ImageInfo, ImageRejected, make_thumbnail, prepare_image
 
@@ -45,6 +46,7 @@ def image_create(
     thumbnail = make_thumbnail(picture, in_place=True)
     hashes = perceptual_hashes(picture)  # from the thumbnail-sized picture: the hashes read 64x64 pixels
     del picture
+    facts = photo_fields(data)  # the header only: date taken, camera, place
 
     # Each upload writes names of its own: two uploads of the same bytes at once never write
     # (or, for the one that loses the insert, delete) the same object; S3 has no exclusive create.
@@ -70,6 +72,7 @@ def image_create(
                 phash=hashes.phash,
                 phash256=hashes.phash256,
                 phash256_centre=hashes.phash256_centre,
+                **facts,
             )
             if tag_names:
                 tags_set(image=image, names=tag_names)  # also writes the full-text row

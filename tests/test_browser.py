@@ -175,3 +175,37 @@ def test_keyboard_only_search(page):
     assert page.locator("h1").inner_text() == first
     assert titles(page)[0] == first  # more like this: itself first
     shot(page, "image")
+
+
+# --- accessibility: axe-core on every page ------------------------------------------------------
+
+AXE = Path(__file__).resolve().parent.parent / "node_modules" / "axe-core" / "axe.min.js"
+AXE_RULES = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa", "best-practice"]
+
+
+def axe_violations(page) -> list[str]:
+    """What axe-core (WCAG 2.1 A/AA and best practice) finds on the page as shown now."""
+    page.add_script_tag(path=str(AXE))
+    found = page.evaluate("tags => axe.run(document, {runOnly: {type: 'tag', values: tags}})", AXE_RULES)
+    return [
+        f"{violation['id']} ({violation['impact']}): {violation['help']} at "
+        + "; ".join(", ".join(node["target"]) + " " + node.get("failureSummary", "").replace("\n", " ") for node in violation["nodes"][:3])
+        for violation in found["violations"]
+    ]
+
+
+@pytest.mark.skipif(not AXE.exists(), reason="axe-core is not installed (scripts/install --dev installs it)")
+def test_every_page_passes_axe_core(signed_in, live_server):
+    page = signed_in
+    image = Image.objects.order_by("pk").first()
+    pages = ["/", "/?page=2", "/search/?q=a+photo", "/search/?q=zzzz+nothing", f"/images/{image.pk}/", "/upload/", "/saved/",
+             "/no-such-page/"]
+    found = {}
+    for url in pages:
+        page.goto(url)
+        found[url] = axe_violations(page)
+    page.context.clear_cookies()
+    page.goto("/accounts/login/")
+    found["/accounts/login/"] = axe_violations(page)
+    report = "\n".join(f"{url}: {problem}" for url, problems in found.items() for problem in problems)
+    assert not report, report

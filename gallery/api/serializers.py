@@ -50,6 +50,7 @@ class ImageSerializer(serializers.ModelSerializer):
         fields = [
             "id", "title", "description", "tags", "width", "height", "size_bytes", "uploaded_at", "status", "state", "error",
             "hidden", "embedding_model", "embedded_at", "page_url", "original_url", "thumbnail_url",
+            "taken_at", "taken_at_source", "taken_at_offset", "camera_make", "camera_model", "lens", "latitude", "longitude",
         ]
         read_only_fields = fields
 
