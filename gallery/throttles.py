@@ -28,6 +28,10 @@ class UploadThrottle(_SettingsRateThrottle):
     scope, setting = "upload", "API_UPLOAD_RATE"
 
 
+class SavedSearchThrottle(_SettingsRateThrottle):
+    scope, setting = "saved-search", "API_SAVED_SEARCH_RATE"
+
+
 class SignInThrottle(_SettingsRateThrottle):
     """Password guesses (token endpoint and sign-in page), per address: a signed-in user
     asking for a token is still counted by address, since a stolen session proves nothing."""

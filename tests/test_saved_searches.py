@@ -11,11 +11,12 @@ from django.contrib.auth.models import User
 from django.test import Client
 from rest_framework.test import APIClient
 
-from gallery import indexing, search
+from gallery import search
 from gallery.models import SavedSearch, SavedSearchMatch
 from gallery.saved_searches import saved_search_query
 from tests.conftest import as_upload
 from tests.images import image_bytes
+from tests.index_run import embed_and_match
 
 pytestmark = pytest.mark.django_db
 API = "/api/v1/saved-searches"
@@ -42,7 +43,7 @@ def embed_new(upload, seeds):
     from gallery.models import Image
 
     pks = [upload(seed, title=f"New {seed}")[0].pk for seed in seeds]
-    indexing.images_embed_pending()
+    embed_and_match()
     return list(Image.objects.filter(pk__in=pks).order_by("pk"))
 
 
