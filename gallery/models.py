@@ -86,7 +86,10 @@ class Image(models.Model):
                 fields=["status", "embedding_model", "embedded_at"],
                 condition=models.Q(embedding__isnull=False),
                 name="image_fresh_segment",
-            )
+            ),
+            # A run started by uploads lists the rows no model has embedded yet (the new
+            # uploads): a few rows, found without reading the embedded ones, the whole gallery.
+            models.Index(fields=["status"], condition=models.Q(embedding__isnull=True), name="image_without_vector"),
         ]
 
     def __str__(self):
