@@ -200,3 +200,25 @@ def test_the_embed_step_alone_neither_groups_nor_matches(member, published_cat, 
     upload(data=photo("chelsea", width=200, quality=40), title="Cat, small copy")
     assert indexing.images_embed_pending().embedded == 1
     assert not DuplicateGroup.objects.exists() and not SavedSearchMatch.objects.exists()
+
+
+def test_a_local_index_copy_is_checked_once_and_again_when_its_files_change(published_cat, monkeypatch):
+    """Each task process loads the index: reading all of its files every time would cost
+    seconds at a million images, so a copy is checked once, and again once it changed."""
+    from gallery import index_cache
+    from indexer import index as annoy_index
+
+    checked = []
+    real = annoy_index.verify_files
+    monkeypatch.setattr(annoy_index, "verify_files", lambda directory, manifest: (checked.append(directory), real(directory, manifest)))
+    index_cache.clear_index_cache()
+    assert len(index_cache.current_index()) == 2 and len(checked) == 1
+    index_cache.clear_index_cache()  # another process on this host
+    assert len(index_cache.current_index()) == 2 and len(checked) == 1
+    copy = checked[0] / annoy_index.INDEX_FILE
+    with open(copy, "r+b") as handle:  # damaged on this host's disk
+        handle.seek(100)
+        handle.write(b"\xff" * 64)
+    index_cache.clear_index_cache()
+    assert len(index_cache.current_index()) == 2  # refused, fetched again from storage, checked
+    assert len(checked) == 3

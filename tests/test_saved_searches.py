@@ -167,3 +167,37 @@ def test_api_parity(member, other_member, indexed_gallery, upload, settings):
 
     assert api.delete(f"{API}/{body['id']}/").status_code == 204
     assert not SavedSearch.objects.filter(pk=body["id"]).exists()
+
+
+def test_a_member_keeps_at_most_the_cap_and_is_told_so(member_client, member, indexed_gallery, settings):
+    from django.core.cache import cache
+
+    cache.clear()
+    settings.SAVED_SEARCHES_PER_USER = 2
+    for text in ("cats", "dogs"):
+        assert member_client.post("/saved/", {"q": text}).status_code == 302
+    refused = member_client.post("/saved/", {"q": "birds"})
+    assert refused.status_code == 400
+    assert "You have 2 saved searches, the most one member can keep; delete one to save another." in refused.content.decode()
+    api = api_as(member)
+    answer = api.post(f"{API}/", {"text": "birds"}, format="multipart")
+    assert answer.status_code == 400 and "You have 2 saved searches" in str(answer.json())
+    assert sorted(SavedSearch.objects.filter(user=member).values_list("text", flat=True)) == ["cats", "dogs"]
+    # Deleting one makes room again.
+    member_client.post(f"/saved/{SavedSearch.objects.get(text='cats').pk}/delete/")
+    assert api.post(f"{API}/", {"text": "birds"}, format="multipart").status_code == 201
+
+
+def test_saving_searches_is_throttled_on_the_page_and_the_api_together(member_client, member, indexed_gallery, settings):
+    from django.core.cache import cache
+
+    cache.clear()
+    settings.API_SAVED_SEARCH_RATE = "2/min"
+    assert member_client.post("/saved/", {"q": "cats"}).status_code == 302
+    assert api_as(member).post(f"{API}/", {"text": "dogs"}, format="multipart").status_code == 201
+    assert member_client.post("/saved/", {"q": "birds"}).status_code == 429
+    assert api_as(member).post(f"{API}/", {"text": "birds"}, format="multipart").status_code == 429
+    assert sorted(SavedSearch.objects.values_list("text", flat=True)) == ["cats", "dogs"]
+    # Reading is not throttled.
+    assert member_client.get("/saved/").status_code == 200 and api_as(member).get(f"{API}/").status_code == 200
+    cache.clear()
