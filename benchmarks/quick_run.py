@@ -1,7 +1,7 @@
 """One upload's quick run: every task a DAG run started by uploads executes, by gallery size.
 
     .venv/bin/python -m benchmarks.quick_run [--items 10000,100000,1000000] [--repeats 3]
-        [--galleries /tmp/quickrun-galleries] [--model ViT-B-32] [--config-dir DIR]
+        [--galleries /tmp/quickrun-galleries] [--model ViT-B-32] [--config-dir DIR] [--build-only]
 
 A gallery of ``--items`` indexed rows with synthetic CLIP-shaped vectors (benchmarks.index's
 ``clip_like_vectors``, inserted as benchmarks.fresh_segment's ``add_rows``) and an Annoy index
@@ -49,13 +49,18 @@ def main(argv=None) -> str:
     parser.add_argument("--galleries", default="/tmp/quickrun-galleries")
     parser.add_argument("--model", default="ViT-B-32")
     parser.add_argument("--config-dir", default="")
+    parser.add_argument("--build-only", action="store_true", help="build (or keep) the galleries, measure nothing")
     args = parser.parse_args(argv)
     sizes = [int(size) for size in args.items.split(",")]
     results = {}
     for items in sizes:
         folder = Path(args.galleries) / f"{items}-{args.model}"
         run_alone(build_gallery, str(folder), items, args.model, args.config_dir)
+        if args.build_only:
+            continue
         results[items] = [run_alone(one_run, str(folder), args.model, args.config_dir) for _ in range(args.repeats)]
+    if args.build_only:
+        return ""
     out = report(results, sizes, args)
     print(out)
     return out
