@@ -43,7 +43,9 @@ class EmbedReport:
     failed: int = 0
     seconds: float = 0.0
     model_id: str = ""  # the model the embedding ran with (publish needs no model of its own then)
-    # The rows embedded: the DAG's near-duplicate and saved-search tasks take these, and only these.
+    # The rows embedded for the first time (new uploads, or queued again by a curator): the DAG's
+    # near-duplicate and saved-search tasks take these, and only these. Rows re-embedded after a
+    # model change are not listed: their duplicates and matches were looked for when they were new.
     ids: list[int] = field(default_factory=list)
 
     @property
@@ -101,6 +103,7 @@ def images_embed_pending(
     if ids is not None:
         queryset = queryset.filter(pk__in=ids)
     todo = list(queryset.order_by("pk").values_list("pk", "file"))
+    first_time = set(queryset.filter(embedding_model="").values_list("pk", flat=True))
     report = EmbedReport(model_id=model.model_id)
     if not todo:
         return report
@@ -127,7 +130,7 @@ def images_embed_pending(
                 Image.objects.filter(pk=pk).update(status=Image.Status.FAILED, error=reason[:2000])
         _index_live(batch.keys, batch.vectors, model.model_id)
         report.embedded += len(batch.keys)
-        report.ids += [int(pk) for pk in batch.keys]
+        report.ids += [int(pk) for pk in batch.keys if pk in first_time]
         report.failed += len(batch.failures)
         bar.update(len(batch.keys) + len(batch.failures))
     bar.close()

@@ -11,10 +11,15 @@ they get and filter there.
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 
 from gallery import fresh_segment
+from gallery.errors import NotReady
 from gallery.index_backend import current_reader, index_errors, is_live
+
+logger = logging.getLogger(__name__)
 
 
 def nearest_stored(vectors: np.ndarray, *, model_id: str, k: int) -> list[list[tuple[int, float]]]:
@@ -24,7 +29,11 @@ def nearest_stored(vectors: np.ndarray, *, model_id: str, k: int) -> list[list[t
     re-embedded with it are all in the fresh segment)."""
     vectors = np.asarray(vectors, dtype=np.float32)
     found: list[dict[int, float]] = [{} for _ in range(len(vectors))]
-    index = current_reader()
+    try:
+        index = current_reader()
+    except NotReady as exc:  # the current version is in the engine INDEX_BACKEND left: the next publish replaces it
+        logger.warning("near neighbours from the fresh segment only: %s", exc)
+        index = None
     if index is not None and index.info.model == model_id:
         with index_errors():
             for n, vector in enumerate(vectors):

@@ -117,34 +117,44 @@ def saved_searches_mark_seen(*, searches: Iterable[SavedSearch], at=None) -> Non
 
 def saved_searches_record_matches(*, image_ids: Iterable[int], model_id: str) -> int:
     """Score the embedded, visible images of ``image_ids`` (vectors of ``model_id``) against
-    every saved search, in one matrix product, and record the matches at or above
-    SEARCH_WEAK_SCORE. Returns how many were recorded; running it again records nothing more.
+    every saved search and record the matches at or above SEARCH_WEAK_SCORE. Returns how many
+    were recorded; running it again records nothing more.
 
-    Reads the new rows and the saved searches' stored vectors, never the rest of the gallery;
-    the text encoder runs only for a search whose vector belongs to another model (after a
-    model change), once, and the new vector is kept."""
-    if not model_id or not SavedSearch.objects.exists():
+    Reads the new rows (a block at a time) and the saved searches' stored vectors, never the
+    rest of the gallery; the text encoder runs only for a search whose vector belongs to
+    another model (after a model change), once, and the new vector is kept."""
+    wanted = sorted(set(image_ids))
+    if not model_id or not wanted or not SavedSearch.objects.exists():
         return 0
-    wanted, rows = sorted(set(image_ids)), []
-    for start in range(0, len(wanted), 500):  # SQLite takes a limited number of parameters
-        rows += Image.objects.filter(
-            pk__in=wanted[start : start + 500], embedding_model=model_id, embedding__isnull=False, hidden=False
-        ).values_list("pk", "embedding", "uploaded_at")
-    if not rows:
-        return 0
-    ids = np.fromiter((pk for pk, _, _ in rows), dtype=np.int64, count=len(rows))
-    vectors = np.vstack([np.frombuffer(bytes(blob), dtype=np.float32) for _, blob, _ in rows])
-    uploaded = np.array([at.timestamp() for _, _, at in rows])
-    candidates = SavedSearch.objects.filter(created_at__lte=max(at for _, _, at in rows))
-    _encode_stale(candidates, model_id)
+    _encode_stale(SavedSearch.objects.all(), model_id)
     searches = list(
-        candidates.filter(query_model=model_id, query_vector__isnull=False).values_list("pk", "query_vector", "created_at")
+        SavedSearch.objects.filter(query_model=model_id, query_vector__isnull=False).values_list(
+            "pk", "query_vector", "created_at"
+        )
     )
     if not searches:
         return 0
     queries = np.vstack([np.frombuffer(bytes(blob), dtype=np.float32) for _, blob, _ in searches])
     saved_at = np.array([at.timestamp() for _, _, at in searches])
-    scores = queries @ vectors.T  # (saved searches, new images): the one matrix product
+    recorded = 0
+    for start in range(0, len(wanted), 500):  # SQLite takes a limited number of parameters
+        rows = list(
+            Image.objects.filter(
+                pk__in=wanted[start : start + 500], embedding_model=model_id, embedding__isnull=False, hidden=False
+            ).values_list("pk", "embedding", "uploaded_at")
+        )
+        if rows:
+            recorded += _record(rows, searches, queries, saved_at)
+    if recorded:
+        logger.info("saved searches: %d new match(es) recorded", recorded)
+    return recorded
+
+
+def _record(rows: list[tuple], searches: list[tuple], queries: np.ndarray, saved_at: np.ndarray) -> int:
+    ids = np.fromiter((pk for pk, _, _ in rows), dtype=np.int64, count=len(rows))
+    vectors = np.vstack([np.frombuffer(bytes(blob), dtype=np.float32) for _, blob, _ in rows])
+    uploaded = np.array([at.timestamp() for _, _, at in rows])
+    scores = queries @ vectors.T  # (saved searches, new images): one matrix product
     # Only images uploaded after the search was saved count: re-embedding the gallery with a
     # new model does not announce old photos as new.
     hits = (scores >= settings.SEARCH_WEAK_SCORE) & (uploaded[None, :] >= saved_at[:, None])
@@ -155,19 +165,10 @@ def saved_searches_record_matches(*, image_ids: Iterable[int], model_id: str) ->
     if not found:
         return 0
     with transaction.atomic():
-        known = set()
-        for start in range(0, len(ids), 500):
-            known.update(
-                SavedSearchMatch.objects.filter(image_id__in=ids[start : start + 500].tolist()).values_list(
-                    "saved_search_id", "image_id"
-                )
-            )
+        known = set(SavedSearchMatch.objects.filter(image_id__in=ids.tolist()).values_list("saved_search_id", "image_id"))
         found = [match for match in found if (match.saved_search_id, match.image_id) not in known]
         SavedSearchMatch.objects.bulk_create(found, batch_size=500, ignore_conflicts=True)
-        recorded = len(found)
-    if recorded:
-        logger.info("saved searches: %d new match(es) recorded", recorded)
-    return recorded
+    return len(found)
 
 
 def _encode_stale(searches: QuerySet[SavedSearch], model_id: str) -> int:

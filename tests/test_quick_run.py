@@ -228,3 +228,13 @@ def test_a_local_index_copy_is_checked_once_and_again_when_its_files_change(publ
     index_cache.clear_index_cache()
     assert len(index_cache.current_index()) == 2  # refused, fetched again from storage, checked
     assert len(checked) == 3
+
+
+def test_the_embed_report_lists_only_images_embedded_for_the_first_time(published_cat, upload):
+    """A model change re-embeds the whole gallery: its duplicates and matches were looked for
+    when each image was new, so the tasks after embed get only the new images."""
+    cat, coffee = published_cat
+    Image.objects.filter(pk=cat.pk).update(embedding_model="an older model")  # to be embedded again
+    new, _ = upload(seed=5, title="New")
+    report = indexing.images_embed_pending()
+    assert report.embedded == 2 and report.ids == [new.pk]
