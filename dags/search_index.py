@@ -11,8 +11,8 @@ arrive during a run wait, and the next run consumes all of them: a burst of uplo
 handful of runs, not one per photo.
 
     find_pending -> embed (one mapped task per chunk of ids) -> publish -> prune
-                          \-> near_duplicates
-                          \-> saved_search_matches
+                      |-> near_duplicates       (the ids the embed tasks report)
+                      '-> saved_search_matches  (the same ids)
 
 The last two read only the ids the embed tasks report, their candidates and the saved
 searches' stored vectors: what they cost does not grow with the gallery.

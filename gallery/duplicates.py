@@ -17,9 +17,9 @@ left out: a curator has already dealt with them.
 docs/performance.md ("Near-duplicates") measures the rule: pHash carries it; CLIP's cosine is a
 cheap first cut that, with real weights, also stops two different photos whose hashes happen
 to collide. Every pair the rule accepts has a cosine of at least ``DuplicateRule.floor`` (0.8 by
-default): such close vectors are each other's nearest neighbours in practice, so asking the
-engine for a few dozen finds them (the engine's recall at such cosines is what the recall gate
-checks for every build).
+default): such close vectors are among each other's nearest neighbours, so asking the engine
+for a few dozen finds them (the recall gate holds every Annoy build to finding a stored vector's
+own image in its top 10, the easiest case of the same thing).
 """
 
 from __future__ import annotations
