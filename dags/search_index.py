@@ -11,6 +11,11 @@ arrive during a run wait, and the next run consumes all of them: a burst of uplo
 handful of runs, not one per photo.
 
     find_pending -> embed (one mapped task per chunk of ids) -> publish -> prune
+                      |-> near_duplicates       (the ids the embed tasks report)
+                      '-> saved_search_matches  (the same ids)
+
+The last two read only the ids the embed tasks report, their candidates and the saved
+searches' stored vectors: what they cost does not grow with the gallery.
 """
 
 from __future__ import annotations
@@ -111,7 +116,34 @@ def search_index():
 
         return index_prune()
 
-    prune(publish(embed.expand(ids=find_pending())))
+    @task(trigger_rule="none_failed")
+    def near_duplicates(reports: list[dict]) -> int:
+        """Group the new images with their near-duplicates, found through the search engine
+        (nearest stored vectors, then the hashes of those candidates only)."""
+        ids = [pk for report in reports for pk in report.get("ids", ())]
+        if not ids:
+            return 0
+        _django()
+        from gallery.duplicates import near_duplicates_find
+
+        return len(near_duplicates_find(image_ids=ids))  # logs the groups
+
+    @task(trigger_rule="none_failed")
+    def saved_search_matches(reports: list[dict]) -> int:
+        """Record the new images that match members' saved searches (their stored vectors)."""
+        _django()
+        from gallery.indexing import EmbedReport
+        from gallery.saved_searches import saved_searches_record_matches
+
+        total = EmbedReport.total(reports)
+        if not total.ids:
+            return 0
+        return saved_searches_record_matches(image_ids=total.ids, model_id=total.model_id)  # logs the count
+
+    reports = embed.expand(ids=find_pending())
+    prune(publish(reports))
+    near_duplicates(reports)
+    saved_search_matches(reports)
 
 
 search_index()

@@ -1,21 +1,25 @@
 """Near-duplicates: the same photo uploaded again resized, re-compressed, cropped a little or
 slightly colour-shifted (the exact same bytes are already refused by the upload's SHA-256).
 
-After an embed run, each newly embedded image is compared with every stored vector of the
-same model (exact numpy: a matrix-vector product per new image, fine up to ~100k images, when
-the matrix is 200 MB of float32 at 512 dimensions; past that, ask the Annoy index instead). A
-pair is a near-duplicate when its cosine is at least ``DUPLICATE_MIN_COSINE`` and its
-perceptual hashes (gallery/perceptual_hash.py, taken at upload) agree: the crop-tolerant
-256-bit distance at most ``DUPLICATE_MAX_PHASH256_DISTANCE``, or, where either row predates
-the 256-bit hashes, the 64-bit distance at most ``DUPLICATE_MAX_PHASH_DISTANCE``; rows without
-any hash need ``DUPLICATE_COSINE_ALONE`` instead. ``manage.py hash_images`` fills in the
-hashes of older rows. Pairs are joined into groups with union-find, and a
-group that meets an open group merges into it. Hidden images are left out: a curator has
-already dealt with them.
+After an embed run, the DAG's ``near_duplicates`` task (or ``manage.py hash_images``) asks the
+search engine for each newly embedded image's nearest stored vectors (``gallery.neighbours``:
+the current index and the fresh segment; DUPLICATE_CANDIDATES of them) and compares the image
+with those candidates only, and with the other new images of the run: the rows read do not grow
+with the gallery. A pair is a near-duplicate when its cosine is at least
+``DUPLICATE_MIN_COSINE`` and its perceptual hashes (gallery/perceptual_hash.py, taken at
+upload) agree: the crop-tolerant 256-bit distance at most ``DUPLICATE_MAX_PHASH256_DISTANCE``,
+or, where either row predates the 256-bit hashes, the 64-bit distance at most
+``DUPLICATE_MAX_PHASH_DISTANCE``; rows without any hash need ``DUPLICATE_COSINE_ALONE``
+instead. ``manage.py hash_images`` fills in the hashes of older rows. Pairs are joined into
+groups with union-find, and a group that meets an open group merges into it. Hidden images are
+left out: a curator has already dealt with them.
 
 docs/performance.md ("Near-duplicates") measures the rule: pHash carries it; CLIP's cosine is a
 cheap first cut that, with real weights, also stops two different photos whose hashes happen
-to collide.
+to collide. Every pair the rule accepts has a cosine of at least ``DuplicateRule.floor`` (0.8 by
+default): such close vectors are among each other's nearest neighbours, so asking the engine
+for a few dozen finds them (the recall gate holds every Annoy build to finding a stored vector's
+own image in its top 10, the easiest case of the same thing).
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from django.utils import timezone
 from gallery import curation
 from gallery.errors import InvalidInput
 from gallery.models import DuplicateGroup, Image
+from gallery.neighbours import nearest_stored
 from gallery.perceptual_hash import (
     PerceptualHashes,
     crop_tolerant_distance,
@@ -85,7 +90,8 @@ class DuplicateRule:
 def near_duplicate_pairs(
     ids: np.ndarray, vectors: np.ndarray, hashes: list[PerceptualHashes], new: Iterable[int], *, rule: DuplicateRule
 ) -> list[tuple[int, int]]:
-    """Pairs ``(id, id)`` of near-duplicates between rows ``new`` (positions) and all rows."""
+    """Pairs ``(id, id)`` of near-duplicates between rows ``new`` (positions) and all rows
+    (the service passes a new block and its candidates; the benchmark, a whole set)."""
     pairs = set()
     new = np.fromiter(new, dtype=np.int64)
     for start in range(0, len(new), _BLOCK):  # a block of rows per matrix product: BLAS speed, bounded memory
@@ -98,7 +104,7 @@ def near_duplicate_pairs(
     return sorted(pairs)
 
 
-_BLOCK = 256  # x 100k stored vectors: 100 MB of scores at a time
+_BLOCK = 256  # new images per step: their candidates are at most 256 x DUPLICATE_CANDIDATES rows
 
 
 def connected_groups(pairs: Iterable[tuple[int, int]]) -> list[set[int]]:
@@ -120,34 +126,55 @@ def connected_groups(pairs: Iterable[tuple[int, int]]) -> list[set[int]]:
     return sorted(groups.values(), key=min)
 
 
-def find_near_duplicates(image_ids: Iterable[int]) -> list[DuplicateGroup]:
-    """Compare the embedded images of ``image_ids`` with every visible image of the same
-    model and record the near-duplicates as groups. Returns the groups created or grown;
-    running it again changes nothing."""
-    wanted = set(image_ids)
-    visible = Image.objects.filter(embedding__isnull=False, hidden=False).exclude(status=Image.Status.FAILED)
+def near_duplicates_find(*, image_ids: Iterable[int]) -> list[DuplicateGroup]:
+    """Compare the embedded, visible images of ``image_ids`` with their nearest stored vectors
+    and record the near-duplicates as groups. Returns the groups created or grown; running it
+    again changes nothing.
+
+    The search engine proposes the candidates: each image's DUPLICATE_CANDIDATES nearest
+    vectors of its model in the current index and the fresh segment (``gallery.neighbours``),
+    plus the other images of ``image_ids`` (two copies uploaded in one run may not be in the
+    fresh segment yet, if a publish raced with this check). Only the candidates' rows are read;
+    the rule (:class:`DuplicateRule`) is then applied exactly, to their stored vectors and
+    hashes, as before: what the engine changes is which pairs are looked at, never how a pair
+    is judged."""
+    wanted = sorted(set(image_ids))
     rule = DuplicateRule.from_settings()
     touched: dict[int, DuplicateGroup] = {}
-    # Usually one model; a model change re-embeds everything, and each space is compared apart.
-    for model_id in visible.order_by().values_list("embedding_model", flat=True).distinct():
-        rows = list(
-            visible.filter(embedding_model=model_id)
-            .order_by("pk")
-            .values_list("pk", "embedding", "phash", "phash256", "phash256_centre")
-        )
-        if not wanted.intersection(row[0] for row in rows):
-            continue
-        ids = np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
-        vectors = np.vstack([np.frombuffer(bytes(row[1]), dtype=np.float32) for row in rows])
-        hashes = [PerceptualHashes(*row[2:]) for row in rows]
-        new = [n for n, pk in enumerate(ids.tolist()) if pk in wanted]
-        for members in connected_groups(near_duplicate_pairs(ids, vectors, hashes, new, rule=rule)):
-            group = _record_group(members)
-            if group is not None:
-                touched[group.pk] = group
+    for start in range(0, len(wanted), _BLOCK):
+        new_rows = _comparable_rows(wanted[start : start + _BLOCK])
+        # Usually one model; during a model change each space is compared apart.
+        for model_id in sorted({row[1] for row in new_rows}):
+            rows = [row for row in new_rows if row[1] == model_id]
+            new_ids = {row[0] for row in rows}
+            vectors = np.vstack([np.frombuffer(bytes(row[2]), dtype=np.float32) for row in rows])
+            nearest = nearest_stored(vectors, model_id=model_id, k=settings.DUPLICATE_CANDIDATES)
+            candidates = {pk for hits in nearest for pk, score in hits if score >= rule.floor} - new_ids
+            rows += [row for row in _comparable_rows(sorted(candidates)) if row[1] == model_id]
+            ids = np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
+            vectors = np.vstack([np.frombuffer(bytes(row[2]), dtype=np.float32) for row in rows])
+            hashes = [PerceptualHashes(*row[3:]) for row in rows]
+            pairs = near_duplicate_pairs(ids, vectors, hashes, range(len(new_ids)), rule=rule)
+            for members in connected_groups(pairs):
+                group = _record_group(members)
+                if group is not None:
+                    touched[group.pk] = group
     if touched:
         logger.info("near-duplicates: %d group(s) found or grown", len(touched))
     return list(touched.values())
+
+
+def _comparable_rows(ids: list[int]) -> list[tuple]:
+    """``(pk, model, vector bytes, phash, phash256, phash256_centre)`` of the rows of ``ids``
+    that can be near-duplicates: embedded, visible (a curator has dealt with hidden ones), not
+    failed. In pk order."""
+    rows: list[tuple] = []
+    visible = Image.objects.filter(embedding__isnull=False, hidden=False).exclude(status=Image.Status.FAILED)
+    for start in range(0, len(ids), 500):  # SQLite takes a limited number of parameters
+        rows += visible.filter(pk__in=ids[start : start + 500]).order_by("pk").values_list(
+            "pk", "embedding_model", "embedding", "phash", "phash256", "phash256_centre"
+        )
+    return rows
 
 
 def _record_group(members: set[int]) -> DuplicateGroup | None:

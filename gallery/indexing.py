@@ -11,7 +11,7 @@ import socket
 import time
 import uuid
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -25,13 +25,11 @@ from tqdm import tqdm
 
 from gallery import clip, recall_gate
 from gallery.artifacts import store_artifact
-from gallery.duplicates import find_near_duplicates
 from gallery.errors import StorageUnavailable, Unavailable
 from gallery.fresh_segment import fresh_rows
 from gallery.index_backend import index_backend, index_errors, is_live, live_upsert
 from gallery.index_cache import local_index_dir
 from gallery.models import Image, IndexVersion, PublishLease
-from gallery.saved_searches import saved_searches_record_matches
 from indexer import index as annoy_index
 from indexer.backends import IndexBackend, IndexReader, IndexUnavailable, VersionInfo, VersionNotFound
 from indexer.pipeline import embed_sources
@@ -45,13 +43,20 @@ class EmbedReport:
     failed: int = 0
     seconds: float = 0.0
     model_id: str = ""  # the model the embedding ran with (publish needs no model of its own then)
+    # The rows embedded for the first time (new uploads, or queued again by a curator): the DAG's
+    # near-duplicate and saved-search tasks take these, and only these. Rows re-embedded after a
+    # model change are not listed: their duplicates and matches were looked for when they were new.
+    ids: list[int] = field(default_factory=list)
 
     @property
     def rate(self) -> float:
         return self.embedded / self.seconds if self.seconds else 0.0
 
     def as_dict(self) -> dict:
-        return {"embedded": self.embedded, "failed": self.failed, "seconds": self.seconds, "model_id": self.model_id}
+        return {
+            "embedded": self.embedded, "failed": self.failed, "seconds": self.seconds, "model_id": self.model_id,
+            "ids": list(self.ids),
+        }
 
     @classmethod
     def total(cls, reports) -> "EmbedReport":
@@ -59,6 +64,7 @@ class EmbedReport:
         rows = [r.as_dict() if isinstance(r, cls) else r for r in reports]
         total = cls(**{key: sum(row[key] for row in rows) for key in ("embedded", "failed", "seconds")})
         total.model_id = next((row["model_id"] for row in rows if row.get("model_id")), "")
+        total.ids = sorted(pk for row in rows for pk in row.get("ids", ()))
         return total
 
 
@@ -97,6 +103,7 @@ def images_embed_pending(
     if ids is not None:
         queryset = queryset.filter(pk__in=ids)
     todo = list(queryset.order_by("pk").values_list("pk", "file"))
+    first_time = set(queryset.filter(embedding_model="").values_list("pk", flat=True))
     report = EmbedReport(model_id=model.model_id)
     if not todo:
         return report
@@ -123,6 +130,7 @@ def images_embed_pending(
                 Image.objects.filter(pk=pk).update(status=Image.Status.FAILED, error=reason[:2000])
         _index_live(batch.keys, batch.vectors, model.model_id)
         report.embedded += len(batch.keys)
+        report.ids += [int(pk) for pk in batch.keys if pk in first_time]
         report.failed += len(batch.failures)
         bar.update(len(batch.keys) + len(batch.failures))
     bar.close()
@@ -131,8 +139,6 @@ def images_embed_pending(
         "embedded %d images (%d failed) in %.1f s, %.1f images/s with %s",
         report.embedded, report.failed, report.seconds, report.rate, model.model_id,
     )
-    find_near_duplicates([pk for pk, _ in todo])  # new vectors against all stored ones: groups for curators
-    saved_searches_record_matches([pk for pk, _ in todo])  # new matches of members' saved searches
     return report
 
 
@@ -544,8 +550,16 @@ class PipelineReport:
 
 
 def index_refresh(*, progress: bool = False) -> PipelineReport:
-    """The whole pipeline inline: embed what is pending, publish if anything changed, prune."""
+    """The whole pipeline inline, the DAG's tasks in turn: embed what is pending, look for
+    near-duplicates and saved-search matches among the new images, publish if anything
+    changed, prune."""
+    # The DAG's own tasks, not steps of embedding: the write path does not call them itself.
+    from gallery.duplicates import near_duplicates_find
+    from gallery.saved_searches import saved_searches_record_matches
+
     embed = images_embed_pending(progress=progress)
+    near_duplicates_find(image_ids=embed.ids)
+    saved_searches_record_matches(image_ids=embed.ids, model_id=embed.model_id)
     published = index_publish(embed_report=embed, progress=progress)
     pruned = index_prune() if published else []
     return PipelineReport(embed=embed, published=published, pruned=pruned)

@@ -112,6 +112,9 @@ class Image(models.Model):
             ),
             # The timeline: newest taken first, and keyset pages that seek rather than skip.
             models.Index(fields=["-taken_at", "-id"], name="image_timeline"),
+            # A run started by uploads lists the rows no model has embedded yet (the new
+            # uploads): a few rows, found without reading the embedded ones, the whole gallery.
+            models.Index(fields=["status"], condition=models.Q(embedding__isnull=True), name="image_without_vector"),
         ]
 
     def __str__(self):
@@ -356,6 +359,10 @@ class SavedSearch(models.Model):
     image_weight = models.FloatField(_("image weight"), default=1.0)
     negative_text = models.CharField(_("but not"), max_length=300, blank=True)
     negative_weight = models.FloatField(_("negative weight"), default=0.5)
+    # The combined query vector, encoded once when saved (gallery.saved_searches) and again only
+    # when the gallery's model changes: matching new images never runs the text encoder.
+    query_vector = models.BinaryField(_("query vector"), null=True, editable=False)  # float32 bytes
+    query_model = models.CharField(_("vector space of the query vector"), max_length=200, blank=True, editable=False)
     created_at = models.DateTimeField(_("saved at"), auto_now_add=True)
     # Matches found after this are "new" on the member's page; null: never looked.
     last_seen_at = models.DateTimeField(_("last looked at"), null=True, blank=True)

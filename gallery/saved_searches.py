@@ -1,12 +1,21 @@
 """Saved searches: a member keeps a query and is shown the images that match it as they arrive.
 
 The query's fields are stored in the row (a signed query token expires after
-SEARCH_TOKEN_MAX_AGE); an example image only as its vector. After each embed run,
-:func:`saved_searches_record_matches` scores the run's new vectors against every saved search,
-exactly (one matrix-vector product per search, the same cosine search ranks by, and no cut at
-SEARCH_MAX_RESULTS however large the gallery), and records those at or above SEARCH_WEAK_SCORE.
-Only images uploaded after the search was saved count: re-embedding the gallery with a new
-model does not announce old photos as new.
+SEARCH_TOKEN_MAX_AGE); an example image only as its vector. The combined query vector is
+encoded once, when the search is saved, and kept with the id of its model; it is encoded again
+only after the gallery's model changes (at the first run that needs it). A member keeps at
+most SAVED_SEARCHES_PER_USER of them.
+
+After each embed run, the DAG's ``saved_search_matches`` task calls
+:func:`saved_searches_record_matches` with the run's new images: one matrix product of the
+stored query vectors by the new vectors, and every pair at or above SEARCH_WEAK_SCORE is a
+match. That is the cosine that search ranks by (CLIP's side of the results page), with no cut
+at SEARCH_MAX_RESULTS however large the gallery. It is not the whole of the results page's
+rule: a text query's page also fuses a keyword ranking (titles, tags, descriptions) by rank,
+which has no per-image threshold that could say "this new image matches"; so a new image
+that only its words would bring onto the page is not announced. Only images uploaded after
+the search was saved count: re-embedding the gallery with a new model does not announce old
+photos as new.
 """
 
 from __future__ import annotations
@@ -16,6 +25,7 @@ from collections.abc import Iterable
 
 import numpy as np
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.db.models import Count, F, Q, QuerySet
 from django.utils import timezone
@@ -34,17 +44,31 @@ def saved_search_create(*, user, query: SearchQuery, name: str = "") -> SavedSea
     if query.similar_to is not None:
         raise InvalidInput("“More like this image” searches cannot be saved; save a text or image search.")
     query.check_weights()
-    return SavedSearch.objects.create(
-        user=user,
-        name=" ".join(name.split())[:NAME_MAX_LENGTH],
-        text=query.text,
-        text_weight=query.text_weight,
-        image_vector=None if query.image_vector is None else np.asarray(query.image_vector, dtype=np.float32).tobytes(),
-        image_model=query.image_model if query.image_vector is not None else "",
-        image_weight=query.image_weight,
-        negative_text=query.negative_text,
-        negative_weight=query.negative_weight,
-    )
+    _check_cap(user)  # before encoding: a member at the cap costs no model time
+    vector, space = query.vector()  # encoded once, here (a search just encoded it: cached); BadQuery if it cannot be
+    with transaction.atomic():
+        # One member's saves take turns, so two at once cannot both pass the cap.
+        get_user_model().objects.select_for_update().filter(pk=user.pk).first()
+        _check_cap(user)
+        return SavedSearch.objects.create(
+            user=user,
+            name=" ".join(name.split())[:NAME_MAX_LENGTH],
+            text=query.text,
+            text_weight=query.text_weight,
+            image_vector=None if query.image_vector is None else np.asarray(query.image_vector, dtype=np.float32).tobytes(),
+            image_model=query.image_model if query.image_vector is not None else "",
+            image_weight=query.image_weight,
+            negative_text=query.negative_text,
+            negative_weight=query.negative_weight,
+            query_vector=np.asarray(vector, dtype=np.float32).tobytes(),
+            query_model=space,
+        )
+
+
+def _check_cap(user) -> None:
+    cap = settings.SAVED_SEARCHES_PER_USER
+    if SavedSearch.objects.filter(user=user).count() >= cap:
+        raise InvalidInput(f"You have {cap} saved searches, the most one member can keep; delete one to save another.")
 
 
 def saved_search_query(saved: SavedSearch) -> SearchQuery:
@@ -91,45 +115,91 @@ def saved_searches_mark_seen(*, searches: Iterable[SavedSearch], at=None) -> Non
     SavedSearch.objects.filter(pk__in=[s.pk for s in searches]).update(last_seen_at=at)
 
 
-def saved_searches_record_matches(image_ids: Iterable[int]) -> int:
-    """Score the embedded, visible images of ``image_ids`` against every saved search and record
-    the matches at or above SEARCH_WEAK_SCORE. Returns how many were recorded; running it again
-    records nothing more."""
-    from gallery import clip
+def saved_searches_record_matches(*, image_ids: Iterable[int], model_id: str) -> int:
+    """Score the embedded, visible images of ``image_ids`` (vectors of ``model_id``) against
+    every saved search and record the matches at or above SEARCH_WEAK_SCORE. Returns how many
+    were recorded; running it again records nothing more.
 
-    model_id = clip.embedder().model_id
-    if not SavedSearch.objects.exists():
+    Reads the new rows (a block at a time) and the saved searches' stored vectors, never the
+    rest of the gallery; the text encoder runs only for a search whose vector belongs to
+    another model (after a model change), once, and the new vector is kept."""
+    wanted = sorted(set(image_ids))
+    if not model_id or not wanted or not SavedSearch.objects.exists():
         return 0
-    wanted, rows = sorted(set(image_ids)), []
-    for start in range(0, len(wanted), 500):  # SQLite takes a limited number of parameters
-        rows += Image.objects.filter(
-            pk__in=wanted[start : start + 500], embedding_model=model_id, embedding__isnull=False, hidden=False
-        ).values_list("pk", "embedding", "uploaded_at")
-    if not rows:
+    _encode_stale(SavedSearch.objects.all(), model_id)
+    searches = list(
+        SavedSearch.objects.filter(query_model=model_id, query_vector__isnull=False).values_list(
+            "pk", "query_vector", "created_at"
+        )
+    )
+    if not searches:
         return 0
-    ids = np.fromiter((pk for pk, _, _ in rows), dtype=np.int64, count=len(rows))
-    vectors = np.vstack([np.frombuffer(bytes(blob), dtype=np.float32) for _, blob, _ in rows])
-    uploaded = [at for _, _, at in rows]
+    queries = np.vstack([np.frombuffer(bytes(blob), dtype=np.float32) for _, blob, _ in searches])
+    saved_at = np.array([at.timestamp() for _, _, at in searches])
     recorded = 0
-    for saved in SavedSearch.objects.filter(created_at__lte=max(uploaded)).iterator():
-        try:
-            vector, space = saved_search_query(saved).vector()
-        except BadQuery as exc:  # an example image from another model: it cannot be compared any more
-            logger.info("saved search %s skipped: %s", saved.pk, exc)
-            continue
-        if space != model_id:
-            continue
-        scores = vectors @ vector
-        found = [
-            SavedSearchMatch(saved_search=saved, image_id=int(ids[n]), score=float(scores[n]))
-            for n in np.flatnonzero(scores >= settings.SEARCH_WEAK_SCORE)
-            if uploaded[n] >= saved.created_at
-        ]
-        if found:
-            with transaction.atomic():
-                before = saved.matches.count()
-                SavedSearchMatch.objects.bulk_create(found, ignore_conflicts=True)
-                recorded += saved.matches.count() - before
+    for start in range(0, len(wanted), 500):  # SQLite takes a limited number of parameters
+        rows = list(
+            Image.objects.filter(
+                pk__in=wanted[start : start + 500], embedding_model=model_id, embedding__isnull=False, hidden=False
+            ).values_list("pk", "embedding", "uploaded_at")
+        )
+        if rows:
+            recorded += _record(rows, searches, queries, saved_at)
     if recorded:
         logger.info("saved searches: %d new match(es) recorded", recorded)
     return recorded
+
+
+def _record(rows: list[tuple], searches: list[tuple], queries: np.ndarray, saved_at: np.ndarray) -> int:
+    ids = np.fromiter((pk for pk, _, _ in rows), dtype=np.int64, count=len(rows))
+    vectors = np.vstack([np.frombuffer(bytes(blob), dtype=np.float32) for _, blob, _ in rows])
+    uploaded = np.array([at.timestamp() for _, _, at in rows])
+    scores = queries @ vectors.T  # (saved searches, new images): one matrix product
+    # Only images uploaded after the search was saved count: re-embedding the gallery with a
+    # new model does not announce old photos as new.
+    hits = (scores >= settings.SEARCH_WEAK_SCORE) & (uploaded[None, :] >= saved_at[:, None])
+    found = [
+        SavedSearchMatch(saved_search_id=searches[s][0], image_id=int(ids[n]), score=float(scores[s, n]))
+        for s, n in zip(*np.nonzero(hits))
+    ]
+    if not found:
+        return 0
+    with transaction.atomic():
+        known = set(SavedSearchMatch.objects.filter(image_id__in=ids.tolist()).values_list("saved_search_id", "image_id"))
+        found = [match for match in found if (match.saved_search_id, match.image_id) not in known]
+        SavedSearchMatch.objects.bulk_create(found, batch_size=500, ignore_conflicts=True)
+    return len(found)
+
+
+def _encode_stale(searches: QuerySet[SavedSearch], model_id: str) -> int:
+    """Encode (once) the saved searches whose stored vector is missing or of another model,
+    when ``model_id`` is the model this process has: a model change re-encodes each search
+    once, at the first run after it. Returns how many were encoded."""
+    stale = searches.exclude(query_model=model_id)
+    if not stale.exists():
+        return 0
+    from gallery import clip
+
+    if clip.embedder().model_id != model_id:  # vectors of a model this process does not run
+        return 0
+    encoded = 0
+    for saved in stale.iterator():
+        vector, space = _query_vector(saved_search_query(saved), saved_pk=saved.pk)
+        SavedSearch.objects.filter(pk=saved.pk).update(query_vector=vector, query_model=space)
+        encoded += 1
+    logger.info("saved searches: %d query vector(s) encoded with %s", encoded, model_id)
+    return encoded
+
+
+def _query_vector(query: SearchQuery, *, saved_pk: int | None = None) -> tuple[bytes | None, str]:
+    """The query's vector as stored (float32 bytes) and its model. A search whose example image
+    belongs to another model cannot be encoded any more: it is stored without a vector for the
+    configured model, matches nothing, and is not encoded again (logged)."""
+    from gallery import clip
+
+    try:
+        vector, space = query.vector()
+    except BadQuery as exc:
+        logger.info("saved search %s cannot be matched: %s", saved_pk, exc)
+        return None, clip.embedder().model_id
+    return np.asarray(vector, dtype=np.float32).tobytes(), space

@@ -12,7 +12,8 @@ from django.views.decorators.http import require_POST
 
 from gallery import access, saved_searches, search
 from gallery.errors import GalleryError
-from gallery.views import _failure
+from gallery.throttles import SavedSearchThrottle, throttled
+from gallery.views import _failure, _too_many
 
 MATCHES_SHOWN = 24  # per saved search on the page; the API pages through all of them
 
@@ -38,6 +39,8 @@ def saved_list(request):
 
 
 def _save(request):
+    if wait := throttled(request, SavedSearchThrottle):
+        return _too_many(request, wait)
     token, text = request.POST.get("query", ""), request.POST.get("q", "")
     try:
         query = search.SearchQuery.from_token(token) if token else search.text_query(text)

@@ -60,6 +60,10 @@ class UploadThrottle(_SettingsRateThrottle):
     scope, setting = "upload", "API_UPLOAD_RATE"
 
 
+class SavedSearchThrottle(_SettingsRateThrottle):
+    scope, setting = "saved-search", "API_SAVED_SEARCH_RATE"
+
+
 def throttled(request, *throttles: type[SimpleRateThrottle]) -> float | None:
     """``None`` when ``request`` may go on (and counts it), else seconds to wait (for pages;
     DRF views use ``throttle_classes``)."""

@@ -78,8 +78,10 @@ def run_dag(airflow_env, settings):
     """run_dag() -> (succeeded, log): one `airflow dags test search_index` on this test's data."""
     env = dag_env(airflow_env, settings)
 
-    def run():
-        done = subprocess.run([*AIRFLOW, "dags", "test", "search_index"], env=env, capture_output=True, text=True, timeout=300)
+    def run(**extra_env):
+        done = subprocess.run(
+            [*AIRFLOW, "dags", "test", "search_index"], env={**env, **extra_env}, capture_output=True, text=True, timeout=300
+        )
         log = done.stdout + done.stderr
         return done.returncode == 0 and "state=success" in log, log
 
@@ -137,7 +139,7 @@ def test_dagbag_has_the_dag_without_import_errors(airflow_env):
     assert done.returncode == 0, done.stderr
     found = json.loads(done.stdout.strip().splitlines()[-1])
     assert found["errors"] == {} and found["dags"] == ["search_index"]
-    assert found["tasks"] == ["embed", "find_pending", "prune", "publish"]
+    assert found["tasks"] == ["embed", "find_pending", "near_duplicates", "prune", "publish", "saved_search_matches"]
     # Hourly, or as soon as the gallery announces new uploads, whichever comes first.
     assert found["schedule"] == "AssetOrTimeSchedule" and found["assets"] == [NEW_UPLOADS_ASSET_URI]
     assert found["cron"] == "0 * * * *"
@@ -202,6 +204,32 @@ def test_a_broken_image_fails_alone_and_a_crashed_publish_is_finished_next_run(r
     assert "0 images to embed" in log  # nothing embedded twice
     assert IndexVersion.objects.get(is_current=True).version != before.version
     assert Image.objects.get(pk=waiting.pk).status == "indexed"
+
+
+def test_a_run_groups_near_duplicates_and_records_saved_search_matches_in_tasks_of_their_own(run_dag, django_user_model):
+    from gallery.models import DuplicateGroup, SavedSearchMatch
+    from gallery.saved_searches import saved_search_create
+    from tests.test_duplicates import photo
+
+    member = django_user_model.objects.create_user("member", password="member-password")
+    saved = saved_search_create(user=member, query=search.text_query("a cat"))  # its vector is stored now
+    cat = upload_bytes(photo("chelsea"), "cat.jpg")
+    copy = upload_bytes(photo("chelsea", width=200, quality=40), "cat-small.jpg")
+    coffee = upload_bytes(photo("coffee"), "coffee.jpg")
+
+    ok, log = run_dag(SEARCH_WEAK_SCORE="-1")  # every new image matches the saved search
+    assert ok, log
+    for task in ("near_duplicates", "saved_search_matches"):
+        assert f"end task task_id={task} " in log, log[-3000:]
+    assert "near-duplicates: 1 group(s) found or grown" in log and "saved searches: 3 new match(es) recorded" in log
+    assert [set(group.members.values_list("pk", flat=True)) for group in DuplicateGroup.objects.all()] == [{cat.pk, copy.pk}]
+    assert set(SavedSearchMatch.objects.filter(saved_search=saved).values_list("image", flat=True)) == {cat.pk, copy.pk, coffee.pk}
+
+
+def upload_bytes(data: bytes, filename: str):
+    from gallery.uploads import image_create
+
+    return image_create(file=io.BytesIO(data), filename=filename)[0]
 
 
 def airflow_token(url: str, username: str, password: str) -> str:

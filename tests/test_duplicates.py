@@ -11,10 +11,11 @@ from django.core.management import call_command
 from PIL import Image as PILImage
 from rest_framework.test import APIClient
 
-from gallery import duplicates, indexing
+from gallery import duplicates
 from gallery.models import DuplicateGroup, Image
 from gallery.perceptual_hash import perceptual_hashes
 from gallery.samples import available_samples
+from tests.index_run import embed_and_match
 from tests.searching import by_text
 
 pytestmark = pytest.mark.django_db
@@ -41,7 +42,7 @@ def copies(upload):
     copy, _ = upload(data=photo("chelsea", width=200, quality=40), title="Cat, small copy")
     coffee, _ = upload(data=photo("coffee"), title="Coffee")
     rocket, _ = upload(data=photo("rocket"), title="Rocket")
-    assert indexing.images_embed_pending().embedded == 4
+    assert embed_and_match().embedded == 4
     return cat, copy, coffee, rocket
 
 
@@ -92,14 +93,14 @@ def test_a_resized_recompressed_copy_is_grouped_and_distinct_photos_are_not(copi
     assert members(group) == {cat.pk, copy.pk} and not group.resolved
     assert not coffee.duplicate_groups.exists() and not rocket.duplicate_groups.exists()
     # Running the check again (an embed run that is retried) records nothing more.
-    assert duplicates.find_near_duplicates([cat.pk, copy.pk, coffee.pk, rocket.pk]) == []
+    assert duplicates.near_duplicates_find(image_ids=[cat.pk, copy.pk, coffee.pk, rocket.pk]) == []
     assert DuplicateGroup.objects.count() == 1 and members(DuplicateGroup.objects.get()) == {cat.pk, copy.pk}
 
 
 def test_a_later_copy_joins_the_open_group(copies, upload):
     cat, copy, _, _ = copies
     third, _ = upload(data=photo("chelsea", width=260, quality=60), title="Cat, third copy")
-    indexing.images_embed_pending()
+    embed_and_match()
     assert members(DuplicateGroup.objects.get()) == {cat.pk, copy.pk, third.pk}
 
 
@@ -108,7 +109,7 @@ def cropped_coffee(copies, upload):
     """The coffee photo again with 5% cut off each side: its 64-bit whole-frame hash is 18 of
     64 bits from the original's (more than DUPLICATE_MAX_PHASH_DISTANCE allows)."""
     crop, _ = upload(data=photo("coffee", crop=0.05), title="Coffee, cropped")
-    assert indexing.images_embed_pending().embedded == 1
+    assert embed_and_match().embedded == 1
     return crop
 
 
@@ -123,7 +124,7 @@ def test_rows_without_the_256_bit_hashes_fall_back_to_the_64_bit_hash(copies, cr
     cat, copy, coffee, _ = copies
     Image.objects.filter(pk__in=[copy.pk, cropped_coffee.pk]).update(phash256=None, phash256_centre=None)
     DuplicateGroup.objects.all().delete()
-    found = duplicates.find_near_duplicates(Image.objects.values_list("pk", flat=True))
+    found = duplicates.near_duplicates_find(image_ids=Image.objects.values_list("pk", flat=True))
     # The cat's small copy still agrees on 64 bits; the crop, read as a whole frame, does not.
     assert [members(group) for group in found] == [{cat.pk, copy.pk}]
     assert not coffee.duplicate_groups.exists()
@@ -150,9 +151,9 @@ def test_without_hashes_only_a_very_close_vector_counts(copies, settings):
     Image.objects.update(phash=None, phash256=None, phash256_centre=None)
     DuplicateGroup.objects.all().delete()
     settings.DUPLICATE_COSINE_ALONE = 1.01  # nothing is that close
-    assert duplicates.find_near_duplicates([cat.pk, copy.pk, coffee.pk]) == []
+    assert duplicates.near_duplicates_find(image_ids=[cat.pk, copy.pk, coffee.pk]) == []
     settings.DUPLICATE_COSINE_ALONE = -1  # everything is
-    assert [members(g) for g in duplicates.find_near_duplicates([cat.pk])] == [set(Image.objects.values_list("pk", flat=True))]
+    assert [members(g) for g in duplicates.near_duplicates_find(image_ids=[cat.pk])] == [set(Image.objects.values_list("pk", flat=True))]
 
 
 def test_api_lists_groups_for_curators_and_keep_hides_the_others(copies):

@@ -11,11 +11,12 @@ from django.contrib.auth.models import User
 from django.test import Client
 from rest_framework.test import APIClient
 
-from gallery import indexing, search
+from gallery import search
 from gallery.models import SavedSearch, SavedSearchMatch
 from gallery.saved_searches import saved_search_query
 from tests.conftest import as_upload
 from tests.images import image_bytes
+from tests.index_run import embed_and_match
 
 pytestmark = pytest.mark.django_db
 API = "/api/v1/saved-searches"
@@ -42,7 +43,7 @@ def embed_new(upload, seeds):
     from gallery.models import Image
 
     pks = [upload(seed, title=f"New {seed}")[0].pk for seed in seeds]
-    indexing.images_embed_pending()
+    embed_and_match()
     return list(Image.objects.filter(pk__in=pks).order_by("pk"))
 
 
@@ -166,3 +167,37 @@ def test_api_parity(member, other_member, indexed_gallery, upload, settings):
 
     assert api.delete(f"{API}/{body['id']}/").status_code == 204
     assert not SavedSearch.objects.filter(pk=body["id"]).exists()
+
+
+def test_a_member_keeps_at_most_the_cap_and_is_told_so(member_client, member, indexed_gallery, settings):
+    from django.core.cache import cache
+
+    cache.clear()
+    settings.SAVED_SEARCHES_PER_USER = 2
+    for text in ("cats", "dogs"):
+        assert member_client.post("/saved/", {"q": text}).status_code == 302
+    refused = member_client.post("/saved/", {"q": "birds"})
+    assert refused.status_code == 400
+    assert "You have 2 saved searches, the most one member can keep; delete one to save another." in refused.content.decode()
+    api = api_as(member)
+    answer = api.post(f"{API}/", {"text": "birds"}, format="multipart")
+    assert answer.status_code == 400 and "You have 2 saved searches" in str(answer.json())
+    assert sorted(SavedSearch.objects.filter(user=member).values_list("text", flat=True)) == ["cats", "dogs"]
+    # Deleting one makes room again.
+    member_client.post(f"/saved/{SavedSearch.objects.get(text='cats').pk}/delete/")
+    assert api.post(f"{API}/", {"text": "birds"}, format="multipart").status_code == 201
+
+
+def test_saving_searches_is_throttled_on_the_page_and_the_api_together(member_client, member, indexed_gallery, settings):
+    from django.core.cache import cache
+
+    cache.clear()
+    settings.API_SAVED_SEARCH_RATE = "2/min"
+    assert member_client.post("/saved/", {"q": "cats"}).status_code == 302
+    assert api_as(member).post(f"{API}/", {"text": "dogs"}, format="multipart").status_code == 201
+    assert member_client.post("/saved/", {"q": "birds"}).status_code == 429
+    assert api_as(member).post(f"{API}/", {"text": "birds"}, format="multipart").status_code == 429
+    assert sorted(SavedSearch.objects.values_list("text", flat=True)) == ["cats", "dogs"]
+    # Reading is not throttled.
+    assert member_client.get("/saved/").status_code == 200 and api_as(member).get(f"{API}/").status_code == 200
+    cache.clear()

@@ -217,6 +217,9 @@ DUPLICATE_MIN_COSINE = env.float("DUPLICATE_MIN_COSINE", default=0.8)
 DUPLICATE_MAX_PHASH256_DISTANCE = env.int("DUPLICATE_MAX_PHASH256_DISTANCE", default=70)
 DUPLICATE_MAX_PHASH_DISTANCE = env.int("DUPLICATE_MAX_PHASH_DISTANCE", default=12)
 DUPLICATE_COSINE_ALONE = env.float("DUPLICATE_COSINE_ALONE", default=0.97)
+# How many nearest stored vectors (index and fresh segment) each new image is compared with;
+# only those candidates' hashes are read, whatever the gallery's size.
+DUPLICATE_CANDIDATES = env.int("DUPLICATE_CANDIDATES", default=32)
 
 # "Reindex now" triggers the DAG through Airflow's REST API when AIRFLOW_API_URL is set,
 # and otherwise runs the same pipeline inline.
@@ -281,6 +284,10 @@ GALLERY_REQUIRE_LOGIN = env.bool("GALLERY_REQUIRE_LOGIN", default=env.bool("API_
 API_SEARCH_RATE = env.str("API_SEARCH_RATE", default="120/min")
 API_UPLOAD_RATE = env.str("API_UPLOAD_RATE", default="60/min")
 API_SIGN_IN_RATE = env.str("API_SIGN_IN_RATE", default="10/min")
+# Saving a search, per member (page and API): each saved search is scored against every new
+# image, so they are capped per member and their creation is throttled.
+API_SAVED_SEARCH_RATE = env.str("API_SAVED_SEARCH_RATE", default="30/hour")
+SAVED_SEARCHES_PER_USER = env.int("SAVED_SEARCHES_PER_USER", default=100)
 API_TOKEN_LIFETIME_DAYS = env.int("API_TOKEN_LIFETIME_DAYS", default=90)
 API_MAX_PAGE_SIZE = env.int("API_MAX_PAGE_SIZE", default=100)
 SPECTACULAR_SETTINGS = {

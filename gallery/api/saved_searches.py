@@ -16,6 +16,7 @@ from gallery.api.permissions import CanView
 from gallery.api.serializers import CombinedSearchSerializer, ImageSerializer
 from gallery.api.views import BODY_ERRORS, READ_ERRORS, _valid
 from gallery.models import SavedSearch, SavedSearchMatch
+from gallery.throttles import SavedSearchThrottle
 
 
 class SavedSearchSerializer(serializers.ModelSerializer):
@@ -70,6 +71,9 @@ class SavedSearchViewSet(viewsets.GenericViewSet):
     def get_queryset(self):
         return saved_searches.saved_searches_of(self.request.user)
 
+    def get_throttles(self):
+        return [SavedSearchThrottle()] if self.action == "create" else []
+
     @extend_schema(responses={200: SavedSearchSerializer(many=True), **READ_ERRORS})
     def list(self, request):
         page = self.paginate_queryset(self.get_queryset())
@@ -84,7 +88,9 @@ class SavedSearchViewSet(viewsets.GenericViewSet):
         responses={201: SavedSearchSerializer, **BODY_ERRORS, **READ_ERRORS},
     )
     def create(self, request):
-        """Save a text, image or combined search (the fields of the combined search, or a query token)."""
+        """Save a text, image or combined search (the fields of the combined search, or a query token).
+        A member keeps at most SAVED_SEARCHES_PER_USER (400 past it) and saves at most
+        API_SAVED_SEARCH_RATE (429 past it)."""
         data = _valid(SaveSearchSerializer, request.data)
         if data["query"]:
             query = search.SearchQuery.from_token(data["query"])

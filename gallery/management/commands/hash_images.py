@@ -1,6 +1,6 @@
 from django.core.management.base import BaseCommand
 
-from gallery.duplicates import find_near_duplicates, images_hash_missing
+from gallery.duplicates import images_hash_missing, near_duplicates_find
 
 
 class Command(BaseCommand):
@@ -14,7 +14,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, batch_size, **options):
         hashed = images_hash_missing(batch_size=batch_size)
-        groups = find_near_duplicates(hashed) if hashed else []
+        groups = near_duplicates_find(image_ids=hashed) if hashed else []
         self.stdout.write(
             self.style.SUCCESS(f"Hashed {len(hashed)} images; {len(groups)} near-duplicate group(s) found or grown.")
         )
