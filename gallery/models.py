@@ -86,7 +86,14 @@ class Image(models.Model):
                 fields=["status", "embedding_model", "embedded_at"],
                 condition=models.Q(embedding__isnull=False),
                 name="image_fresh_segment",
-            )
+            ),
+            # /media/ finds the row a path belongs to (gallery.views.media): one index lookup
+            # per file, for a made-up path too, instead of reading the table.
+            models.Index(fields=["file"], name="image_file"),
+            models.Index(fields=["thumbnail"], name="image_thumbnail"),
+            # The gallery grid and the API list, newest first, page by page from a cursor
+            # (gallery.keyset): the same cost for the first page and the millionth row.
+            models.Index(fields=["uploaded_at", "id"], name="image_newest_first"),
         ]
 
     def __str__(self):
