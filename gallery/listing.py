@@ -64,11 +64,11 @@ def index_counts() -> dict[str, int]:
     if counts is None:
         pending, indexed = Q(status=Image.Status.PENDING), Q(status=Image.Status.INDEXED)
         embedded, visible = Q(embedded_at__isnull=False), Q(hidden=False)
-        counts = Image.objects.aggregate(  # one query for all four
-            indexed=Count("pk", filter=indexed & visible),
-            fresh=Count("pk", filter=pending & embedded & visible),
-            waiting=Count("pk", filter=pending & ~embedded),
-            failed=Count("pk", filter=Q(status=Image.Status.FAILED)),
+        counts = Image.objects.aggregate(  # one query for all four; COUNT(status), never null, so the index covers it
+            indexed=Count("status", filter=indexed & visible),
+            fresh=Count("status", filter=pending & embedded & visible),
+            waiting=Count("status", filter=pending & ~embedded),
+            failed=Count("status", filter=Q(status=Image.Status.FAILED)),
         )
         if settings.INDEX_STATUS_CACHE_SECONDS > 0:
             cache.set(STATUS_COUNTS_KEY, counts, settings.INDEX_STATUS_CACHE_SECONDS)

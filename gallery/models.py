@@ -94,6 +94,9 @@ class Image(models.Model):
             # The gallery grid and the API list, newest first, page by page from a cursor
             # (gallery.keyset): the same cost for the first page and the millionth row.
             models.Index(fields=["uploaded_at", "id"], name="image_newest_first"),
+            # The status line's counts (gallery.listing.index_counts, cached) read this index
+            # alone, not the rows with their vectors: ~20 bytes a row instead of ~2 KB.
+            models.Index(fields=["status", "hidden", "embedded_at"], name="image_status_counts"),
         ]
 
     def __str__(self):

@@ -166,3 +166,16 @@ def test_without_a_cache_period_the_status_counts_every_time(client, indexed_gal
     assert client.get(f"{API}/index/").json()["waiting"] == 0
     upload(98)
     assert client.get(f"{API}/index/").json()["waiting"] == 1
+
+
+def test_the_status_count_on_a_cache_miss_reads_one_small_index_not_the_rows(client, indexed_gallery):
+    """The count itself still reads every row's entry, once per cache period: from an index of
+    three short columns, not from rows that carry a 2 KB vector each."""
+    response, queries = capture(client, f"{API}/index/")
+    assert response.json()["searchable"] == 20
+    (count,) = [query["sql"] for query in queries if "COUNT(" in query["sql"]]
+    plan = query_plan(count)
+    if connection.vendor == "sqlite":
+        assert "USING COVERING INDEX image_status_counts" in plan, plan
+    else:  # an index-only scan once the visibility map is set; either way PostgreSQL keeps vectors in TOAST
+        assert "on image_status_counts" in plan and "Seq Scan" not in plan, plan

@@ -22,4 +22,8 @@ class Migration(migrations.Migration):
             model_name='image',
             index=models.Index(fields=['uploaded_at', 'id'], name='image_newest_first'),
         ),
+        migrations.AddIndex(
+            model_name='image',
+            index=models.Index(fields=['status', 'hidden', 'embedded_at'], name='image_status_counts'),
+        ),
     ]
