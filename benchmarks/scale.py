@@ -33,6 +33,8 @@ import urllib.request
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+from benchmarks.scratch_gallery import scratch_settings
+
 ROOT = Path(__file__).resolve().parent.parent
 FRESH_ROWS = 500
 SAVED_SEARCHES = 3
@@ -281,46 +283,75 @@ def requests_for(base: str, info: dict, run: str) -> list[tuple[str, object]]:
     ]
 
 
-def measure(folder: Path, env: dict, info: dict, *, port: int, repeats: int) -> dict[str, list[float]]:
+def start_server(env: dict, port: int) -> tuple[subprocess.Popen, str]:
     server = subprocess.Popen(
         [str(ROOT / ".venv/bin/gunicorn"), "webapp.wsgi", "--bind", f"127.0.0.1:{port}", "--workers", "1",
          "--threads", "4", "--log-level", "warning", "--timeout", "300"],
         cwd=ROOT, env={**os.environ, **env},
     )
     base = f"http://127.0.0.1:{port}"
-    times: dict[str, list[float]] = {}
+    for _ in range(600):
+        try:
+            fetch(f"{base}/api/v1/index/")
+            return server, base
+        except (OSError, RuntimeError):
+            if server.poll() is not None:
+                raise RuntimeError("gunicorn exited") from None
+            time.sleep(0.5)
+    raise RuntimeError("gunicorn did not answer")
+
+
+def measure(galleries: dict[int, tuple[dict, dict]], *, port: int, repeats: int, floor) -> dict:
+    """Every gallery's server runs at once and the sizes take turns request by request (the
+    text encoder's floor too, between new text searches), so a load that comes and goes on a
+    shared machine falls on all of them alike. Returns {size: {request: [seconds]}} and the
+    floor samples under the key ``"floor"``."""
+    servers, bases = [], {}
+    times: dict = {size: {} for size in galleries}
+    times["floor"] = []
     try:
-        for _ in range(600):
-            try:
-                fetch(f"{base}/api/v1/index/")
-                break
-            except (OSError, RuntimeError):
-                if server.poll() is not None:
-                    raise RuntimeError("gunicorn exited") from None
-                time.sleep(0.5)
+        for n, (size, (env, _)) in enumerate(galleries.items()):
+            server, bases[size] = start_server(env, port + n)
+            servers.append(server)
         run = str(int(time.time()))
-        for name, make in requests_for(base, info, run):
-            url, headers, expect = make(-1)
-            fetch(url, headers=headers, expect=expect)  # warm-up: model, index, fresh segment, caches
-            times[name] = [fetch(make(n)[0], headers=headers, expect=expect) for n in range(repeats)]
+        plans = {size: requests_for(bases[size], info, f"{run}s{size}") for size, (_, info) in galleries.items()}
+        for index, (name, _) in enumerate(next(iter(plans.values()))):
+            for size in galleries:  # warm-up: model, index, fresh segment, caches
+                url, headers, expect = plans[size][index][1](-1)
+                fetch(url, headers=headers, expect=expect)
+                times[size][name] = []
+            for attempt in range(repeats):
+                if "new text" in name:
+                    times["floor"].append(floor(attempt))
+                for size in galleries:
+                    url, headers, expect = plans[size][index][1](attempt)
+                    times[size][name].append(fetch(url, headers=headers, expect=expect))
     finally:
-        server.terminate()
-        server.wait(timeout=60)
+        for server in servers:
+            server.terminate()
+        for server in servers:
+            server.wait(timeout=60)
     return times
 
 
-def text_floor_ms(model: str, config_dir: str, repeats: int) -> float:
-    """One text encoded by the model in this process (what a new text search must pay)."""
+def text_floor(model: str, config_dir: str, folder: str):
+    """A function timing one new text encoded by the model in this process (what a new text
+    search must pay on top of the rest), with the model loaded and warm."""
+    os.environ.update(scratch_settings(folder, model=model, config_dir=config_dir))
+    import django
+
+    django.setup()
     from gallery import clip
 
     embedder = clip.embedder()
     embedder.encode_texts(["warm up"])
-    floor = []
-    for n in range(repeats):
+
+    def floor(n: int) -> float:
         started = time.perf_counter()
-        embedder.encode_texts([f"floor query {n} {WORDS[n % len(WORDS)]}"])
-        floor.append(time.perf_counter() - started)
-    return statistics.median(floor) * 1000
+        embedder.encode_texts([f"floor query {n} {time.time()} {WORDS[n % len(WORDS)]}"])
+        return time.perf_counter() - started
+
+    return floor
 
 
 def main(argv=None) -> str:
@@ -346,13 +377,9 @@ def main(argv=None) -> str:
         return ""
 
     from benchmarks.report import machine, table
-    from benchmarks.scratch_gallery import scratch_settings
 
-    results, infos = {}, {}
-    if args.prepare:
-        sizes, prepare = [], sizes
-    else:
-        prepare = sizes
+    infos, galleries = {}, {}
+    prepare = sizes
     for size in prepare:
         folder = Path(args.cache_dir) / f"{args.database}-{args.model}-{size}"
         env = gallery_env(folder, size=size, database=args.database, pg_url=args.pg_url, model=args.model,
@@ -371,16 +398,14 @@ def main(argv=None) -> str:
         counted = subprocess.run([sys.executable, "-m", "benchmarks.scale", "--count-only"], cwd=ROOT, env=child_env,
                                  check=True, capture_output=True, text=True)
         infos[size] |= json.loads(counted.stdout.strip().splitlines()[-1])
-        results[size] = measure(folder, env, infos[size], port=args.port, repeats=args.requests)
-
+        galleries[size] = (env, infos[size])
     if args.prepare:
         return ""
-    with tempfile.TemporaryDirectory() as tmp:
-        os.environ.update(scratch_settings(tmp, model=args.model, config_dir=args.config_dir))
-        import django
 
-        django.setup()
-        floor = text_floor_ms(args.model, args.config_dir, max(args.requests, 5))
+    with tempfile.TemporaryDirectory() as tmp:
+        floor_fn = text_floor(args.model, args.config_dir, tmp)
+        results = measure(galleries, port=args.port, repeats=args.requests, floor=floor_fn)
+        floor = statistics.median(results.pop("floor")) * 1000
         cpu = machine()
 
     first = sizes[0]
@@ -400,13 +425,14 @@ def main(argv=None) -> str:
     out = "\n".join(
         [
             f"Per-request cost by gallery size: {args.database}, gunicorn 1 worker x 4 threads on 127.0.0.1, "
-            f"median of {args.requests} sequential requests after one warm-up, {args.model} (torch, random weights)",
+            f"median of {args.requests} sequential requests after one warm-up, the sizes taking turns request by request, "
+            f"{args.model} (torch, random weights)",
             f"CPU: {cpu}",
             "The machine is shared with other jobs: figures move by a few ms between runs.",
             "",
             table(headers, rows),
             "",
-            f"Text-encoder floor (one text, in process): {floor:.1f} ms. " + "; ".join(notes) + ".",
+            f"Text-encoder floor (one text, in this process, between the new text searches): {floor:.1f} ms. " + "; ".join(notes) + ".",
             "Slowest of the status requests (one may count on a cache miss): "
             + ", ".join(f"{max(results[size]['`/api/v1/index/` (status)']) * 1000:.1f} ms at {size:,}" for size in sizes)
             + ".",
