@@ -143,7 +143,7 @@ class ImageViewSet(_HitsPage, viewsets.GenericViewSet):
         return Response(self.get_serializer(image).data)
 
     @extend_schema(responses={200: SearchHitSerializer(many=True), **SEARCH_ERRORS}, tags=["search"])
-    @action(detail=True, methods=["get"])
+    @action(detail=True, methods=["get"], pagination_class=SearchPagination)  # ranked hits page by number, as search does
     def similar(self, request, pk=None):
         """More like this image, from its stored vector; it comes first itself."""
         return self.hits_response(search.SearchQuery.similar(self.get_object()))
