@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -387,6 +388,8 @@ def main(argv=None) -> str:
         child_env = {**os.environ, **env, "PYTHONPATH": str(ROOT)}
         info_path = folder / "info.json"
         if not info_path.exists():
+            if args.database == "sqlite" and folder.exists():
+                shutil.rmtree(folder)  # a build that did not finish (info.json is written last)
             folder.mkdir(parents=True, exist_ok=True)
             started = time.perf_counter()
             subprocess.run([sys.executable, "-m", "benchmarks.scale", "--build-only", "--sizes", str(size)],
