@@ -39,17 +39,24 @@ logger = logging.getLogger(__name__)
 
 _lock = threading.Lock()
 _milvus: tuple[tuple, IndexBackend] | None = None  # (the settings it was built with, the backend)
+_annoy: tuple[tuple, IndexBackend] | None = None
 _reader: IndexReader | None = None  # a live engine's reader of the current version
 
 
 def index_backend() -> IndexBackend:
-    """The configured backend. Milvus' is kept per process (it holds the connection) and built
-    again when its settings change; Annoy's is a folder on this host, cheap to name."""
-    global _milvus
+    """The configured backend, kept per process and built again when its settings change:
+    Milvus' holds the connection; Annoy's is a folder on this host, but every search asks
+    :func:`is_live` twice, so it is not named (and its folder made) again on each call."""
+    global _milvus, _annoy
     if settings.INDEX_BACKEND == "annoy":
-        return get_backend(
-            "annoy", root=local_folder("builds"), n_trees=settings.INDEX_TREES, search_k=settings.INDEX_SEARCH_K
-        )
+        key = (str(settings.INDEX_CACHE_DIR), settings.INDEX_TREES, settings.INDEX_SEARCH_K)
+        annoy = _annoy
+        if annoy is None or annoy[0] != key:
+            annoy = _annoy = (
+                key,
+                get_backend("annoy", root=local_folder("builds"), n_trees=settings.INDEX_TREES, search_k=settings.INDEX_SEARCH_K),
+            )
+        return annoy[1]
     options = {
         "uri": settings.MILVUS_URI,
         "token": settings.MILVUS_TOKEN,
@@ -78,10 +85,10 @@ def clear_backend_cache() -> None:
 
 
 def _close() -> None:
-    global _milvus, _reader
+    global _milvus, _annoy, _reader
     if _milvus is not None:
         _milvus[1].close()
-    _milvus = _reader = None
+    _milvus = _annoy = _reader = None
 
 
 @contextmanager

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from django.conf import settings
+from django.core.cache import cache
 from django.db.models import Count, Q, QuerySet
 
 from gallery import access
@@ -32,17 +33,15 @@ class IndexStatus:
     random_weights: bool  # results carry no meaning
 
 
+STATUS_COUNTS_KEY = "gallery:index-status-counts"
+
+
 def index_status() -> IndexStatus:
+    """The status line's figures. The version is read each time (one indexed query); the
+    counts come from :func:`index_counts`, at most INDEX_STATUS_CACHE_SECONDS old."""
     current = IndexVersion.objects.current()
     model = current.model if current else None
-    pending, indexed = Q(status=Image.Status.PENDING), Q(status=Image.Status.INDEXED)
-    embedded, visible = Q(embedded_at__isnull=False), Q(hidden=False)
-    counts = Image.objects.aggregate(  # one query, whatever the page
-        indexed=Count("pk", filter=indexed & visible),
-        fresh=Count("pk", filter=pending & embedded & visible),
-        waiting=Count("pk", filter=pending & ~embedded),
-        failed=Count("pk", filter=Q(status=Image.Status.FAILED)),
-    )
+    counts = index_counts()
     return IndexStatus(
         searchable=counts["indexed"] + counts["fresh"],
         fresh=counts["fresh"],
@@ -53,3 +52,24 @@ def index_status() -> IndexStatus:
         model=model,
         random_weights=settings.CLIP_PRETRAINED == RANDOM or bool(model and model.endswith("/" + RANDOM)),
     )
+
+
+def index_counts() -> dict[str, int]:
+    """How many images are indexed, fresh, waiting and failed. Counting reads every row (there
+    is no index that answers four counts at once, and a maintained counter would be one more
+    hot row every write touches), so the figures are cached for INDEX_STATUS_CACHE_SECONDS in
+    Django's cache: a page costs a cache lookup, and one request per period (per process with
+    the default local-memory cache) pays for the count."""
+    counts = cache.get(STATUS_COUNTS_KEY)
+    if counts is None:
+        pending, indexed = Q(status=Image.Status.PENDING), Q(status=Image.Status.INDEXED)
+        embedded, visible = Q(embedded_at__isnull=False), Q(hidden=False)
+        counts = Image.objects.aggregate(  # one query for all four; COUNT(status), never null, so the index covers it
+            indexed=Count("status", filter=indexed & visible),
+            fresh=Count("status", filter=pending & embedded & visible),
+            waiting=Count("status", filter=pending & ~embedded),
+            failed=Count("status", filter=Q(status=Image.Status.FAILED)),
+        )
+        if settings.INDEX_STATUS_CACHE_SECONDS > 0:
+            cache.set(STATUS_COUNTS_KEY, counts, settings.INDEX_STATUS_CACHE_SECONDS)
+    return counts

@@ -29,6 +29,7 @@ from gallery import access, curation, search, tags
 from gallery.api.authentication import media_user
 from gallery.errors import GalleryError, http_status, public_message
 from gallery.forms import ImageSearchForm, UploadForm
+from gallery.keyset import keyset_page
 from gallery.listing import gallery_images
 from gallery.models import Image
 from gallery.ranking import RANKINGS
@@ -60,10 +61,11 @@ def _page(request, items):
     return search.paginate(items, request.GET.get("page"))
 
 
-def _other_params(request) -> str:
-    """The query string without ``page``, for the pager's links."""
+def _other_params(request, drop=("page",)) -> str:
+    """The query string without the pager's own parameters, for the pager's links."""
     params = request.GET.copy()
-    params.pop("page", None)
+    for name in drop:
+        params.pop(name, None)
     return params.urlencode() + "&" if params else ""
 
 
@@ -82,10 +84,15 @@ def gallery(request):
     tag = tags.tag_lookup(tag_name) if tag_name else None
     images = gallery_images(request.user, tag=tag) if tag or not tag_name else Image.objects.none()
     try:
-        page = _page(request, images)
+        # Keyset pages (``?before=``/``?after=`` a cursor): no OFFSET, no count of the gallery.
+        page = keyset_page(
+            images, before=request.GET.get("before", ""), after=request.GET.get("after", ""), size=settings.SEARCH_PAGE_SIZE
+        )
     except GalleryError as exc:
         return _failure(request, exc, "gallery/error.html", {})
-    context = {"page": page, "extra": _other_params(request), "tag_name": tag.name if tag else tag_name}
+    extra = _other_params(request, drop=("page", "before", "after"))
+    paged = bool(request.GET.get("before") or request.GET.get("after"))
+    context = {"page": page, "extra": extra, "tag_name": tag.name if tag else tag_name, "paged": paged}
     return render(request, "gallery/gallery.html", context)
 
 

@@ -85,3 +85,16 @@ def test_compaction_benchmark():
 
     out = compaction.main(["--items", "300", "--fresh", "20", "--model", "tiny-test", "--config-dir", CONFIGS])
     assert "| 320 " in out and "compaction s" in out
+
+
+def test_scale_benchmark(tmp_path):
+    """A tiny gallery, built, cached and measured through gunicorn: every request of the table
+    answers as expected (the script checks each status code). One size keeps it short."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("DJANGO_SETTINGS_MODULE", None)
+    command = [sys.executable, "-m", "benchmarks.scale", "--sizes", "150", "--requests", "1", "--model", "tiny-test",
+               "--config-dir", CONFIGS, "--port", str(free_port()), "--cache-dir", str(tmp_path)]
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "| a missing media path (404)" in done.stdout and "| saved-search page `/saved/`" in done.stdout
+    assert "CPU: " in done.stdout and sorted(path.name for path in tmp_path.iterdir()) == ["sqlite-tiny-test-150", "static"]

@@ -16,14 +16,29 @@ def titles(response):
     return re.findall(r'class="gallery-link" title="([^"]*)"', response.content.decode())
 
 
+def all_gallery_titles(client) -> list[str]:
+    """Every title of the grid, following its "Older" links."""
+    shown, response = [], client.get("/")
+    while True:
+        shown += titles(response)
+        older = re.search(r'rel="next" href="\?before=([^"]+)"', response.content.decode())
+        if older is None:
+            return shown
+        response = client.get("/", {"before": older[1]})
+
+
 def test_gallery_pages_sixteen_newest_first(client, indexed_gallery):
     first = client.get("/")
     assert titles(first) == [f"Photo {n}" for n in range(19, 3, -1)]
-    assert "Page 1 of 2" in first.content.decode()
-    second = client.get("/?page=2")
+    older = re.search(r'rel="next" href="\?before=([^"]+)"', first.content.decode())[1]
+    assert "Newer" not in first.content.decode()  # the newest page
+    second = client.get("/", {"before": older})
     assert titles(second) == ["Photo 3", "Photo 2", "Photo 1", "Photo 0"]
-    for bad in ("abc", "0", "3"):  # the API's rule too: a page that is not there is a 404
-        assert client.get(f"/?page={bad}").status_code == 404
+    assert 'rel="next"' not in second.content.decode()  # the oldest page
+    newer = re.search(r'rel="prev" href="\?after=([^"]+)"', second.content.decode())[1]
+    assert titles(client.get("/", {"after": newer})) == titles(first)
+    for bad in ("abc", "0", "1-x", "9" * 30 + "-1"):  # the API's rule too: a page that is not there is a 404
+        assert client.get("/", {"before": bad}).status_code == 404
 
 
 def test_status_line_counts_searchable_and_waiting(client, indexed_gallery, upload):
@@ -90,7 +105,8 @@ def test_hidden_image_page_is_not_found_for_visitors(client, admin_client, index
     Image.objects.filter(pk=image.pk).update(hidden=True)
     assert client.get(image.get_absolute_url()).status_code == 404
     assert admin_client.get(image.get_absolute_url()).status_code == 200
-    assert "Photo 2" not in titles(client.get("/?page=2"))
+    shown = all_gallery_titles(client)
+    assert "Photo 2" not in shown and "Photo 1" in shown and len(shown) == 19
 
 
 def test_upload_page_stores_the_photo(member_client, media):

@@ -1,5 +1,5 @@
 from django.conf import settings
-from rest_framework.pagination import PageNumberPagination
+from rest_framework.pagination import CursorPagination, PageNumberPagination
 from rest_framework.response import Response
 
 
@@ -30,3 +30,17 @@ class SearchPagination(GalleryPagination):
         wrapped = super().get_paginated_response_schema(schema)
         wrapped["properties"]["weak_match"] = {"type": "boolean", "description": "even the best match is poor"}
         return wrapped
+
+
+class ImageListPagination(CursorPagination):
+    """The image list, newest first, in keyset pages: ``next`` and ``previous`` carry a cursor
+    (DRF's ``CursorPagination``), so a deep page costs what the first does and no request
+    counts the gallery (``gallery.keyset`` pages the grid the same way). SEARCH_PAGE_SIZE per
+    page; ``page_size`` up to API_MAX_PAGE_SIZE. A damaged cursor is a 404."""
+
+    ordering = ("-uploaded_at", "-pk")  # index image_newest_first; ties share a timestamp only
+    page_size_query_param = "page_size"
+
+    def get_page_size(self, request):
+        self.page_size, self.max_page_size = settings.SEARCH_PAGE_SIZE, settings.API_MAX_PAGE_SIZE
+        return super().get_page_size(request)

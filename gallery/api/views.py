@@ -19,7 +19,7 @@ from rest_framework.response import Response
 from gallery import access, curation, listing, search
 from gallery.api.authentication import token_expires_at
 from gallery.api.filters import ImageFilter
-from gallery.api.pagination import GalleryPagination, SearchPagination
+from gallery.api.pagination import ImageListPagination, SearchPagination
 from gallery.api.permissions import CanCurate, CanDelete, CanReindex, CanUpload, CanView
 from gallery.api.serializers import (
     CombinedSearchSerializer,
@@ -74,7 +74,7 @@ class ImageViewSet(_HitsPage, viewsets.GenericViewSet):
     parser_classes = [MultiPartParser, JSONParser]  # uploads carry a file; edits are JSON
     queryset = Image.objects.none()  # for the schema; get_queryset() decides
 
-    pagination_class = GalleryPagination
+    pagination_class = ImageListPagination
 
     def get_queryset(self) -> QuerySet[Image]:
         return access.viewable_images(self.request.user).prefetch_related("tags")
@@ -143,7 +143,7 @@ class ImageViewSet(_HitsPage, viewsets.GenericViewSet):
         return Response(self.get_serializer(image).data)
 
     @extend_schema(responses={200: SearchHitSerializer(many=True), **SEARCH_ERRORS}, tags=["search"])
-    @action(detail=True, methods=["get"])
+    @action(detail=True, methods=["get"], pagination_class=SearchPagination)  # ranked hits page by number, as search does
     def similar(self, request, pk=None):
         """More like this image, from its stored vector; it comes first itself."""
         return self.hits_response(search.SearchQuery.similar(self.get_object()))

@@ -42,9 +42,11 @@ export async function journey(baseUrl: string, username: string, password: strin
 
   const lines: string[] = [`uploaded ${id}, new: ${created}`];
   const page = await api.GET("/api/v1/images/", {
-    params: { query: { page: 1, page_size: 32, status: "indexed", uploaded_after: "2026-01-01T00:00:00Z" } },
+    params: { query: { page_size: 32, status: "indexed", uploaded_after: "2026-01-01T00:00:00Z" } },
   });
-  if (page.data) lines.push(`${page.data.count} images, next: ${page.data.next ?? "none"}`);
+  if (page.data) lines.push(`${page.data.results.length} images, next: ${page.data.next ?? "none"}`);
+  const cursor: string | null = page.data?.next ? new URL(page.data.next).searchParams.get("cursor") : null;
+  if (cursor) await api.GET("/api/v1/images/", { params: { query: { cursor } } });
 
   const text = await api.GET("/api/v1/search/", { params: { query: { q: "red running shoes", page_size: 5 } } });
   if (text.error) {
@@ -89,6 +91,8 @@ export async function mistakes(baseUrl: string): Promise<void> {
   await api.GET("/api/v1/search/", { params: { query: { q: 42 } } });
   // @ts-expect-error: a text search needs `q`
   await api.GET("/api/v1/search/", { params: { query: { page: 2 } } });
+  // @ts-expect-error: the image list pages by cursor, not by page number
+  await api.GET("/api/v1/images/", { params: { query: { page: 2 } } });
   // @ts-expect-error: `status` is one of pending, indexed, failed
   await api.GET("/api/v1/images/", { params: { query: { status: "done" } } });
   const text = await api.GET("/api/v1/search/", { params: { query: { q: "cat" } } });

@@ -1,0 +1,181 @@
+"""What a request costs must not grow with the gallery (issue 21): each page makes a pinned
+number of queries, none of them counts the image table or skips rows with OFFSET, and every
+one reads through an index, as the database's own query plan says (SQLite's EXPLAIN QUERY
+PLAN; PostgreSQL's EXPLAIN with sequential scans priced out, so a table small enough to scan in
+a test still shows whether an index could answer). Timings are in benchmarks/scale.py."""
+
+from __future__ import annotations
+
+import re
+import time
+
+import pytest
+from django.core.cache import cache
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from rest_framework.authtoken.models import Token
+
+from gallery.keyset import cursor_of
+from gallery.listing import STATUS_COUNTS_KEY
+from gallery.models import Image, SavedSearch, SavedSearchMatch
+
+API = "/api/v1"
+
+
+def query_plan(sql: str) -> str:
+    with connection.cursor() as cursor:
+        if connection.vendor == "sqlite":
+            cursor.execute(f"EXPLAIN QUERY PLAN {sql}")
+            return "\n".join(str(row[-1]) for row in cursor.fetchall())
+        cursor.execute("SET enable_seqscan = off")
+        try:
+            cursor.execute(f"EXPLAIN {sql}")
+            return "\n".join(row[0] for row in cursor.fetchall())
+        finally:
+            cursor.execute("RESET enable_seqscan")
+
+
+def full_scans(sql: str) -> list[str]:
+    """The tables this query reads whole: a plain scan, or (without a LIMIT) a walk over a
+    whole index."""
+    plan, limited = query_plan(sql), " LIMIT " in sql.upper()
+    if connection.vendor == "sqlite":
+        tables = set(connection.introspection.table_names())  # not a subquery's rows, nor a constant
+        scans = re.findall(r"^\s*SCAN (\S+)(.*)$", plan, flags=re.M)
+        return [
+            table for table, rest in scans
+            # A full-text table answers MATCH from its own index ("VIRTUAL TABLE INDEX 0:M...").
+            if table in tables and not re.search(r"VIRTUAL TABLE INDEX \d+:M", rest) and ("USING" not in rest or not limited)
+        ]
+    return re.findall(r"Seq Scan on (\S+)", plan)
+
+
+def check_queries(queries) -> None:
+    """No query counts the image table, skips rows with OFFSET, or reads a table whole."""
+    for query in queries:
+        sql = query["sql"]
+        if not sql.lstrip().upper().startswith("SELECT"):
+            continue
+        if re.search(r"COUNT\(.*FROM \"gallery_image\"", sql, flags=re.S):
+            # Only the fresh segment's fingerprint counts, over its own partial index: rows
+            # embedded since the last compaction, at most FRESH_SEGMENT_MAX by design.
+            assert "image_fresh_segment" in query_plan(sql), sql
+        assert " OFFSET " not in sql.upper(), sql
+        assert not full_scans(sql), f"{sql}\n{query_plan(sql)}"
+
+
+def capture(client, url, **kwargs):
+    with CaptureQueriesContext(connection) as captured:
+        response = client.get(url, **kwargs)
+    assert response.status_code in (200, 404), (url, response.status_code)
+    return response, captured.captured_queries
+
+
+@pytest.fixture
+def status_cached(settings):
+    settings.INDEX_STATUS_CACHE_SECONDS = 30
+    cache.delete(STATUS_COUNTS_KEY)
+    yield
+    cache.delete(STATUS_COUNTS_KEY)
+
+
+@pytest.fixture
+def saved(member, indexed_gallery):
+    saved = SavedSearch.objects.create(user=member, text="a red square")
+    SavedSearchMatch.objects.bulk_create(SavedSearchMatch(saved_search=saved, image=image, score=0.3) for image in indexed_gallery[:5])
+    return saved
+
+
+# (url, queries) for a visitor: the pinned number of queries of each page, with the status
+# counts in the cache. A change here is a change in what a page costs: check it scales.
+VISITOR_PAGES = {
+    "gallery": ("/", 2),  # the page of 17 rows; the current version for the status line
+    "deep gallery page": ("/?before={cursor}", 2),
+    "image with more like this": ("/images/{pk}/", 10),
+    "search page": ("/search/?q=a+red+square", 10),
+    "API search": (f"{API}/search/?q=a+red+square", 9),
+    "API image list": (f"{API}/images/", 2),
+    "API deep image list": (API + "/images/?cursor={api_cursor}", 2),
+    "status": (f"{API}/index/", 1),
+    "thumbnail": ("/media/{thumbnail}", 1),
+    "missing media path": ("/media/thumbnails/no-such-file.jpg", 2),  # and the 404 page's status line
+}
+
+
+@pytest.mark.parametrize("page", VISITOR_PAGES)
+def test_every_page_reads_through_indexes_in_a_pinned_number_of_queries(client, indexed_gallery, status_cached, page):
+    url, expected = VISITOR_PAGES[page]
+    image = indexed_gallery[8]
+    list_page = client.get(f"{API}/images/", {"page_size": 5}).json()
+    url = url.format(
+        cursor=cursor_of(image), pk=image.pk, thumbnail=image.thumbnail.name,
+        api_cursor=re.search(r"cursor=([^&]+)", list_page["next"])[1],
+    )
+    client.get(f"{API}/index/")  # the status counts, into the cache
+    client.get(url)  # the model, the index and the fresh segment, loaded once per process
+    response, queries = capture(client, url)
+    check_queries(queries)
+    assert len(queries) == expected, "\n".join(query["sql"] for query in queries)
+    if page == "deep gallery page":  # older than the cursor, straight from the index
+        shown = re.findall(r'class="gallery-link" title="([^"]*)"', response.content.decode())
+        assert shown == [f"Photo {n}" for n in range(7, -1, -1)]
+        (paged,) = [query["sql"] for query in queries if '"uploaded_at" <=' in query["sql"]]
+        plan = query_plan(paged)
+        assert ("SEARCH gallery_image USING INDEX image_newest_first" in plan) or ("image_newest_first" in plan and "Index Cond" in plan), plan
+
+
+@pytest.mark.parametrize("url, expected", [("/saved/", 6), (f"{API}/saved-searches/", 3)])
+def test_saved_search_pages_read_through_indexes(client, member, saved, status_cached, url, expected):
+    client.force_login(member)
+    client.get(url)
+    response, queries = capture(client, url, HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=member).key}")
+    assert "a red square" in response.content.decode()
+    check_queries(queries)
+    assert len(queries) == expected, "\n".join(query["sql"] for query in queries)
+
+
+def test_media_path_is_one_index_lookup(client, indexed_gallery, status_cached):
+    image = indexed_gallery[3]
+    client.get(f"{API}/index/")  # the 404 page's status line, from the cache
+    for path, status in ((image.thumbnail.name, 200), (image.file.name, 200), ("originals/made-up.jpg", 404)):
+        response, queries = capture(client, f"/media/{path}")
+        assert response.status_code == status
+        lookups = [query["sql"] for query in queries if 'FROM "gallery_image"' in query["sql"]]
+        assert len(lookups) == 1, lookups
+        lookup = lookups[0]
+        plan = query_plan(lookup)
+        assert "image_file" in plan and "image_thumbnail" in plan and not full_scans(lookup), plan
+
+
+def test_status_counts_come_from_the_cache_at_most_the_stated_seconds_old(client, indexed_gallery, upload, settings, status_cached):
+    settings.INDEX_STATUS_CACHE_SECONDS = 1
+    first = client.get(f"{API}/index/").json()
+    assert (first["searchable"], first["waiting"]) == (20, 0)
+    upload(99)
+    response, queries = capture(client, f"{API}/index/")
+    assert response.json()["waiting"] == 0  # the cached figure, up to a second old
+    assert not any("COUNT(" in query["sql"] for query in queries)
+    assert "20 images searchable" in client.get("/").content.decode()
+    time.sleep(1.1)
+    response, queries = capture(client, f"{API}/index/")
+    assert response.json()["waiting"] == 1 and sum("COUNT(" in query["sql"] for query in queries) == 1
+
+
+def test_without_a_cache_period_the_status_counts_every_time(client, indexed_gallery, upload, settings):
+    settings.INDEX_STATUS_CACHE_SECONDS = 0
+    assert client.get(f"{API}/index/").json()["waiting"] == 0
+    upload(98)
+    assert client.get(f"{API}/index/").json()["waiting"] == 1
+
+
+def test_the_status_count_on_a_cache_miss_reads_one_small_index_not_the_rows(client, indexed_gallery):
+    """The count itself still reads every row's entry, once per cache period: from an index of
+    three short columns, not from rows that carry a 2 KB vector each."""
+    response, queries = capture(client, f"{API}/index/")
+    assert response.json()["searchable"] == 20
+    (count,) = [query["sql"] for query in queries if "COUNT(" in query["sql"]]
+    plan = query_plan(count)
+    if connection.vendor == "sqlite":
+        assert "USING COVERING INDEX image_status_counts" in plan, plan
+    else:  # an index-only scan once the visibility map is set; either way PostgreSQL keeps vectors in TOAST
+        assert "on image_status_counts" in plan and "Seq Scan" not in plan, plan
