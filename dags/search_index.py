@@ -11,6 +11,7 @@ arrive during a run wait, and the next run consumes all of them: a burst of uplo
 handful of runs, not one per photo.
 
     find_pending -> embed (one mapped task per chunk of ids) -> publish -> prune
+                                                               \-> read_text (OCR)
 """
 
 from __future__ import annotations
@@ -111,7 +112,23 @@ def search_index():
 
         return index_prune()
 
-    prune(publish(embed.expand(ids=find_pending())))
+    @task(trigger_rule="all_done")
+    def read_text(ids: list[int] | None = None) -> dict:
+        """Read the words in pictures not read yet (OCR; off with OCR_ENABLED), at most
+        OCR_MAX_PER_RUN a run, the next run going on. After embedding and beside publishing,
+        so new uploads are searchable without waiting for it; whatever embedding did (a failed
+        chunk, nothing to embed), the backlog is read. ``ids`` lets it be mapped over chunks
+        like ``embed``."""
+        _django()
+        from django.conf import settings
+
+        from gallery.ocr import images_read_text
+
+        return images_read_text(ids=ids, limit=settings.OCR_MAX_PER_RUN).as_dict()  # logs the count
+
+    embedded = embed.expand(ids=find_pending())
+    prune(publish(embedded))
+    embedded >> read_text()
 
 
 search_index()
