@@ -39,9 +39,10 @@ class ReadReport:
     failed: int = 0  # could not be decoded or read in time (recorded; not retried until the original changes)
     seconds: float = 0.0
     skipped: bool = False  # OCR_ENABLED is off
+    peak_mb: float = 0.0  # the reading process's peak resident memory
 
     def as_dict(self) -> dict:
-        return {key: getattr(self, key) for key in ("read", "with_text", "failed", "seconds", "skipped")}
+        return {key: getattr(self, key) for key in ("read", "with_text", "failed", "seconds", "skipped", "peak_mb")}
 
 
 def images_needing_text() -> QuerySet[Image]:
@@ -72,6 +73,7 @@ def images_read_text(
                 report.read += 1
                 report.with_text += bool(result.lines)
                 report.failed += bool(error)
+        report.peak_mb = reader.peak_mb
     report.seconds = time.perf_counter() - started
     logger.info(
         "read the text of %d images (%d with text, %d failed) in %.1f s with %s",
@@ -82,7 +84,8 @@ def images_read_text(
 
 def _read_one(reader: TimedReader, name: str) -> tuple[OcrResult, str]:
     """``(result, error)``: an original that cannot be decoded or read in time gives an empty
-    result and why. A store that is down raises (the task fails and retries later)."""
+    result and why. A store that is down, or an engine that cannot start (OcrUnavailable),
+    raises: the task fails and retries later, and no picture is marked for it."""
     try:
         data = reader_of(name)()
         picture = bounded_picture(

@@ -18,11 +18,15 @@ from __future__ import annotations
 
 import io
 import logging
-import multiprocessing
+import os
 import re
+import socket
 import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
@@ -42,6 +46,10 @@ MIN_CHARACTERS = 2
 
 class OcrError(RuntimeError):
     """The engine could not read this picture (the message says why)."""
+
+
+class OcrUnavailable(RuntimeError):
+    """The engine itself cannot run (not installed, cannot start): no picture is to blame."""
 
 
 class OcrTimeout(OcrError):
@@ -90,6 +98,9 @@ class OcrEngine:
         ]
         return OcrResult(lines=lines, seconds=time.perf_counter() - started)
 
+    def load(self) -> None:
+        """Load models or check the program now, rather than at the first picture."""
+
     def _read(self, picture: np.ndarray):
         """Yields ``(text, four (x, y) corners in pixels, confidence 0..1)``."""
         raise NotImplementedError
@@ -102,7 +113,7 @@ class RapidOcrEngine(OcrEngine):
         self.threads = threads
         self._engine = None
 
-    def _read(self, picture):
+    def load(self) -> None:
         if self._engine is None:
             from rapidocr import RapidOCR  # heavy: onnxruntime sessions for three models
 
@@ -113,6 +124,9 @@ class RapidOcrEngine(OcrEngine):
             if self.threads:
                 params["EngineConfig.onnxruntime.intra_op_num_threads"] = self.threads
             self._engine = RapidOCR(params=params)
+
+    def _read(self, picture):
+        self.load()
         output = self._engine(picture)
         if output.boxes is None or output.txts is None:
             return
@@ -125,6 +139,12 @@ class TesseractEngine(OcrEngine):
 
     def __init__(self, threads: int = 1, language: str = "eng", psm: int = 11):
         self.threads, self.language, self.psm = threads, language, psm
+
+    def load(self) -> None:
+        try:
+            subprocess.run(["tesseract", "--version"], capture_output=True, check=True)
+        except (FileNotFoundError, subprocess.CalledProcessError):
+            raise OcrUnavailable("tesseract is not installed (apt-get install tesseract-ocr tesseract-ocr-eng)") from None
 
     def _read(self, picture):
         png = io.BytesIO()
@@ -155,7 +175,7 @@ class TesseractEngine(OcrEngine):
             x1 = max(w[1] + w[3] for w in words)
             y1 = max(w[2] + w[4] for w in words)
             text = " ".join(w[0] for w in words)
-            yield text, [(x0, y0), (x1, y0), (x1, y1), (x0, y1)], min(w[5] for w in words) / 100
+            yield text, [(x0, y0), (x1, y0), (x1, y1), (x0, y1)], sum(w[5] for w in words) / len(words) / 100
 
 
 def create_engine(name: str, *, threads: int = 0) -> OcrEngine:
@@ -187,17 +207,15 @@ class TimedReader:
         self.engine, self.seconds, self.threads = engine, seconds, threads
         self._process = None
         self._conn = None
+        self.peak_mb = 0.0  # the reading process's peak resident memory (its own and its programs')
 
     def read(self, picture: np.ndarray) -> OcrResult:
-        if self._process is None or not self._process.is_alive():
+        if self._process is None or self._process.poll() is not None:
             self._start()
         self._conn.send(picture)
-        # The first read also loads the models: allow for that once.
-        limit = self.seconds + (self._startup if not self._warm else 0)
-        if not self._conn.poll(limit):
+        if not self._conn.poll(self.seconds):
             self._kill()
             raise OcrTimeout(f"reading the text took longer than {self.seconds:g} s")
-        self._warm = True
         try:
             kind, value = self._conn.recv()
         except EOFError:  # the child died (out of memory, a crash in native code)
@@ -205,34 +223,52 @@ class TimedReader:
             raise OcrError("the OCR engine stopped while reading this picture") from None
         if kind == "error":
             raise OcrError(value)
-        return value
+        result, self.peak_mb = value
+        return result
 
-    _startup = 60.0  # seconds a child may take to load its models, on top of the first limit
+    STARTUP_SECONDS = 120.0  # for a child to start and load its models (not counted per picture)
 
     def _start(self) -> None:
-        # spawn: a fresh interpreter, so nothing of the parent (Django's connections, torch's
-        # threads) is copied into the child.
-        context = multiprocessing.get_context("spawn")
-        self._conn, child = context.Pipe()
-        self._process = context.Process(target=_serve, args=(child, self.engine, self.threads), daemon=True)
-        self._process.start()
-        child.close()
-        self._warm = False
+        # A fresh interpreter running this module (not multiprocessing's spawn, which imports
+        # the parent's main script again: Airflow's, a benchmark's), so nothing of the parent
+        # (Django's connections, torch's threads) is copied in. They talk over a socket pair.
+        ours, theirs = socket.socketpair()
+        root = str(Path(__file__).resolve().parent.parent)
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH", "")]))}
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "indexer.ocr", str(theirs.fileno()), self.engine, str(self.threads)],
+            pass_fds=[theirs.fileno()],
+            env=env,
+        )
+        theirs.close()
+        self._conn = Connection(ours.detach())
+        # The child says when its engine is loaded; the time limit counts from there.
+        if not self._conn.poll(self.STARTUP_SECONDS):
+            self._kill()
+            raise OcrUnavailable(f"the OCR engine did not start within {self.STARTUP_SECONDS:g} s")
+        try:
+            kind, value = self._conn.recv()
+        except EOFError:
+            self._kill()
+            raise OcrUnavailable("the OCR engine could not start") from None
+        if kind == "error":
+            self._kill()
+            raise OcrUnavailable(value)
 
     def _kill(self) -> None:
         if self._process is not None:
             self._process.kill()
-            self._process.join(5)
+            self._process.wait(5)
         if self._conn is not None:
             self._conn.close()
         self._process = self._conn = None
 
     def close(self) -> None:
-        if self._process is not None and self._process.is_alive():
+        if self._process is not None and self._process.poll() is None:
             try:
                 self._conn.send(None)
-                self._process.join(5)
-            except (BrokenPipeError, OSError):
+                self._process.wait(5)
+            except (OSError, subprocess.TimeoutExpired):
                 pass
         self._kill()
 
@@ -245,6 +281,12 @@ class TimedReader:
 
 def _serve(conn, engine_name: str, threads: int) -> None:
     engine = create_engine(engine_name, threads=threads)
+    try:
+        engine.load()
+    except Exception as exc:
+        conn.send(("error", f"{type(exc).__name__}: {exc}"[:500]))
+        return
+    conn.send(("ready", None))
     while True:
         try:
             picture = conn.recv()
@@ -253,10 +295,24 @@ def _serve(conn, engine_name: str, threads: int) -> None:
         if picture is None:
             return
         try:
-            conn.send(("ok", engine.read(picture)))
+            result = engine.read(picture)
+            conn.send(("ok", (result, _peak_mb())))
         except Exception as exc:  # reported to the parent, which records it for this picture
             conn.send(("error", f"{type(exc).__name__}: {exc}"[:500]))
 
 
+def _peak_mb() -> float:
+    import resource
+
+    usage = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+    return usage / 1024  # kB on Linux
+
+
 def _relative(box, width: int, height: int) -> tuple[tuple[float, float], ...]:
     return tuple((round(min(max(x / width, 0.0), 1.0), 4), round(min(max(y / height, 0.0), 1.0), 4)) for x, y in box)
+
+
+if __name__ == "__main__":  # the child of TimedReader: python -m indexer.ocr FD ENGINE THREADS
+    from indexer import ocr  # by its own name, so what it sends unpickles as indexer.ocr's classes
+
+    ocr._serve(Connection(int(sys.argv[1])), sys.argv[2], int(sys.argv[3]))

@@ -3,6 +3,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from gallery.errors import StorageUnavailable
 from gallery.ocr import images_needing_text, images_read_text
+from indexer.ocr import OcrUnavailable
 
 
 class Command(BaseCommand):
@@ -22,7 +23,7 @@ class Command(BaseCommand):
             self.stdout.write(f"{images_needing_text().count()} pictures to read with {settings.OCR_ENGINE}.")
         try:
             report = images_read_text(limit=limit, again=again, progress=options["verbosity"] > 0)
-        except StorageUnavailable as exc:
+        except (StorageUnavailable, OcrUnavailable) as exc:
             raise CommandError(f"{exc}; run the command again later (what was read is kept).") from None
         rate = report.read / report.seconds if report.seconds else 0.0
         self.stdout.write(
