@@ -30,6 +30,9 @@ from indexer.images import ImageRejected
 from indexer.ocr import OcrError, OcrResult, TimedReader, bounded_picture
 
 logger = logging.getLogger(__name__)
+# A picture of a printed page reads as pages of text; search needs its words, not all of them,
+# and every search result row carries this column.
+MAX_TEXT = 10_000
 
 
 @dataclass
@@ -109,7 +112,7 @@ def _read_one(reader: TimedReader, name: str) -> tuple[OcrResult, str]:
 def _store(pk: int, name: str, result: OcrResult, error: str) -> bool:
     """Write what was read, unless the row was deleted or got another original meanwhile
     (then the next run reads the new one). Returns whether it was written."""
-    text = result.text
+    text = result.text[:MAX_TEXT]
     with transaction.atomic():
         if not Image.objects.filter(pk=pk, file=name).update(ocr_text=text, ocr_terms=keywords.code_spellings(text)):
             return False

@@ -20,6 +20,7 @@ import io
 import logging
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -239,6 +240,7 @@ class TimedReader:
             [sys.executable, "-m", "indexer.ocr", str(theirs.fileno()), self.engine, str(self.threads)],
             pass_fds=[theirs.fileno()],
             env=env,
+            start_new_session=True,  # its own process group: a kill also stops a running tesseract
         )
         theirs.close()
         self._conn = Connection(ours.detach())
@@ -257,7 +259,10 @@ class TimedReader:
 
     def _kill(self) -> None:
         if self._process is not None:
-            self._process.kill()
+            try:
+                os.killpg(self._process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
             self._process.wait(5)
         if self._conn is not None:
             self._conn.close()

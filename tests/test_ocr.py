@@ -25,6 +25,8 @@ from gallery.indexing import index_refresh
 from gallery.models import Image, ImageText
 from gallery.ocr import images_needing_text, images_read_text
 from indexer.ocr import OcrTimeout, TesseractEngine, TimedReader, bounded_picture
+from tests.conftest import as_upload
+from tests.test_dag import airflow_env, run_dag  # noqa: F401 (fixtures: real Airflow runs the DAG)
 
 pytestmark = pytest.mark.django_db
 FONT = "/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf"
@@ -153,7 +155,7 @@ def test_undecodable_and_oversized_originals_are_recorded_not_retried(settings):
     broken = stored(label_photo(), name="broken.jpg")
     replace_original(broken, b"bytes that are no image")
     settings.UPLOAD_MAX_FULL_DECODE_PIXELS = 100_000  # a PNG must decode whole: this one is over the bound
-    big = stored(label_photo(fmt="PNG", size=(400, 300)), name="big.png")
+    big = stored(label_photo(size=(400, 300)), name="big.jpg")  # a JPEG decodes at reduced scale: accepted
     replace_original(big, label_photo(fmt="PNG", size=(640, 480)), extension="png")
 
     report = images_read_text()
@@ -224,6 +226,32 @@ def test_tesseract_reads_a_flat_label():
 
 
 # --- search: page and API -----------------------------------------------------------------------
+
+@pytest.mark.django_db(transaction=True)
+def test_uploaded_label_is_found_by_its_code_after_the_dag_ran(run_dag, django_user_model, client):
+    from rest_framework.authtoken.models import Token
+    from rest_framework.test import APIClient
+
+    api = APIClient()
+    api.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=django_user_model.objects.create_user('member')).key}")
+    created = api.post("/api/v1/images/", {"file": as_upload(label_photo(), name="shoe-box.jpg"), "title": "Shoe box"})
+    assert created.status_code == 201, created.content
+    pk = created.json()["id"]
+    assert client.get("/api/v1/search/", {"q": "sku10473", "ranking": "keywords"}).json()["results"] == []
+
+    ok, log = run_dag()
+    assert ok, log
+    assert "read the text of 1 images (1 with text, 0 failed)" in log
+    for query in ("SKU-10473", "sku10473", "SKU 10473"):
+        hits = client.get("/api/v1/search/", {"q": query}).json()["results"]
+        assert hits[0]["image"]["id"] == pk and hits[0]["text_read"][0]["matched_words"] == ["SKU-10473"], query
+        page = client.get(reverse("gallery:search"), {"q": query})
+        assert page.context["page"].object_list[0].image.pk == pk
+    ok, log = run_dag()  # nothing new: nothing read again
+    assert ok, log
+    assert "read the text of" not in log
+    assert ImageText.objects.count() == 1
+
 
 def test_page_and_api_find_the_label_by_its_code_and_say_which_words_matched(client, admin_client):
     image = stored(label_photo(), title="Running shoes")
