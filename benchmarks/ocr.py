@@ -274,7 +274,10 @@ def run(args) -> str:
         uploaded.append((sample, image.pk))
     print(f"{len(samples)} pictures made and uploaded in {time.perf_counter() - started:.1f} s", file=sys.stderr)
 
-    results = [evaluate(engine, uploaded) for engine in args.engines.split(",")]
+    results = []
+    for engine in args.engines.split(","):
+        results.append(evaluate(engine, uploaded))
+        print(results[-1], file=sys.stderr, flush=True)  # each engine's figures as soon as they are in
     kinds = ["code printed", "code joined", "code spaced", "name"]
     rows = []
     for r in results:

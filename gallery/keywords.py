@@ -38,6 +38,7 @@ CODE = re.compile(r"(?=[^ ]*\d)(?=[^ ]*[^\W\d_])\w+(?:[-_./]\w+)*")
 # A code whose parts are joined by separators ("SKU-10473", "A7/B2"): people type it joined
 # ("sku10473") or spaced ("SKU 10473"), and the databases split it differently (PostgreSQL reads
 # "SKU-10473" as "sku" and "-10473"), so the text read also carries both of those spellings.
+_SPACED_CODE = re.compile(r"(?<![\w-])([A-Z]{1,6})[ \t]+(\d{3,}(?:[-_./]\w+)*)(?![\w-])")
 _SEPARATED_CODE = re.compile(r"(?<![\w-])(?=[^\s]*\d)(?=[^\s]*[^\W\d_])\w+(?:[-_./:#]+\w+)+")
 # SQLite's FTS5 has no stop words; these few keep "a photo of the cat" from matching every row.
 STOP_WORDS = frozenset(
@@ -136,6 +137,9 @@ def code_spellings(text: str) -> str:
     for code in dict.fromkeys(_SEPARATED_CODE.findall(text)):
         parts = re.findall(r"[^\W_]+", code)
         spellings.append(f"{''.join(parts)} {' '.join(parts)}")
+    # A code printed (or read) with a space, "SKU 10473": its joined spelling.
+    for prefix, number in dict.fromkeys(_SPACED_CODE.findall(text)):
+        spellings.append("".join(re.findall(r"[^\W_]+", prefix + number)))
     return "\n".join(spellings)
 
 

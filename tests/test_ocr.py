@@ -293,6 +293,8 @@ def test_image_page_says_whether_text_was_read(client):
 
 def test_code_spellings_and_matched_words():
     assert keywords.code_spellings("SKU-10473 Trail Runner\nA7/B2 12.50 x-y") == "SKU10473 SKU 10473\nA7B2 A7 B2"
+    # Printed (or read) with a space: joined too; a word and a small number are no code.
+    assert keywords.code_spellings("LOT 77810-B2\nBakery 55 Gate 12") == "77810B2 77810 B2\nLOT77810B2"
     marked = keywords.matched_words("sku10473 runner", "SKU-10473 Trail Runners")
     assert [word for word, hit in marked if hit] == ["SKU-10473", "Runners"]
     assert keywords.text_read_matches("harbor", "SKU-1\nHarbor Lamp") == [[("Harbor", True), (" ", False), ("Lamp", False)]]
