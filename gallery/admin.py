@@ -10,7 +10,7 @@ from django.utils.translation import gettext_lazy as _
 
 from gallery import access, clip, curation, duplicates, indexing, pins, tags, uploads
 from gallery.errors import GalleryError
-from gallery.models import DuplicateGroup, GoldenQuery, Image, IndexVersion, PinnedImage, QueryPin, RefusedBuild, Tag
+from gallery.models import DuplicateGroup, GoldenQuery, Image, ImageText, IndexVersion, PinnedImage, QueryPin, RefusedBuild, Tag
 from indexer.embedding import ModelLoadError
 
 
@@ -481,3 +481,24 @@ class TagAdmin(admin.ModelAdmin):
     def delete_queryset(self, request, queryset):
         for tag in queryset:
             tags.tag_delete(tag=tag)
+
+
+@admin.register(ImageText)
+class ImageTextAdmin(admin.ModelAdmin):
+    """What OCR read (gallery.ocr): to look at, never to edit; `manage.py read_text` writes it."""
+
+    list_display = ["image", "engine", "line_count", "confidence", "seconds", "read_at", "error"]
+    list_filter = ["engine"]
+    search_fields = ["image__ocr_text", "error"]
+    readonly_fields = ["image", "lines", "confidence", "engine", "source", "seconds", "error", "read_at"]
+    list_select_related = ["image"]
+
+    @admin.display(description=_("lines"))
+    def line_count(self, obj):
+        return len(obj.lines)
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False

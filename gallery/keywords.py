@@ -1,11 +1,13 @@
-"""Keyword search: the database's own full-text search over title, tags and description.
+"""Keyword search: the database's own full-text search over title, tags, description and the
+words read in the picture (OCR: ``ocr_text``, with the other spellings of its codes in
+``ocr_terms``; see :func:`code_spellings`).
 
 One function, :func:`keyword_ranking`, with an implementation per database:
 
-- PostgreSQL: a weighted ``SearchVector`` (title A, tags B, description C, the ``english``
+- PostgreSQL: a weighted ``SearchVector`` (title A, tags B, description C, text read D, the ``english``
   configuration, so "shoes" finds "shoe") matched with ``websearch_to_tsquery`` (quotes for
   phrases, ``or``, ``-word``) and ranked by ``ts_rank``. A GIN index on exactly this expression
-  (migration 0003) answers the match without reading the table.
+  (migrations 0003 and 0009) answers the match without reading the table.
 - SQLite: an FTS5 table (``gallery_image_fts``, rowid = image id, the porter stemmer), ranked by
   BM25 with the same field weights. The same websearch syntax is translated to FTS5's query
   language here. The table is kept in sync by the services that write images (uploads,
@@ -26,13 +28,18 @@ from gallery.models import Image
 
 TEXT_CONFIG = "english"  # PostgreSQL's stemming and stop words; SQLite uses the porter stemmer
 FTS_TABLE = "gallery_image_fts"  # SQLite only (migration 0003)
-# Relative weight of a match in the title, the tags and the description. PostgreSQL's ts_rank
-# weighs A/B/C as 1.0/0.4/0.2; BM25 in SQLite gets the same ratios.
-FTS5_WEIGHTS = (1.0, 0.4, 0.2)
+# Relative weight of a match in the title, the tags, the description and the text read in the
+# picture. PostgreSQL's ts_rank weighs A/B/C/D as 1.0/0.4/0.2/0.1; BM25 in SQLite gets the same ratios.
+FTS5_WEIGHTS = (1.0, 0.4, 0.2, 0.1)
 EXACT_CANDIDATES = 50  # keyword hits checked for an exact title or code (see exact_matches)
 # A code is one token of letters and digits, at least one of each, maybe joined by - _ . /
 # ("SKU-10482", "A7", "IMG_2041"): something a picture can never show but a title can carry.
 CODE = re.compile(r"(?=[^ ]*\d)(?=[^ ]*[^\W\d_])\w+(?:[-_./]\w+)*")
+# A code whose parts are joined by separators ("SKU-10473", "A7/B2"): people type it joined
+# ("sku10473") or spaced ("SKU 10473"), and the databases split it differently (PostgreSQL reads
+# "SKU-10473" as "sku" and "-10473"), so the text read also carries both of those spellings.
+_SPACED_CODE = re.compile(r"(?<![\w-])([A-Z]{1,6})[ \t]+(\d{3,}(?:[-_./]\w+)*)(?![\w-])")
+_SEPARATED_CODE = re.compile(r"(?<![\w-])(?=[^\s]*\d)(?=[^\s]*[^\W\d_])\w+(?:[-_./:#]+\w+)+")
 # SQLite's FTS5 has no stop words; these few keep "a photo of the cat" from matching every row.
 STOP_WORDS = frozenset(
     "a an and are as at be but by for from has have in into is it its of on or that the their then there "
@@ -64,7 +71,8 @@ def keyword_ranking(text: str, limit: int) -> list[tuple[int, float]]:
 def exact_matches(text: str, candidates: Iterable[int]) -> set[int]:
     """Which of the (best) ``candidates`` carry the query exactly: a title equal to the whole
     query (case and spacing aside), or, when the query is a code like ``SKU-10482``, that code
-    as a whole word in the title, the tags or the description. Search puts these first."""
+    as a whole word in the title, the tags, the description or the text read in the picture
+    (where "sku10482" also matches, through its spellings). Search puts these first."""
     ids = list(candidates)[:EXACT_CANDIDATES]
     folded = " ".join(text.split()).casefold()
     if not ids or not folded:
@@ -72,11 +80,11 @@ def exact_matches(text: str, candidates: Iterable[int]) -> set[int]:
     code = folded if CODE.fullmatch(folded) else None
     whole_word = re.compile(rf"(?<![\w-]){re.escape(code)}(?![\w-])", re.IGNORECASE) if code else None
     exact = set()
-    for pk, title, tag_names, description in Image.objects.filter(pk__in=ids).values_list(
-        "pk", "title", "tag_names", "description"
+    for pk, title, tag_names, description, ocr_text, ocr_terms in Image.objects.filter(pk__in=ids).values_list(
+        "pk", "title", "tag_names", "description", "ocr_text", "ocr_terms"
     ):
         if " ".join(title.split()).casefold() == folded or (
-            whole_word and whole_word.search(f"{title}\n{tag_names}\n{description}")
+            whole_word and whole_word.search(f"{title}\n{tag_names}\n{description}\n{ocr_text}\n{ocr_terms}")
         ):
             exact.add(pk)
     return exact
@@ -92,8 +100,9 @@ def images_reindex(ids: Iterable[int]) -> None:
         with connection.cursor() as cursor:
             cursor.execute(f"DELETE FROM {FTS_TABLE} WHERE rowid IN ({marks})", chunk)
             cursor.execute(
-                f"INSERT INTO {FTS_TABLE} (rowid, title, tags, description) "
-                f"SELECT id, title, tag_names, description FROM gallery_image WHERE id IN ({marks})",
+                f"INSERT INTO {FTS_TABLE} (rowid, title, tags, description, text) "
+                f"SELECT id, title, tag_names, description, ocr_text || ' ' || ocr_terms FROM gallery_image "
+                f"WHERE id IN ({marks})",
                 chunk,
             )
 
@@ -108,7 +117,7 @@ def images_forget(ids: Iterable[int]) -> None:
 
 
 def search_vector():
-    """PostgreSQL's document: the same expression as the GIN index of migration 0003, which is
+    """PostgreSQL's document: the same expression as the GIN index of migration 0009, which is
     what lets the planner use that index (tests/test_hybrid.py checks it does)."""
     from django.contrib.postgres.search import SearchVector
 
@@ -116,7 +125,44 @@ def search_vector():
         SearchVector("title", weight="A", config=TEXT_CONFIG)
         + SearchVector("tag_names", weight="B", config=TEXT_CONFIG)
         + SearchVector("description", weight="C", config=TEXT_CONFIG)
+        + SearchVector("ocr_text", "ocr_terms", weight="D", config=TEXT_CONFIG)
     )
+
+
+def code_spellings(text: str) -> str:
+    """The other spellings of the separated codes in ``text``, joined and spaced, one code a
+    line: "SKU-10473 Trail Runner" gives "SKU10473 SKU 10473". Stored beside the text read
+    (``Image.ocr_terms``), so both spellings match on both databases."""
+    spellings = []
+    for code in dict.fromkeys(_SEPARATED_CODE.findall(text)):
+        parts = re.findall(r"[^\W_]+", code)
+        spellings.append(f"{''.join(parts)} {' '.join(parts)}")
+    # A code printed (or read) with a space, "SKU 10473": its joined spelling.
+    for prefix, number in dict.fromkeys(_SPACED_CODE.findall(text)):
+        spellings.append("".join(re.findall(r"[^\W_]+", prefix + number)))
+    return "\n".join(spellings)
+
+
+def matched_words(query: str, text: str) -> list[tuple[str, bool]]:
+    """``text`` cut into words and the spaces between them, each marked whether it matches a
+    word of ``query``: a part equal to a query word ("SKU-10473" for "sku"), the same code
+    spelled otherwise ("SKU-10473" for "sku10473"), or a word starting with a query word of
+    four letters or more (a rough stand-in for stemming: "runners" for "runner"). For showing
+    why a result matched; search itself is the database's."""
+    words = {word.casefold() for word in re.findall(r"[^\W_]+", query) if word.casefold() not in STOP_WORDS}
+    joined = {"".join(re.findall(r"[^\W_]+", token)).casefold() for token in query.split()}
+    out = []
+    for token in re.split(r"(\s+)", text):
+        if not token:
+            continue
+        parts = [part.casefold() for part in re.findall(r"[^\W_]+", token)]
+        hit = bool(parts) and (
+            any(part in words for part in parts)
+            or "".join(parts) in joined
+            or any(part.startswith(word) for part in parts for word in words if len(word) >= 4)
+        )
+        out.append((token, hit))
+    return out
 
 
 def _postgres(text: str, limit: int) -> list[tuple[int, float]]:
@@ -183,3 +229,12 @@ def _chunks(ids: Iterable[int], size: int = 500):
     ids = list(dict.fromkeys(ids))
     for start in range(0, len(ids), size):
         yield ids[start : start + size]
+
+
+def text_read_matches(query: str, ocr_text: str) -> list[list[tuple[str, bool]]]:
+    """The lines of the text read in a picture that hold a word of ``query``, cut into marked
+    words (:func:`matched_words`): what a result shows to say why its words matched."""
+    if not query or not ocr_text:
+        return []
+    lines = (matched_words(query, line) for line in ocr_text.splitlines())
+    return [line for line in lines if any(hit for _, hit in line)]

@@ -94,6 +94,12 @@ class Image(models.Model):
     # row (PostgreSQL's GIN index covers an expression over this table only). Written by
     # ``gallery.tags`` whenever the tags change; never edited by hand.
     tag_names = models.TextField(_("tag names"), blank=True, editable=False)
+    # The words read in the picture (OCR: gallery.ocr), one line per line read, and the other
+    # spellings of the codes among them ("SKU-10473": "SKU10473 SKU 10473"), so people find a
+    # code however they type it. Both are searched with the title, tags and description; the
+    # boxes and confidences are in ImageText. Written by gallery.ocr only.
+    ocr_text = models.TextField(_("text in the picture"), blank=True, editable=False)
+    ocr_terms = models.TextField(_("code spellings"), blank=True, editable=False)
 
     class Meta:
         verbose_name = _("image")
@@ -402,3 +408,29 @@ class SavedSearchMatch(models.Model):
         verbose_name_plural = _("saved search matches")
         ordering = ["-found_at", "-score", "pk"]
         constraints = [models.UniqueConstraint(fields=["saved_search", "image"], name="one_match_per_image")]
+
+
+class ImageText(models.Model):
+    """What OCR read in one image: each line with its box and confidence. One row per image
+    that was read, even when nothing was found (so nothing is read twice); ``source`` is the
+    original it read, so a new original (replaced, rotated) is read again."""
+
+    image = models.OneToOneField(
+        Image, on_delete=models.CASCADE, primary_key=True, related_name="text_read", verbose_name=_("image")
+    )
+    # [{"text": ..., "box": [[x, y] * 4 as fractions of width and height], "confidence": 0..1}]
+    lines = models.JSONField(_("lines"), default=list, blank=True)
+    confidence = models.FloatField(_("mean confidence"), null=True, blank=True)
+    engine = models.CharField(_("engine"), max_length=20)
+    source = models.CharField(_("original read"), max_length=255)
+    seconds = models.FloatField(_("seconds"), default=0)
+    error = models.TextField(_("error"), blank=True)
+    read_at = models.DateTimeField(_("read at"), auto_now=True)
+
+    class Meta:
+        verbose_name = _("text in an image")
+        verbose_name_plural = _("text in images")
+        ordering = ["-read_at", "-pk"]
+
+    def __str__(self):
+        return f"Text of {self.image_id}"

@@ -204,7 +204,10 @@ def search(query: SearchQuery) -> SearchResults:
         fused = ranking.fuse(clip_pairs, keyword_pairs, k=settings.SEARCH_RRF_K, exact=exact)
         ranked = [(pk, cosine.get(pk), matched) for pk, _, matched in fused[:limit]]
     visible = set(Image.objects.filter(pk__in=[pk for pk, *_ in ranked], hidden=False).values_list("pk", flat=True))
-    return SearchResults(pins.apply_pins(pins.pinnable_text(query), [hit for hit in ranked if hit[0] in visible]))
+    return SearchResults(
+        pins.apply_pins(pins.pinnable_text(query), [hit for hit in ranked if hit[0] in visible]),
+        text=query.text if mode != ranking.CLIP else "",
+    )
 
 
 def _clip_ranking(query: SearchQuery, limit: int) -> list[tuple[int, float]]:
@@ -254,6 +257,9 @@ class SearchHit:
     rank: int  # 1-based, after dropping hidden and deleted images
     matched: str = ranking.LOOKS  # "looks" (CLIP), "words" (title, tags, description) or "both"
     pinned: bool = False  # placed by a curator (gallery.pins)
+    # The lines read in the picture (OCR) that hold a word of the query, as (word, matched)
+    # pairs: why its words matched, when the text in the picture is why.
+    text_read: tuple = ()
 
 
 class SearchResults(Sequence):
@@ -261,11 +267,12 @@ class SearchResults(Sequence):
     that slice: a page of 16 costs one small query (and one for their tags), however many
     results were ranked."""
 
-    def __init__(self, ranked: list[tuple]):
+    def __init__(self, ranked: list[tuple], *, text: str = ""):
         # (image id, score, matched), best first, hidden and deleted ids dropped; an
         # (image id, score) pair is a CLIP hit.
         self._pinned = getattr(ranked, "pinned", frozenset())  # a gallery.pins.PinnedRanking
         self._ranked = [(hit[0], hit[1], hit[2] if len(hit) > 2 else ranking.LOOKS) for hit in ranked]
+        self._text = text  # the query's words, to show which words in a picture matched
 
     def __len__(self) -> int:
         return len(self._ranked)
@@ -294,7 +301,10 @@ class SearchResults(Sequence):
         start = item.indices(len(self._ranked))[0]
         # A row deleted since the ranking keeps its rank but is skipped.
         return [
-            SearchHit(image=images[pk], score=score, rank=start + n + 1, matched=matched, pinned=pk in self._pinned)
+            SearchHit(
+                image=images[pk], score=score, rank=start + n + 1, matched=matched, pinned=pk in self._pinned,
+                text_read=tuple(keywords.text_read_matches(self._text, images[pk].ocr_text)) if matched != ranking.LOOKS else (),
+            )
             for n, (pk, score, matched) in enumerate(chosen)
             if pk in images
         ]

@@ -31,7 +31,7 @@ from gallery.errors import GalleryError, http_status, public_message
 from gallery.forms import ImageSearchForm, UploadForm
 from gallery.keyset import keyset_page
 from gallery.listing import gallery_images
-from gallery.models import Image
+from gallery.models import Image, ImageText
 from gallery.ranking import RANKINGS
 from gallery.request_limits import BodyTooLarge
 from gallery.throttles import SearchThrottle, UploadThrottle, throttled
@@ -142,6 +142,8 @@ def search_by_image(request):
 def image_detail(request, pk):
     image = get_object_or_404(access.viewable_images(request.user), pk=pk)
     context = {"image": image, "can_curate": access.can_curate(request.user), "can_delete": access.can_delete(request.user)}
+    # Whether OCR has looked at this picture, so "no text" and "not read yet" can be told apart.
+    context |= {"text_read": ImageText.objects.filter(image=image, source=image.file.name).exists(), "ocr_enabled": settings.OCR_ENABLED}
     try:
         context["page"] = _page(request, search.search(search.SearchQuery.similar(image)))
     except search.PageNotFound:

@@ -139,7 +139,7 @@ def test_dagbag_has_the_dag_without_import_errors(airflow_env):
     assert done.returncode == 0, done.stderr
     found = json.loads(done.stdout.strip().splitlines()[-1])
     assert found["errors"] == {} and found["dags"] == ["search_index"]
-    assert found["tasks"] == ["embed", "find_pending", "near_duplicates", "prune", "publish", "saved_search_matches"]
+    assert found["tasks"] == ["embed", "find_pending", "near_duplicates", "prune", "publish", "read_text", "saved_search_matches"]
     # Hourly, or as soon as the gallery announces new uploads, whichever comes first.
     assert found["schedule"] == "AssetOrTimeSchedule" and found["assets"] == [NEW_UPLOADS_ASSET_URI]
     assert found["cron"] == "0 * * * *"

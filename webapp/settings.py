@@ -260,6 +260,17 @@ INDEX_STATUS_CACHE_SECONDS = env.int("INDEX_STATUS_CACHE_SECONDS", default=30)
 # Reciprocal rank fusion's constant: 60, as in Cormack et al. (2009); see gallery/ranking.py.
 SEARCH_RRF_K = env.int("SEARCH_RRF_K", default=60)
 
+# Words in the picture (OCR, gallery/ocr.py): read after embedding by the DAG's read_text task
+# and `manage.py read_text`. The engine was chosen on benchmarks/ocr.py (docs/performance.md, "OCR").
+OCR_ENABLED = env.bool("OCR_ENABLED", default=True)
+OCR_ENGINE = env.str("OCR_ENGINE", default="rapidocr")
+if OCR_ENGINE not in ("rapidocr", "tesseract"):
+    raise ImproperlyConfigured(f"OCR_ENGINE must be rapidocr or tesseract, not {OCR_ENGINE!r}")
+OCR_TIME_LIMIT = env.float("OCR_TIME_LIMIT", default=30.0)  # seconds per picture; then it is recorded as failed
+OCR_MAX_SIDE = env.int("OCR_MAX_SIDE", default=1600)  # px: pictures are shrunk to this before reading
+OCR_THREADS = env.int("OCR_THREADS", default=0)  # 0: the engine's default
+OCR_MAX_PER_RUN = env.int("OCR_MAX_PER_RUN", default=500)  # pictures one DAG run reads; the next run goes on
+
 # --- REST API ------------------------------------------------------------------------------
 # How many proxies in front of the app append the client's address to X-Forwarded-For; 0 (the
 # default): the header is ignored and throttles count REMOTE_ADDR (README, "Security").

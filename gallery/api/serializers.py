@@ -37,6 +37,9 @@ class ImageSerializer(serializers.ModelSerializer):
     thumbnail_url = serializers.SerializerMethodField()
     error = serializers.SerializerMethodField(help_text="why embedding failed (the details only for curators)")
     tags = serializers.SlugRelatedField(many=True, read_only=True, slug_field="name")
+    text_in_picture = serializers.CharField(
+        source="ocr_text", read_only=True, help_text="the words read in the picture (OCR), a line each; empty until read"
+    )
     state = serializers.ChoiceField(
         source="search_state",
         choices=Image.SearchState.choices,
@@ -49,7 +52,7 @@ class ImageSerializer(serializers.ModelSerializer):
         model = Image
         fields = [
             "id", "title", "description", "tags", "width", "height", "size_bytes", "uploaded_at", "status", "state", "error",
-            "hidden", "embedding_model", "embedded_at", "page_url", "original_url", "thumbnail_url",
+            "hidden", "embedding_model", "embedded_at", "page_url", "original_url", "thumbnail_url", "text_in_picture",
             "taken_at", "taken_at_source", "taken_at_offset", "camera_make", "camera_model", "lens", "latitude", "longitude",
         ]
         read_only_fields = fields
@@ -97,6 +100,11 @@ class ImageUpdateSerializer(serializers.Serializer):
     tags = TagsField(required=False, help_text="replaces all tags: a list of names, or one comma-separated text")
 
 
+class TextReadMatch(serializers.Serializer):
+    line = serializers.CharField(help_text="a line of text read in the picture")
+    matched_words = serializers.ListField(child=serializers.CharField(), help_text="its words that matched the query")
+
+
 class SearchHitSerializer(serializers.Serializer):
     rank = serializers.IntegerField(help_text="1 is the best match")
     score = serializers.FloatField(
@@ -109,7 +117,17 @@ class SearchHitSerializer(serializers.Serializer):
         help_text="what found the image: looks (CLIP), words (title, tags, description) or both",
     )
     pinned = serializers.BooleanField(help_text="placed here by a curator's pin for this query")
+    text_read = serializers.SerializerMethodField(
+        help_text="the lines read in the picture (OCR) that hold a word of the query, with the words that matched"
+    )
     image = ImageSerializer()
+
+    @extend_schema_field(TextReadMatch(many=True))
+    def get_text_read(self, hit) -> list[dict]:
+        return [
+            {"line": "".join(word for word, _ in line), "matched_words": [word for word, hit_ in line if hit_]}
+            for line in hit.text_read
+        ]
 
 
 class TextSearchSerializer(serializers.Serializer):
