@@ -12,7 +12,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from django.contrib.admin.models import LogEntry
 from django.contrib.auth.models import User
-from django.core.cache import cache
 from django.core.files.storage import default_storage
 from django.core.files.uploadhandler import TemporaryFileUploadHandler
 from django.test import Client
@@ -21,21 +20,12 @@ from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from gallery.models import Image
-from tests.conftest import as_upload, on_object_storage, stored_files
+from tests.conftest import as_upload, stored_files
 from tests.images import image_bytes
-from tests.test_access import api_as, user_with
+from tests.test_access import API, CHANGELIST, api_as, local_media_only, user_with
+from tests.test_access import fresh_throttles  # noqa: F401 (autouse: each test starts with empty throttles)
 
 pytestmark = pytest.mark.django_db
-API = "/api/v1"
-CHANGELIST = "/admin/gallery/image/"
-local_media_only = pytest.mark.skipif(on_object_storage(), reason="object storage serves presigned URLs, not /media/")
-
-
-@pytest.fixture(autouse=True)
-def fresh_throttles():
-    cache.clear()
-    yield
-    cache.clear()
 
 
 @pytest.fixture
