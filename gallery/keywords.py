@@ -40,6 +40,12 @@ CODE = re.compile(r"(?=[^ ]*\d)(?=[^ ]*[^\W\d_])\w+(?:[-_./]\w+)*")
 # "SKU-10473" as "sku" and "-10473"), so the text read also carries both of those spellings.
 _SPACED_CODE = re.compile(r"(?<![\w-])([A-Z]{1,6})[ \t]+(\d{3,}(?:[-_./]\w+)*)(?![\w-])")
 _SEPARATED_CODE = re.compile(r"(?<![\w-])(?=[^\s]*\d)(?=[^\s]*[^\W\d_])\w+(?:[-_./:#]+\w+)+")
+# OCR confuses characters that look alike (O and 0, I, l and 1, S and 5, B and 8, Z and 2, G and
+# 6). Each code read also gets a "look-alike key" that maps every such pair to one character,
+# stored with its other spellings, and a code typed in a query is looked for by its key too:
+# "SKU-1O473" as read (letter O) and "SKU-10473" as typed meet there, "SKU-10478" does not.
+_LOOK_ALIKE = str.maketrans("oqilsbzg", "00115826")
+LOOK_ALIKE_PREFIX = "lookalike"  # keeps keys apart from words anyone would type
 # SQLite's FTS5 has no stop words; these few keep "a photo of the cat" from matching every row.
 STOP_WORDS = frozenset(
     "a an and are as at be but by for from has have in into is it its of on or that the their then there "
@@ -62,7 +68,8 @@ def keyword_ranking(text: str, limit: int) -> list[tuple[int, float]]:
     # Any word only for plain words: quotes, "or" and -exclusions say what was meant.
     plain = '"' not in text and not any(token.lower() == "or" or token.startswith("-") for token in tokens)
     words = re.findall(r"\w+", text)
-    for attempt in (text, " or ".join(words) if plain and len(words) > 1 else ""):
+    look_alikes = " or ".join(dict.fromkeys(look_alike_key(code) for code in codes_in(text)))
+    for attempt in (text, look_alikes, " or ".join(words) if plain and len(words) > 1 else ""):
         if attempt and (found := run(attempt, limit)):
             return found
     return []
@@ -78,7 +85,8 @@ def exact_matches(text: str, candidates: Iterable[int]) -> set[int]:
     if not ids or not folded:
         return set()
     code = folded if CODE.fullmatch(folded) else None
-    whole_word = re.compile(rf"(?<![\w-]){re.escape(code)}(?![\w-])", re.IGNORECASE) if code else None
+    spellings = f"{re.escape(code)}|{look_alike_key(code)}" if code else ""
+    whole_word = re.compile(rf"(?<![\w-])(?:{spellings})(?![\w-])", re.IGNORECASE) if code else None
     exact = set()
     for pk, title, tag_names, description, ocr_text, ocr_terms in Image.objects.filter(pk__in=ids).values_list(
         "pk", "title", "tag_names", "description", "ocr_text", "ocr_terms"
@@ -140,7 +148,22 @@ def code_spellings(text: str) -> str:
     # A code printed (or read) with a space, "SKU 10473": its joined spelling.
     for prefix, number in dict.fromkeys(_SPACED_CODE.findall(text)):
         spellings.append("".join(re.findall(r"[^\W_]+", prefix + number)))
+    keys = dict.fromkeys(look_alike_key(code) for code in codes_in("\n".join([text, *spellings])))
+    if keys:
+        spellings.append(" ".join(keys))
     return "\n".join(spellings)
+
+
+def codes_in(text: str) -> list[str]:
+    """The words of ``text`` that are codes (letters and digits: "SKU-10473", "A7/B2")."""
+    words = (word.strip(".,;:!?()[]{}'\"") for word in text.split())
+    return [word for word in words if CODE.fullmatch(word)]
+
+
+def look_alike_key(code: str) -> str:
+    """One spelling for a code and its look-alike misreadings: "SKU-1O473" and "sku10473" both
+    give "lookalike5ku10473"."""
+    return LOOK_ALIKE_PREFIX + "".join(re.findall(r"[^\W_]+", code.casefold())).translate(_LOOK_ALIKE)
 
 
 def matched_words(query: str, text: str) -> list[tuple[str, bool]]:

@@ -95,7 +95,7 @@ def test_label_is_read_with_boxes_and_found_by_every_spelling_of_its_code(client
     assert (report.read, report.with_text, report.failed) == (1, 1, 0)
     image.refresh_from_db()
     assert image.ocr_text.splitlines() == ["SKU-10473", "Trail Runner 2"]
-    assert image.ocr_terms == "SKU10473 SKU 10473"
+    assert image.ocr_terms == "SKU10473 SKU 10473\nlookalike5ku10473"
     text = ImageText.objects.get(image=image)
     assert text.engine == "rapidocr" and text.source == image.file.name and text.error == ""
     assert [line["text"] for line in text.lines] == ["SKU-10473", "Trail Runner 2"]
@@ -154,9 +154,9 @@ def test_a_replaced_or_rotated_original_is_read_again():
 def test_undecodable_and_oversized_originals_are_recorded_not_retried(settings):
     broken = stored(label_photo(), name="broken.jpg")
     replace_original(broken, b"bytes that are no image")
-    settings.UPLOAD_MAX_FULL_DECODE_PIXELS = 100_000  # a PNG must decode whole: this one is over the bound
-    big = stored(label_photo(size=(400, 300)), name="big.jpg")  # a JPEG decodes at reduced scale: accepted
+    big = stored(label_photo(size=(400, 300)), name="big.jpg")
     replace_original(big, label_photo(fmt="PNG", size=(640, 480)), extension="png")
+    settings.UPLOAD_MAX_FULL_DECODE_PIXELS = 100_000  # a PNG must decode whole: this one is over the bound
 
     report = images_read_text()
     assert (report.read, report.failed, report.with_text) == (2, 2, 0)
@@ -292,9 +292,28 @@ def test_image_page_says_whether_text_was_read(client):
 
 
 def test_code_spellings_and_matched_words():
-    assert keywords.code_spellings("SKU-10473 Trail Runner\nA7/B2 12.50 x-y") == "SKU10473 SKU 10473\nA7B2 A7 B2"
+    assert keywords.code_spellings("SKU-10473 Trail Runner\nA7/B2 12.50 x-y") == (
+        "SKU10473 SKU 10473\nA7B2 A7 B2\nlookalike5ku10473 lookalikea782 lookalikea7 lookalike82")
     # Printed (or read) with a space: joined too; a word and a small number are no code.
-    assert keywords.code_spellings("LOT 77810-B2\nBakery 55 Gate 12") == "77810B2 77810 B2\nLOT77810B2"
+    assert keywords.code_spellings("LOT 77810-B2\nBakery 55 Gate 12") == (
+        "77810B2 77810 B2\nLOT77810B2\nlookalike7781082 lookalike82 lookalike10t7781082")
+    assert keywords.code_spellings("Fresh bread") == ""
     marked = keywords.matched_words("sku10473 runner", "SKU-10473 Trail Runners")
     assert [word for word, hit in marked if hit] == ["SKU-10473", "Runners"]
     assert keywords.text_read_matches("harbor", "SKU-1\nHarbor Lamp") == [[("Harbor", True), (" ", False), ("Lamp", False)]]
+
+
+@pytest.mark.django_db
+def test_a_code_misread_with_look_alike_characters_is_found_by_the_code_typed():
+    """OCR read letter O for zero and a lower-case L for one: the code as printed still finds it,
+    through the page's search path (and first, as an exact code), and a different code does not."""
+    misread = Image.objects.create(file="originals/a.jpg", thumbnail="thumbnails/a.jpg", sha256="a" * 64, width=8, height=8,
+                                   size_bytes=1, title="a label", ocr_text="SKU-1O473 Trai1 Runner",
+                                   ocr_terms=keywords.code_spellings("SKU-1O473 Trai1 Runner"))
+    other = Image.objects.create(file="originals/b.jpg", thumbnail="thumbnails/b.jpg", sha256="b" * 64, width=8, height=8,
+                                 size_bytes=1, title="another label", ocr_text="SKU-10478", ocr_terms=keywords.code_spellings("SKU-10478"))
+    keywords.images_reindex([misread.pk, other.pk])
+    for typed in ("SKU-10473", "sku10473", "SKU-l0473"):
+        assert keyword_ids(typed) == [misread.pk], typed
+        assert keywords.exact_matches(typed, [other.pk, misread.pk]) == {misread.pk}, typed
+    assert keyword_ids("SKU-10478") == [other.pk]
