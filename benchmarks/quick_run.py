@@ -85,12 +85,14 @@ def _django(folder: str, model: str, config_dir: str) -> None:
 
 def build_gallery(folder: str, items: int, model: str, config_dir: str) -> None:
     ready = Path(folder) / "READY"
-    if ready.exists():
-        return
     Path(folder).mkdir(parents=True, exist_ok=True)
     _django(folder, model, config_dir)
-    from django.contrib.auth import get_user_model
     from django.core.management import call_command
+
+    call_command("migrate", verbosity=0)  # a gallery kept from an older schema catches up
+    if ready.exists():
+        return
+    from django.contrib.auth import get_user_model
 
     from benchmarks.index import clip_like_vectors
     from gallery import clip
@@ -100,7 +102,6 @@ def build_gallery(folder: str, items: int, model: str, config_dir: str) -> None:
     from gallery.search import text_query
 
     started = time.perf_counter()
-    call_command("migrate", verbosity=0)
     embedder = clip.embedder()
     if not Image.objects.exists():
         for start in range(0, items, 100_000):
@@ -131,14 +132,14 @@ def insert_rows(vectors, *, model_id: str, start: int) -> None:
     now = connection.ops.adapt_datetimefield_value(timezone.now())
     rows = [
         (f"originals/{start + n}.jpg", f"thumbnails/{start + n}.jpg", f"{start + n:064x}", f"Photo {start + n}", "",
-         640, 480, 1, now, "indexed", "", vector.tobytes(), model_id, now, False, "")
+         640, 480, 1, now, now, "indexed", "", vector.tobytes(), model_id, now, False, "")
         for n, vector in enumerate(vectors)
     ]
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.executemany(
             "INSERT INTO gallery_image (file, thumbnail, sha256, title, description, width, height, size_bytes, "
-            "uploaded_at, status, error, embedding, embedding_model, embedded_at, hidden, tag_names) "
-            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            "uploaded_at, taken_at, status, error, embedding, embedding_model, embedded_at, hidden, tag_names) "
+            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
             rows,
         )
 
