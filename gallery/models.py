@@ -416,7 +416,7 @@ class ImageText(models.Model):
     original it read, so a new original (replaced, rotated) is read again."""
 
     image = models.OneToOneField(
-        Image, on_delete=models.CASCADE, primary_key=True, related_name="text_read", verbose_name=_("image")
+        Image, on_delete=models.CASCADE, primary_key=True, related_name="ocr_record", verbose_name=_("image")
     )
     # [{"text": ..., "box": [[x, y] * 4 as fractions of width and height], "confidence": 0..1}]
     lines = models.JSONField(_("lines"), default=list, blank=True)

@@ -50,7 +50,7 @@ class ReadReport:
 
 def images_needing_text() -> QuerySet[Image]:
     """Images never read, or read from another original than the one they have now."""
-    return Image.objects.filter(Q(text_read__isnull=True) | ~Q(text_read__source=F("file")))
+    return Image.objects.filter(Q(ocr_record__isnull=True) | ~Q(ocr_record__source=F("file")))
 
 
 def images_read_text(

@@ -91,7 +91,7 @@ def saved(member, indexed_gallery):
 VISITOR_PAGES = {
     "gallery": ("/", 2),  # the page of 17 rows; the current version for the status line
     "deep gallery page": ("/?before={cursor}", 2),
-    "image with more like this": ("/images/{pk}/", 10),
+    "image with more like this": ("/images/{pk}/", 11),  # 10, and whether OCR read its original (one row by key)
     "search page": ("/search/?q=a+red+square", 10),
     "API search": (f"{API}/search/?q=a+red+square", 9),
     "API image list": (f"{API}/images/", 2),

@@ -14,7 +14,7 @@ class Migration(migrations.Migration):
         migrations.CreateModel(
             name='ImageText',
             fields=[
-                ('image', models.OneToOneField(on_delete=django.db.models.deletion.CASCADE, primary_key=True, related_name='text_read', serialize=False, to='gallery.image', verbose_name='image')),
+                ('image', models.OneToOneField(on_delete=django.db.models.deletion.CASCADE, primary_key=True, related_name='ocr_record', serialize=False, to='gallery.image', verbose_name='image')),
                 ('lines', models.JSONField(blank=True, default=list, verbose_name='lines')),
                 ('confidence', models.FloatField(blank=True, null=True, verbose_name='mean confidence')),
                 ('engine', models.CharField(max_length=20, verbose_name='engine')),
