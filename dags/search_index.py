@@ -13,12 +13,12 @@ handful of runs, not one per photo.
     find_pending -> embed (one mapped task per chunk of ids) -> publish -> prune
                       |-> near_duplicates       (the ids the embed tasks report)
                       |-> saved_search_matches  (the same ids)
-                      '-> read_text             (OCR of pictures not read yet)
+                      '-> read_text             (OCR: the same ids; hourly, the backlog)
 
 near_duplicates and saved_search_matches read only the ids the embed tasks report, their
 candidates and the saved searches' stored vectors: what they cost does not grow with the
-gallery. read_text reads at most OCR_MAX_PER_RUN pictures a run; new uploads are searchable
-without waiting for any of the three.
+gallery; nor does read_text's in a run started by uploads (hourly runs read the OCR backlog,
+at most OCR_MAX_PER_RUN pictures). New uploads are searchable without waiting for any of the three.
 """
 
 from __future__ import annotations
@@ -143,25 +143,25 @@ def search_index():
             return 0
         return saved_searches_record_matches(image_ids=total.ids, model_id=total.model_id)  # logs the count
 
-    @task(trigger_rule="all_done")
-    def read_text(ids: list[int] | None = None) -> dict:
-        """Read the words in pictures not read yet (OCR; off with OCR_ENABLED), at most
-        OCR_MAX_PER_RUN a run, the next run going on. After embedding and beside publishing,
-        so new uploads are searchable without waiting for it; whatever embedding did (a failed
-        chunk, nothing to embed), the backlog is read. ``ids`` lets it be mapped over chunks
-        like ``embed``."""
+    @task(trigger_rule="none_failed")
+    def read_text(reports: list[dict]) -> dict:
+        """Read the words in pictures (OCR; off with OCR_ENABLED), at most OCR_MAX_PER_RUN a
+        run, after embedding and beside publishing, so new uploads are searchable without
+        waiting for it: the embedded ids in a run started by uploads, else the backlog. A run
+        whose embedding failed leaves it to the next run, as near_duplicates does."""
         _django()
-        from django.conf import settings
+        from gallery.indexing import EmbedReport
+        from gallery.ocr import images_read_text_after_embedding
 
-        from gallery.ocr import images_read_text
-
-        return images_read_text(ids=ids, limit=settings.OCR_MAX_PER_RUN).as_dict()  # logs the count
+        return images_read_text_after_embedding(
+            embed_report=EmbedReport.total(reports), new_only=_started_by_uploads()
+        ).as_dict()  # logs the count
 
     reports = embed.expand(ids=find_pending())
     prune(publish(reports))
     near_duplicates(reports)
     saved_search_matches(reports)
-    reports >> read_text()
+    read_text(reports)
 
 
 search_index()

@@ -24,6 +24,7 @@ from tqdm import tqdm
 
 from gallery import keywords
 from gallery.errors import StorageUnavailable
+from gallery.indexing import EmbedReport
 from gallery.indexing import _reader as reader_of  # the embed step's reads: retries, storage errors
 from gallery.models import Image, ImageText
 from indexer.images import ImageRejected
@@ -83,6 +84,16 @@ def images_read_text(
         report.read, report.with_text, report.failed, report.seconds, settings.OCR_ENGINE,
     )
     return report
+
+
+def images_read_text_after_embedding(*, embed_report: EmbedReport, new_only: bool) -> ReadReport:
+    """What the DAG's ``read_text`` task does after the embed tasks. A run started by uploads
+    (``new_only``) reads the images those tasks embedded for the first time, looked up by id:
+    its cost does not grow with the gallery. Other runs read the backlog (never read, or whose
+    original changed), which reads the whole table: once an hour, not once per upload."""
+    if new_only and not embed_report.ids:
+        return ReadReport()
+    return images_read_text(ids=embed_report.ids if new_only else None, limit=settings.OCR_MAX_PER_RUN)
 
 
 def _read_one(reader: TimedReader, name: str) -> tuple[OcrResult, str]:

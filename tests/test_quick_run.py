@@ -1,8 +1,9 @@
 """One upload's quick run (every step a DAG run started by uploads executes, as its tasks call
 them) reads a bounded number of rows whatever the gallery's size; near-duplicates are found
 through the search engine, with a copy already in the built index and with two copies of one
-run; saved searches are matched with their stored vectors, the text encoder idle. Real tiny
-OpenCLIP model, real Annoy index and fresh segment, real database (SQLite or PostgreSQL)."""
+run; saved searches are matched with their stored vectors, the text encoder idle; OCR reads the
+new images only. Real tiny OpenCLIP model, real Annoy index and fresh segment, real OCR engine,
+real database (SQLite or PostgreSQL)."""
 
 import re
 
@@ -14,7 +15,8 @@ from benchmarks.fresh_segment import add_rows
 from benchmarks.index import clip_like_vectors
 from gallery import clip, indexing
 from gallery.duplicates import near_duplicates_find
-from gallery.models import DuplicateGroup, Image, SavedSearch, SavedSearchMatch
+from gallery.models import DuplicateGroup, Image, ImageText, SavedSearch, SavedSearchMatch
+from gallery.ocr import images_read_text_after_embedding
 from gallery.saved_searches import saved_search_create, saved_searches_record_matches
 from gallery.search import text_query
 from tests.test_duplicates import members, photo
@@ -29,6 +31,7 @@ def quick_run() -> indexing.EmbedReport:
     indexing.index_compact_if_due(force_hourly=False, embed_report=report)
     near_duplicates_find(image_ids=report.ids)
     saved_searches_record_matches(image_ids=report.ids, model_id=report.model_id)
+    images_read_text_after_embedding(embed_report=report, new_only=True)
     return report
 
 
@@ -109,6 +112,7 @@ def test_one_uploads_quick_run_reads_as_many_rows_at_ten_times_the_gallery(membe
     large = measured_quick_run(upload, 2)
 
     assert Image.objects.count() == 4002
+    assert ImageText.objects.count() == 2  # the two uploads were read; none of the 4,000 older rows
     assert small["queries"] == large["queries"]
     # The new row, its fresh segment, at most DUPLICATE_CANDIDATES candidates and a few
     # single-row lookups: never a share of the 400 or 4,000 stored rows.
