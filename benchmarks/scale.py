@@ -175,7 +175,6 @@ def _requests_targets(size: int) -> dict:
     from rest_framework.pagination import Cursor
 
     from gallery.api.pagination import ImageListPagination
-    from gallery.keyset import cursor_of
     from gallery.models import Image, SavedSearch, SavedSearchMatch
 
     newest_first = Image.objects.filter(hidden=False).order_by("-uploaded_at", "-pk")
@@ -184,7 +183,12 @@ def _requests_targets(size: int) -> dict:
     middle = newest_first.filter(pk__lte=size // 2).first()
     paginator = ImageListPagination()
     paginator.base_url = "http://127.0.0.1/api/v1/images/"
-    api_cursor = paginator.encode_cursor(Cursor(offset=0, reverse=False, position=str(middle.uploaded_at)))
+
+    def cursor_after(image) -> str:
+        """The cursor of the page that follows ``image`` (grid and API page alike)."""
+        link = paginator.encode_cursor(Cursor(offset=0, reverse=False, position=str(image.uploaded_at)))
+        return link.split("cursor=")[1]
+
     target = Image.objects.filter(pk__lte=size // 3, hidden=False).order_by("-pk").first()
     # Real files for the rows whose files are fetched, and for the first page's thumbnails.
     photo, thumb = io.BytesIO(), io.BytesIO()
@@ -211,7 +215,7 @@ def _requests_targets(size: int) -> dict:
         SavedSearchMatch.objects.bulk_create(matches, batch_size=5000)
         saved_ids.append(saved.pk)
     return {
-        "page_50": cursor_of(page_50), "middle": cursor_of(middle), "api_cursor": api_cursor.split("cursor=")[1],
+        "page_50": cursor_after(page_50), "api_cursor": cursor_after(middle),
         "image": target.pk, "original": target.file.name, "thumbnail": target.thumbnail.name,
         "session": session.session_key, "token": token.key, "saved": saved_ids[0],
     }
@@ -264,8 +268,8 @@ def requests_for(base: str, info: dict, run: str) -> list[tuple[str, object]]:
     new_text = lambda n: f"{WORDS[n % 23]}+{WORDS[(n * 7) % 23]}+{run}+{n}"  # noqa: E731
     return [
         ("gallery page `/`", lambda n: (f"{base}/", {}, 200)),
-        ("gallery page 50 (`?before=` cursor)", lambda n: (f"{base}/?before={info['page_50']}", {}, 200)),
-        ("gallery page in the middle", lambda n: (f"{base}/?before={info['middle']}", {}, 200)),
+        ("gallery page 50 (cursor)", lambda n: (f"{base}/?cursor={info['page_50']}", {}, 200)),
+        ("gallery page in the middle", lambda n: (f"{base}/?cursor={info['api_cursor']}", {}, 200)),
         ("API image list, first page", lambda n: (f"{base}/api/v1/images/", {}, 200)),
         ("API image list, middle (cursor)", lambda n: (f"{base}/api/v1/images/?cursor={info['api_cursor']}", {}, 200)),
         ("image page with more like this", lambda n: (f"{base}/images/{info['image']}/", {}, 200)),

@@ -126,7 +126,8 @@ class Image(models.Model):
             models.Index(fields=["file"], name="image_file"),
             models.Index(fields=["thumbnail"], name="image_thumbnail"),
             # The gallery grid and the API list, newest first, page by page from a cursor
-            # (gallery.keyset): the same cost for the first page and the millionth row.
+            # (gallery.api.pagination.ImageListPagination): the same cost for the first page and
+            # the millionth row.
             models.Index(fields=["uploaded_at", "id"], name="image_newest_first"),
             # The status line's counts (gallery.listing.index_counts, cached) read this index
             # alone, not the rows with their vectors: ~20 bytes a row instead of ~2 KB.

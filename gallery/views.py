@@ -23,13 +23,14 @@ from django.urls import reverse
 from django.utils.cache import patch_cache_control
 from django.utils.http import urlencode
 from django.views.decorators.http import require_POST
-from rest_framework.exceptions import AuthenticationFailed
+from rest_framework.exceptions import AuthenticationFailed, NotFound
+from rest_framework.request import Request
 
 from gallery import access, curation, search, tags
 from gallery.api.authentication import media_user
+from gallery.api.pagination import ImageListPagination
 from gallery.errors import GalleryError, http_status, public_message
 from gallery.forms import ImageSearchForm, UploadForm
-from gallery.keyset import keyset_page
 from gallery.listing import gallery_images
 from gallery.models import Image, ImageText
 from gallery.ranking import RANKINGS
@@ -83,16 +84,20 @@ def gallery(request):
     tag_name = request.GET.get("tag", "").strip()
     tag = tags.tag_lookup(tag_name) if tag_name else None
     images = gallery_images(request.user, tag=tag) if tag or not tag_name else Image.objects.none()
+    # The API's keyset pages (a cursor in ``?cursor=``): no OFFSET, no count of the gallery.
+    paginator = ImageListPagination()
     try:
-        # Keyset pages (``?before=``/``?after=`` a cursor): no OFFSET, no count of the gallery.
-        page = keyset_page(
-            images, before=request.GET.get("before", ""), after=request.GET.get("after", ""), size=settings.SEARCH_PAGE_SIZE
-        )
-    except GalleryError as exc:
-        return _failure(request, exc, "gallery/error.html", {})
-    extra = _other_params(request, drop=("page", "before", "after"))
-    paged = bool(request.GET.get("before") or request.GET.get("after"))
-    context = {"page": page, "extra": extra, "tag_name": tag.name if tag else tag_name, "paged": paged}
+        rows = paginator.paginate_queryset(images, Request(request))
+    except NotFound:
+        raise Http404("There is no such page of this gallery.") from None
+    context = {
+        "images": rows,
+        "newer": paginator.get_previous_link(),
+        "older": paginator.get_next_link(),
+        "extra": _other_params(request, drop=("page", "cursor")),
+        "tag_name": tag.name if tag else tag_name,
+        "paged": "cursor" in request.GET,
+    }
     return render(request, "gallery/gallery.html", context)
 
 

@@ -87,10 +87,10 @@ def test_browse_and_page(page):
     assert page.locator("#results .gallery-link").count() == 16
     assert "20 images searchable" in page.locator("#index-status").inner_text()
     shot(page, "gallery")
-    page.get_by_role("link", name="Older →").click()  # keyset pages: ?before=<cursor of the last one shown>
-    assert page.locator("#results .gallery-link").count() == 4 and "before=" in page.url
+    page.get_by_role("link", name="Older →").click()  # keyset pages: ?cursor=, as in the API
+    assert page.locator("#results .gallery-link").count() == 4 and "cursor=" in page.url
     page.get_by_role("link", name="← Newer").click()
-    assert page.locator("#results .gallery-link").count() == 16 and "after=" in page.url
+    assert page.locator("#results .gallery-link").count() == 16 and "cursor=" in page.url
 
 
 def test_text_search_and_shared_url(page, browser, live_server):

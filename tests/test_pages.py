@@ -1,6 +1,7 @@
 """The server-rendered pages, through Django's test client."""
 
 import re
+from urllib.parse import urlparse
 
 import pytest
 from django.urls import reverse
@@ -16,29 +17,35 @@ def titles(response):
     return re.findall(r'class="gallery-link" title="([^"]*)"', response.content.decode())
 
 
+def link(response, rel: str) -> str | None:
+    """The pager's "next" (older) or "prev" (newer) link, as a path with its query string."""
+    found = re.search(rf'rel="{rel}" href="http://testserver([^"]+)"', response.content.decode())
+    return found and found[1].replace("&amp;", "&")
+
+
 def all_gallery_titles(client) -> list[str]:
     """Every title of the grid, following its "Older" links."""
     shown, response = [], client.get("/")
     while True:
         shown += titles(response)
-        older = re.search(r'rel="next" href="\?before=([^"]+)"', response.content.decode())
+        older = link(response, "next")
         if older is None:
             return shown
-        response = client.get("/", {"before": older[1]})
+        response = client.get(older)
 
 
 def test_gallery_pages_sixteen_newest_first(client, indexed_gallery):
     first = client.get("/")
     assert titles(first) == [f"Photo {n}" for n in range(19, 3, -1)]
-    older = re.search(r'rel="next" href="\?before=([^"]+)"', first.content.decode())[1]
     assert "Newer" not in first.content.decode()  # the newest page
-    second = client.get("/", {"before": older})
+    second = client.get(link(first, "next"))
     assert titles(second) == ["Photo 3", "Photo 2", "Photo 1", "Photo 0"]
     assert 'rel="next"' not in second.content.decode()  # the oldest page
-    newer = re.search(r'rel="prev" href="\?after=([^"]+)"', second.content.decode())[1]
-    assert titles(client.get("/", {"after": newer})) == titles(first)
-    for bad in ("abc", "0", "1-x", "9" * 30 + "-1"):  # the API's rule too: a page that is not there is a 404
-        assert client.get("/", {"before": bad}).status_code == 404
+    assert titles(client.get(link(second, "prev"))) == titles(first)
+    # The API's paginator and its rule: a page that is not there is a 404.
+    assert link(first, "next") == "/?" + urlparse(client.get("/api/v1/images/").json()["next"]).query
+    for bad in ("abc", "0", "1-x", "9" * 30):
+        assert client.get("/", {"cursor": bad}).status_code == 404
 
 
 def test_status_line_counts_searchable_and_waiting(client, indexed_gallery, upload):

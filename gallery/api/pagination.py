@@ -33,9 +33,9 @@ class SearchPagination(GalleryPagination):
 
 
 class ImageListPagination(CursorPagination):
-    """The image list, newest first, in keyset pages: ``next`` and ``previous`` carry a cursor
-    (DRF's ``CursorPagination``), so a deep page costs what the first does and no request
-    counts the gallery (``gallery.keyset`` pages the grid the same way). SEARCH_PAGE_SIZE per
+    """The gallery, newest first, in keyset pages, for the API's image list and the web grid
+    alike: ``next`` and ``previous`` carry a cursor (DRF's ``CursorPagination``), so a deep
+    page costs what the first does and no request counts the gallery. SEARCH_PAGE_SIZE per
     page; ``page_size`` up to API_MAX_PAGE_SIZE. A damaged cursor is a 404."""
 
     ordering = ("-uploaded_at", "-pk")  # index image_newest_first; ties share a timestamp only
