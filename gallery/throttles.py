@@ -89,39 +89,47 @@ class SignInThrottled(Exception):
         self.wait = wait
 
 
-def _sign_in_keys(request, username: str | None) -> list[str]:
+def _sign_in_keys(request, username: str | None, window: int) -> list[str]:
     # Hashed: a username (or a forwarded address) may hold any character at any length, and
     # cache keys may not (memcached: 250 ASCII characters, no spaces or control characters).
     idents = [("address", client_address(request))] + ([("account", username.strip().lower())] if username else [])
-    return [f"sign-in:{kind}:{hashlib.sha256(ident.encode()).hexdigest()}" for kind, ident in idents]
+    return [f"sign-in:{kind}:{window}:{hashlib.sha256(ident.encode()).hexdigest()}" for kind, ident in idents]
 
 
-def sign_in_wait(request, username: str | None) -> float | None:
-    """Seconds to wait before ``username`` (or anyone at this address) may try again, or ``None``."""
+def sign_in_attempt(request, username: str | None) -> tuple[list[str], float | None]:
+    """Count one attempt against the account and the address, before the password is checked,
+    with the cache's atomic increment: guesses sent at the same moment are all counted (a
+    read-then-write count lets each of them pass). Returns the counters (to give the attempt
+    back if it succeeds) and the seconds to wait when either is over API_SIGN_IN_RATE in this
+    window (fixed windows of the rate's period), else ``None``."""
     allowed, duration = SimpleRateThrottle.parse_rate(None, settings.API_SIGN_IN_RATE)
     now = time.time()
-    waits = []
-    for key in _sign_in_keys(request, username):
-        failures = [moment for moment in cache.get(key, []) if moment > now - duration]
-        if len(failures) >= allowed:
-            waits.append(failures[0] + duration - now)
-    return max(max(waits), 1.0) if waits else None
+    window = int(now // duration)
+    keys = _sign_in_keys(request, username, window)
+    over = False
+    for key in keys:
+        cache.add(key, 0, duration * 2)
+        try:
+            over |= cache.incr(key) > allowed
+        except ValueError:  # expired between add and incr: this attempt starts the count
+            cache.set(key, 1, duration * 2)
+    return keys, (max((window + 1) * duration - now, 1.0) if over else None)
 
 
-def sign_in_failed(request, username: str | None) -> None:
-    """Count one failed attempt against the account and the address."""
-    _, duration = SimpleRateThrottle.parse_rate(None, settings.API_SIGN_IN_RATE)
-    now = time.time()
-    for key in _sign_in_keys(request, username):
-        failures = [moment for moment in cache.get(key, []) if moment > now - duration]
-        cache.set(key, [*failures, now], duration)
+def sign_in_succeeded(keys: list[str]) -> None:
+    """A right password does not use up the limit (only failures should lock anyone out)."""
+    for key in keys:
+        try:
+            cache.decr(key)
+        except ValueError:
+            pass
 
 
 class ThrottledModelBackend(ModelBackend):
     """Django's password check behind the sign-in limit: every password sign-in (the sign-in
     page, ``/admin/login/``, ``POST /api/v1/auth/token/``) calls ``authenticate()``, so all of
-    them count failures together, per account and per address, and refuse before checking a
-    password once either is over ``API_SIGN_IN_RATE``."""
+    them count attempts together, per account and per address, and refuse before checking a
+    password once either is over ``API_SIGN_IN_RATE`` (a right password gives its attempt back)."""
 
     def authenticate(self, request, username=None, password=None, **kwargs):
         if request is None:  # `manage.py` and code without a request: nobody to throttle
@@ -130,9 +138,10 @@ class ThrottledModelBackend(ModelBackend):
             from django.contrib.auth import get_user_model
 
             username = kwargs.get(get_user_model().USERNAME_FIELD)
-        if (wait := sign_in_wait(request, username)) is not None:
+        keys, wait = sign_in_attempt(request, username)
+        if wait is not None:
             raise SignInThrottled(wait)
         user = super().authenticate(request, username=username, password=password, **kwargs)
-        if user is None:
-            sign_in_failed(request, username)
+        if user is not None:
+            sign_in_succeeded(keys)
         return user

@@ -6,6 +6,7 @@ import io
 import json
 import logging
 import threading
+import time
 from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -118,6 +119,38 @@ def test_one_sign_in_limit_per_address_across_accounts(db):
     other = Client()
     assert other.post("/admin/login/", {"username": "boss", "password": "pw-boss-123"}, REMOTE_ADDR="10.0.0.9").status_code == 302
     assert "_auth_user_id" in other.session
+
+
+def test_guesses_sent_all_at_once_are_all_counted(db, monkeypatch, rf):
+    """Twenty guesses in flight together while each password check is slow: only the first ten
+    reach a password check (a read-then-write count let every one of them through)."""
+    from django.contrib.auth.backends import ModelBackend
+
+    from gallery.throttles import SignInThrottled, ThrottledModelBackend
+
+    checked, start = [], threading.Barrier(20)
+
+    def slow_check(self, request, username=None, password=None, **kwargs):
+        checked.append(username)
+        time.sleep(0.3)  # PBKDF2's cost, widened: every guess is in flight before any is counted
+        return None
+
+    monkeypatch.setattr(ModelBackend, "authenticate", slow_check)
+    refused = []
+
+    def guess(n):
+        start.wait()
+        try:
+            ThrottledModelBackend().authenticate(rf.post("/accounts/login/", REMOTE_ADDR=f"10.9.0.{n}"), "boss", "guess")
+        except SignInThrottled:
+            refused.append(n)
+
+    threads = [threading.Thread(target=guess, args=(n,)) for n in range(20)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert (len(checked), len(refused)) == (10, 10)
 
 
 # --- 3 is in tests/test_decode_memory.py ---------------------------------------------------------
