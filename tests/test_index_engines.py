@@ -131,6 +131,18 @@ def test_milvus_uri_naming_a_lite_file_works_for_the_commands(tmp_path):
     assert ranked == ["1", "2", "3"]  # the three photos, from the Lite file
 
 
+def test_milvus_uri_in_a_dot_env_file_does_not_break_the_import(tmp_path):
+    """pymilvus also loads a .env file (python-dotenv, from the working folder under ``-c``),
+    where README puts MILVUS_URI: a Lite file named there must not stop the import either."""
+    (tmp_path / ".env").write_text(f"MILVUS_URI={tmp_path / 'x.db'}\n")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {key: value for key, value in os.environ.items() if key != "MILVUS_URI"} | {"PYTHONPATH": root}
+    code = "from indexer.backends.milvus_backend import import_pymilvus; import os; import_pymilvus(); print(repr(os.environ.get('MILVUS_URI')))"
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "None"  # and nothing of pymilvus's left in our environment
+
+
 def test_a_deleted_image_leaves_milvus(milvus_gallery, django_capture_on_commit_callbacks):
     doomed = milvus_gallery[7]
     with django_capture_on_commit_callbacks(execute=True):

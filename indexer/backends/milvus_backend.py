@@ -530,11 +530,16 @@ def import_pymilvus():
     afterwards (child processes and settings read it), and pymilvus never reads it again."""
     if sys.modules.get("pymilvus") is not None:
         return sys.modules["pymilvus"]
-    ours = os.environ.pop("MILVUS_URI", None)
+    ours = os.environ.get("MILVUS_URI")
+    # Empty rather than absent: pymilvus also loads a .env file (python-dotenv), which fills in
+    # only variables that are not set, and a .env is where README puts MILVUS_URI.
+    os.environ["MILVUS_URI"] = ""
     try:
         import pymilvus
     finally:
-        if ours is not None:
+        if ours is None:
+            del os.environ["MILVUS_URI"]
+        else:
             os.environ["MILVUS_URI"] = ours
     return pymilvus
 
