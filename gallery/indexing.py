@@ -549,17 +549,25 @@ class PipelineReport:
     pruned: list[str]
 
 
-def index_refresh(*, progress: bool = False) -> PipelineReport:
-    """The whole pipeline inline, the DAG's tasks in turn: embed what is pending, look for
-    near-duplicates and saved-search matches among the new images, publish if anything
-    changed, prune."""
+def new_images_match(embed: EmbedReport) -> None:
+    """What the DAG's near_duplicates and saved_search_matches tasks do with an embed run's new
+    images, for the commands that embed without the DAG (``index_refresh``, ``embed_pending``):
+    without it, those images would never be checked, since no later run sees them as new. OCR,
+    the slow step, is left to the DAG's read_text task and ``manage.py read_text``."""
     # The DAG's own tasks, not steps of embedding: the write path does not call them itself.
     from gallery.duplicates import near_duplicates_find
     from gallery.saved_searches import saved_searches_record_matches
 
-    embed = images_embed_pending(progress=progress)
     near_duplicates_find(image_ids=embed.ids)
     saved_searches_record_matches(image_ids=embed.ids, model_id=embed.model_id)
+
+
+def index_refresh(*, progress: bool = False) -> PipelineReport:
+    """The whole pipeline inline, the DAG's tasks in turn: embed what is pending, look for
+    near-duplicates and saved-search matches among the new images, publish if anything
+    changed, prune."""
+    embed = images_embed_pending(progress=progress)
+    new_images_match(embed)
     published = index_publish(embed_report=embed, progress=progress)
     pruned = index_prune() if published else []
     return PipelineReport(embed=embed, published=published, pruned=pruned)

@@ -1,11 +1,14 @@
 from django.core.management.base import BaseCommand, CommandError
 
-from gallery.indexing import images_embed_pending
+from gallery.indexing import images_embed_pending, new_images_match
 from indexer.embedding import ModelLoadError
 
 
 class Command(BaseCommand):
-    help = "Embed pending images with the configured CLIP model and store their vectors."
+    help = (
+        "Embed pending images with the configured CLIP model and store their vectors; then look for "
+        "near-duplicates and saved-search matches among the new ones (as the DAG does)."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument("--batch-size", type=int, default=None)
@@ -13,6 +16,7 @@ class Command(BaseCommand):
     def handle(self, *args, batch_size, **options):
         try:
             report = images_embed_pending(batch_size=batch_size, progress=options["verbosity"] > 0)
+            new_images_match(report)  # near-duplicates and saved searches, as the DAG does after embedding
         except ModelLoadError as exc:
             raise CommandError(str(exc)) from None
         self.stdout.write(
