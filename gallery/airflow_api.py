@@ -5,7 +5,8 @@ every new upload *announces* new images: an event for the asset the DAG is sched
 (``indexer.signals``), so a run starts within seconds instead of on the hour.
 
 Announcing never slows or fails an upload. It happens after the commit, on a background thread,
-with a short timeout; uploads that arrive while an event is being posted share the next one
+with a short timeout per request, tried again for a while when Airflow does not answer yet (busy
+parsing at start, restarting); uploads that arrive while an event is being posted share the next one
 (a burst of 1,000 uploads posts about one event a second, and Airflow coalesces those into a
 few runs). When Airflow is down or not configured the event is dropped with one log line, and
 the hourly schedule indexes the images anyway.
@@ -34,6 +35,9 @@ logger = logging.getLogger(__name__)
 
 TIMEOUT = 10  # seconds; a curator is waiting on the page
 ANNOUNCE_TIMEOUT = 5  # seconds per request, in a background thread: nobody waits, and one thread never piles up
+# Seconds one announcement keeps trying an Airflow that does not answer yet (a scheduler that has
+# just started keeps a 2-core machine busy for a while); a dropped one waits for the hourly run.
+ANNOUNCE_PATIENCE = 20
 ANNOUNCE_INTERVAL = 1.0  # seconds between two events from one process: uploads in between share one
 
 
@@ -69,10 +73,28 @@ def asset_event_post(*, timeout: float = ANNOUNCE_TIMEOUT) -> dict:
     return _call("POST", "/api/v2/assets/events", body, timeout=timeout)
 
 
-def announcements_flush(timeout: float = 3 * ANNOUNCE_TIMEOUT + ANNOUNCE_INTERVAL) -> bool:
-    """Wait until announcements asked for so far were posted (or dropped). For tests and for
-    processes about to exit (registered with atexit, so an import command's last event goes out)."""
+def announcements_flush(timeout: float | None = None) -> bool:
+    """Wait until announcements asked for so far were posted (or dropped): by default as long as
+    one can take. For tests and for processes about to exit (registered with atexit, so an import
+    command's last event goes out)."""
+    if timeout is None:  # the last try may start just before the patience runs out
+        timeout = ANNOUNCE_PATIENCE + 3 * ANNOUNCE_TIMEOUT + ANNOUNCE_INTERVAL
     return _announcer.flush(timeout)
+
+
+def _asset_event_post_patiently() -> dict:
+    """:func:`asset_event_post`, tried again with growing pauses while the failure may pass, for
+    ANNOUNCE_PATIENCE seconds; a refusal is final at once."""
+    deadline, pause = time.monotonic() + ANNOUNCE_PATIENCE, 0.5
+    while True:
+        try:
+            return asset_event_post()
+        except AirflowUnavailable as exc:
+            if not exc.passing or time.monotonic() + pause >= deadline:
+                raise
+            logger.info("Airflow did not take the announcement yet, trying again in %.1f s: %s", pause, exc)
+        time.sleep(pause)
+        pause *= 2
 
 
 class _Announcer:
@@ -109,7 +131,7 @@ class _Announcer:
                 self._cond.wait_for(lambda: self._wanted)
                 self._wanted, self._busy = False, True
             try:
-                event = asset_event_post()
+                event = _asset_event_post_patiently()
                 logger.debug("announced new images to Airflow (asset event %s)", event.get("id"))
             except AirflowUnavailable as exc:
                 logger.warning("new images not announced to Airflow; the next scheduled index run takes them: %s", exc)
@@ -167,7 +189,9 @@ def _asset_id(*, timeout: float) -> int:
         query = urllib.parse.urlencode({"uri_pattern": NEW_UPLOADS_ASSET_URI, "limit": 100})
         found = [a["id"] for a in _call("GET", f"/api/v2/assets?{query}", None, timeout=timeout)["assets"] if a["uri"] == NEW_UPLOADS_ASSET_URI]
         if not found:
-            raise AirflowUnavailable(f"Airflow knows no asset {NEW_UPLOADS_ASSET_URI} (is the search_index DAG loaded?)")
+            # The DAG processor writes the asset when it first parses the DAG: at start, soon.
+            raise AirflowUnavailable(f"Airflow knows no asset {NEW_UPLOADS_ASSET_URI} (is the search_index DAG loaded?)",
+                                     passing=True)
         _asset_ids[base] = found[0]
     return _asset_ids[base]
 
@@ -235,7 +259,7 @@ def _request(method: str, url: str, body: dict | None, *, token: str = "", timeo
         raise AirflowUnavailable(f"Airflow refused {shown} ({exc.code}): {detail}", airflow_status=exc.code) from None
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
-        raise AirflowUnavailable(f"Airflow is unreachable at {shown}: {_without(str(reason), url)}") from None
+        raise AirflowUnavailable(f"Airflow is unreachable at {shown}: {_without(str(reason), url)}", passing=True) from None
     except http.client.InvalidURL as exc:
         raise AirflowUnavailable(f"AIRFLOW_API_URL is not a usable URL ({shown}): {_without(str(exc), url)}") from None
     except ValueError as exc:  # not JSON: something else answers at that address
@@ -243,9 +267,10 @@ def _request(method: str, url: str, body: dict | None, *, token: str = "", timeo
 
 
 def _without(text: str, url: str) -> str:
-    """``text`` with the credentials of ``url`` cut out, in case an error quotes them."""
+    """``text`` with the credentials (of ``url``, and the API password) cut out, in case an error
+    quotes them."""
     parts = urllib.parse.urlsplit(url)
-    for secret in (parts.password, parts.username, parts.query):
+    for secret in (parts.password, settings.AIRFLOW_API_PASSWORD, parts.query):
         if secret:
             text = text.replace(secret, "***")
     return text

@@ -56,13 +56,16 @@ class StorageUnavailable(Unavailable):
 
 class AirflowUnavailable(Unavailable):
     """Airflow did not accept a request; the message says why. ``airflow_status`` is the HTTP
-    status Airflow answered, when it answered."""
+    status Airflow answered, when it answered; ``passing`` says the same request may work in a
+    moment (no answer, an overloaded or restarting Airflow, the DAG not loaded yet), where a
+    refusal (a wrong login, a bad address) stays until someone changes the settings."""
 
     status = 502
 
-    def __init__(self, message: str, *, airflow_status: int | None = None) -> None:
+    def __init__(self, message: str, *, airflow_status: int | None = None, passing: bool = False) -> None:
         super().__init__(message)
         self.airflow_status = airflow_status
+        self.passing = passing or airflow_status == 429 or (airflow_status or 0) >= 500
 
 
 def http_status(exc: Exception) -> int | None:

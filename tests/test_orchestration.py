@@ -33,6 +33,7 @@ from tests.images import image_bytes
 from tests.searching import similar
 from tests.test_dag import AIRFLOW, ROOT, airflow_get, airflow_token, dag_env
 from tests.test_dag import airflow_env  # noqa: F401 (a fixture: an Airflow home of this module's own)
+from tests.test_security import FakeAirflow
 
 pytestmark = pytest.mark.django_db(transaction=True)  # uploads announce after their commit
 
@@ -85,18 +86,67 @@ class SilentServer:
             conn.close()
 
 
-def test_with_airflow_down_an_upload_is_stored_and_the_signal_dropped_with_one_log_line(settings, upload, announcer_log):
+def test_with_airflow_down_an_upload_is_stored_and_the_signal_dropped_with_one_log_line(settings, upload, announcer_log, monkeypatch):
+    monkeypatch.setattr(airflow_api, "ANNOUNCE_PATIENCE", 2)  # tries again for 2 s, then gives up
     settings.AIRFLOW_API_URL = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     image, created = upload(1)
     assert announcements_flush()
     assert created and Image.objects.get().pk == image.pk and image.status == "pending"
     assert default_storage.exists(image.file.name) and default_storage.exists(image.thumbnail.name)
-    [line] = announcer_log()
+    *retries, line = announcer_log()
+    assert len(retries) == 2 and all(r.levelno == logging.INFO and "trying again" in r.getMessage() for r in retries)
     assert line.levelno == logging.WARNING
     assert "not announced to Airflow" in line.getMessage() and "unreachable" in line.getMessage()
 
 
-def test_a_hung_airflow_never_slows_an_upload_and_a_burst_shares_one_event(settings, upload, announcer_log):
+def _airflow_that_starts_after(failures: int, status: int) -> FakeAirflow:
+    """An Airflow API stub: ``status`` for its first ``failures`` requests, then token, asset and
+    event answers as Airflow 3 gives them."""
+    answered = []
+
+    def answer(path):
+        answered.append(path)
+        reply = {"/auth/token": {"access_token": "a.e30.b"}, "/api/v2/assets/events": {"id": 11}}.get(path)
+        if path.startswith("/api/v2/assets?"):
+            reply = {"assets": [{"id": 3, "uri": NEW_UPLOADS_ASSET_URI}]}
+        if len(answered) <= failures:
+            return status, {}, b"not yet"
+        return 200, {"Content-Type": "application/json"}, json.dumps(reply).encode()
+
+    return FakeAirflow(answer)
+
+
+def test_an_airflow_still_starting_gets_the_announcement_once_it_answers(settings, upload, announcer_log, monkeypatch):
+    monkeypatch.setattr(airflow_api, "ANNOUNCE_PATIENCE", 10)
+    airflow = _airflow_that_starts_after(2, 503)
+    settings.AIRFLOW_API_URL = f"http://127.0.0.1:{airflow.port}"
+    try:
+        upload(1)
+        assert announcements_flush()
+    finally:
+        airflow.close()
+    events = [json.loads(body) for method, path, _, body in airflow.seen if path == "/api/v2/assets/events"]
+    assert events == [{"asset_id": 3, "extra": {"source": "gallery"}}]
+    lines = announcer_log()
+    assert [r.levelno for r in lines] == [logging.INFO, logging.INFO] and all("503" in r.getMessage() for r in lines)
+
+
+def test_an_airflow_that_refuses_the_login_is_not_asked_again(settings, upload, announcer_log, monkeypatch):
+    monkeypatch.setattr(airflow_api, "ANNOUNCE_PATIENCE", 10)
+    airflow = _airflow_that_starts_after(100, 403)
+    settings.AIRFLOW_API_URL = f"http://127.0.0.1:{airflow.port}"
+    try:
+        upload(1)
+        assert announcements_flush(timeout=5)
+    finally:
+        airflow.close()
+    assert [path for _, path, *_ in airflow.seen] == ["/auth/token"]
+    [line] = announcer_log()
+    assert line.levelno == logging.WARNING and "403" in line.getMessage()
+
+
+def test_a_hung_airflow_never_slows_an_upload_and_a_burst_shares_one_event(settings, upload, announcer_log, monkeypatch):
+    monkeypatch.setattr(airflow_api, "ANNOUNCE_PATIENCE", 0)  # one try per event: what this test counts
     airflow = SilentServer()
     settings.AIRFLOW_API_URL = airflow.url
     try:
@@ -126,7 +176,8 @@ def test_without_airflow_configured_uploads_say_so_once(settings, upload, announ
     assert Image.objects.count() == 2
 
 
-def test_a_rolled_back_upload_announces_nothing(settings, announcer_log):
+def test_a_rolled_back_upload_announces_nothing(settings, announcer_log, monkeypatch):
+    monkeypatch.setattr(airflow_api, "ANNOUNCE_PATIENCE", 0)
     from django.db import transaction
 
     from gallery.uploads import image_create
@@ -329,11 +380,13 @@ def test_scripts_run_starts_everything_indexes_an_import_and_stops_everything(tm
             done = subprocess.run([str(ROOT / ".venv/bin/python"), "manage.py", *args], cwd=ROOT, env={**command, **extra},
                                   capture_output=True, text=True, timeout=120)
             assert done.returncode == 0, done.stdout + done.stderr
-            return done.stdout
+            return done
 
-        assert "1 added" in manage("import_images", str(photos))
+        imported = manage("import_images", str(photos))
+        assert "1 added" in imported.stdout
         events = airflow_get(url, jwt, "/api/v2/assets/events")["asset_events"]
-        assert [event["extra"]["source"] for event in events] == ["gallery"]  # posted before the command exited
+        # Posted before the command exited (its log says why not, if not).
+        assert [event["extra"]["source"] for event in events] == ["gallery"], imported.stderr
         gallery = f"http://{env['GALLERY_BIND']}"
 
         def searchable():
@@ -344,7 +397,7 @@ def test_scripts_run_starts_everything_indexes_an_import_and_stops_everything(tm
         # By the run its event starts, or by the hourly one that Airflow catches up at start.
         _wait("the imported photo is searchable", searchable, timeout=150, logs=[log, *sorted((var / "logs").glob("*.log"))])
         try_line = re.search(r"Try: \.venv/bin/python manage\.py (search) \"(.+)\"", output)
-        found = manage(try_line[1], try_line[2])
+        found = manage(try_line[1], try_line[2]).stdout
         assert re.search(r"^\s+1\s+-?[0-9.]+\s+#\d+\s+\S", found, re.M), found  # the photos, ranked
         manage("createsuperuser", "--noinput", "--username", "curator", "--email", "c@example.org",
                DJANGO_SUPERUSER_PASSWORD="a long pass phrase")
