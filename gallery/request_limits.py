@@ -17,17 +17,20 @@ from django.core.handlers.asgi import ASGIHandler
 from django.core.files.uploadhandler import FileUploadHandler
 from django.urls import reverse
 
+from gallery import access
+
 # Room for the form fields beside the files (titles, descriptions, tags, multipart headers).
 FORM_ALLOWANCE = 1024 * 1024
 
 
 def body_limit(request) -> int:
-    """The largest body ``request`` may send: one file, except the upload page (several)."""
-    return body_limit_for_path(request.path)
+    """The largest body ``request`` may send: one file, except a member's on the upload page
+    (several); anyone else's post there is refused before it is read, not after 2.5 GB."""
+    return body_limit_for_path(request.path, may_upload=access.can_upload(getattr(request, "user", None)))
 
 
-def body_limit_for_path(path: str) -> int:
-    files = settings.UPLOAD_MAX_FILES if path == reverse("gallery:upload") else 1
+def body_limit_for_path(path: str, *, may_upload: bool) -> int:
+    files = settings.UPLOAD_MAX_FILES if may_upload and path == reverse("gallery:upload") else 1
     return files * settings.UPLOAD_MAX_BYTES + FORM_ALLOWANCE
 
 
@@ -44,7 +47,11 @@ class LimitedASGIHandler(ASGIHandler):
     async def handle(self, scope, receive, send):
         if scope.get("type") != "http":
             return await super().handle(scope, receive, send)
-        limit, received = body_limit_for_path(scope.get("path", "")), 0
+        # Before any middleware: who is signed in is unknown yet, but a body without a session
+        # cookie cannot be a member's, so only one with it may bring several files.
+        cookies = b";".join(value for name, value in scope.get("headers", []) if name.lower() == b"cookie")
+        with_session = f"{settings.SESSION_COOKIE_NAME}=".encode() in cookies
+        limit, received = body_limit_for_path(scope.get("path", ""), may_upload=with_session), 0
 
         async def limited_receive():
             nonlocal received
@@ -67,7 +74,8 @@ def too_large_message(limit: int) -> str:
 
 
 class BodyTooLarge(RequestDataTooBig):
-    """A body over its limit, found while reading it (Django answers 400 through ``handler400``)."""
+    """A body over its limit, found while reading it: a 413 (Django hands it to ``handler400``,
+    :func:`gallery.views.bad_request`; the API's exception handler answers it too)."""
 
 
 class StreamingLimitHandler(FileUploadHandler):
@@ -75,7 +83,7 @@ class StreamingLimitHandler(FileUploadHandler):
 
     def __init__(self, request=None):
         super().__init__(request)
-        self.limit = body_limit(request) if request is not None else settings.UPLOAD_MAX_BYTES + FORM_ALLOWANCE
+        self.limit = settings.UPLOAD_MAX_BYTES + FORM_ALLOWANCE  # the request's own, once it starts
         self.total = self.file_bytes = 0
 
     def handle_raw_input(self, input_data, META, content_length, boundary, encoding=None):

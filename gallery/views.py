@@ -260,7 +260,8 @@ def page_not_found(request, exception):
 def bad_request(request, exception):
     """A body over its limit found while streaming (``gallery.request_limits``) says so; other
     malformed requests get a plain sentence."""
-    message = str(exception) if isinstance(exception, BodyTooLarge) else "The request could not be understood."
+    too_large = isinstance(exception, BodyTooLarge)
+    message, status = (str(exception), 413) if too_large else ("The request could not be understood.", 400)
     if request.path.startswith("/api/"):
-        return JsonResponse({"detail": message}, status=400)
-    return render(request, "gallery/error.html", {"error": message}, status=400)
+        return JsonResponse({"detail": message}, status=status)
+    return render(request, "gallery/error.html", {"error": message}, status=status)

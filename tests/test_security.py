@@ -251,8 +251,23 @@ def test_an_oversized_file_is_stopped_while_it_streams(member_client, settings, 
     UPLOAD_MAX_BYTES stops as soon as it passes it."""
     settings.UPLOAD_MAX_BYTES = 1024 * 1024
     response = member_client.post("/upload/", {"files": [as_upload(image_bytes(1)), as_upload(BIG)]})
-    assert response.status_code == 400 and "too large" in response.content.decode()
+    assert response.status_code == 413 and "too large" in response.content.decode()
     assert sum(temp_file_bytes) <= 2 * 1024 * 1024 and Image.objects.count() == 0 and stored_files() == []
+
+
+def test_only_a_member_may_send_the_upload_page_a_body_of_several_files(member_client, settings, temp_file_bytes, media):
+    """The upload page takes UPLOAD_MAX_FILES files from a member; from anyone else it is refused
+    by the one-file limit before the CSRF check reads it (it would refuse them only after)."""
+    settings.UPLOAD_MAX_BYTES = 1024 * 1024
+
+    def files():  # 2.1 MB
+        return {"files": [as_upload(image_bytes(n) + bytes(700 * 1024), name=f"{n}.jpg") for n in range(3)]}
+
+    response = Client().post("/upload/", files())  # a visitor's
+    assert response.status_code == 413 and "too large" in response.content.decode()
+    assert sum(temp_file_bytes) == 0
+    response = member_client.post("/upload/", files())
+    assert response.status_code == 200 and Image.objects.count() == 3  # read, then judged file by file
 
 
 def test_an_api_file_part_over_the_limit_stops_while_it_streams(member, settings, media):
@@ -476,9 +491,11 @@ def test_the_demo_prints_the_admin_password_only_when_it_makes_it(settings, tmp_
     assert password not in outputs[1] and str(tmp_path / "admin-password") in outputs[1]
 
 
-def test_a_chunked_body_under_asgi_is_cut_off_at_the_limit(settings, media):
+@pytest.mark.parametrize("path", [f"{API}/search/image/", "/upload/"])
+def test_a_chunked_body_under_asgi_is_cut_off_at_the_limit(settings, media, path):
     """No Content-Length to refuse it by: the ASGI handler keeps at most the limit of it and the
-    request is answered 413 (Django's own handler would spool all of it to a temporary file)."""
+    request is answered 413 (Django's own handler would spool all of it to a temporary file).
+    Without a session cookie the upload page's limit is one file's too."""
     import asyncio
 
     from webapp.asgi import application
@@ -503,7 +520,7 @@ def test_a_chunked_body_under_asgi_is_cut_off_at_the_limit(settings, media):
 
         scope = {
             "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
-            "path": f"{API}/search/image/", "raw_path": f"{API}/search/image/".encode(), "query_string": b"", "root_path": "",
+            "path": path, "raw_path": path.encode(), "query_string": b"", "root_path": "",
             "headers": [(b"host", b"testserver"), (b"content-type", b"multipart/form-data; boundary=xyz")],
             "client": ("127.0.0.1", 5000), "server": ("testserver", 80),
         }
