@@ -497,6 +497,21 @@ class ImageTextAdmin(admin.ModelAdmin):
     def line_count(self, obj):
         return len(obj.lines)
 
+    def get_queryset(self, request):
+        """The text of the images this user may open (``gallery.access``): what a hidden image
+        says is hidden with it."""
+        return super().get_queryset(request).filter(image__in=access.viewable_images(request.user))
+
+    def get_list_display(self, request):
+        # Why reading failed (paths, exceptions) is for curators only, as for embedding.
+        return self.list_display if access.can_curate(request.user) else [f for f in self.list_display if f != "error"]
+
+    def get_search_fields(self, request):
+        return self.search_fields if access.can_curate(request.user) else [f for f in self.search_fields if f != "error"]
+
+    def get_fields(self, request, obj=None):
+        return self.readonly_fields if access.can_curate(request.user) else [f for f in self.readonly_fields if f != "error"]
+
     def has_add_permission(self, request):
         return False
 

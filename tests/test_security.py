@@ -176,6 +176,28 @@ def test_view_only_staff_see_no_hidden_images_in_the_admin(client, one_image, up
     assert "where we hid it" in client.get(f"{CHANGELIST}{one_image.pk}/change/").content.decode()
 
 
+def test_view_only_staff_see_no_text_read_in_hidden_images(client, one_image, upload):
+    from gallery.models import ImageText
+
+    visible, _ = upload(2, title="Open field")
+    for image, text in ((one_image, "SECRET PLAN"), (visible, "OPEN DAY")):
+        ImageText.objects.create(image=image, engine="rapidocr", source=image.file.name, error=f"slow {text}",
+                                 lines=[{"text": text, "box": [[0, 0]] * 4, "confidence": 0.9}])
+    hide(one_image)
+    texts = "/admin/gallery/imagetext/"
+    client.force_login(user_with("reader", "view_imagetext", staff=True))
+    listing = client.get(texts).content.decode()
+    assert "Open field" in listing and "Secret lake" not in listing
+    assert "slow OPEN DAY" not in listing  # why reading failed: curators only
+    assert "Secret lake" not in client.get(texts, {"q": "SECRET"}).content.decode()
+    change = client.get(f"{texts}{one_image.pk}/change/", follow=True).content.decode()
+    assert "SECRET PLAN" not in change
+    assert "OPEN DAY" in client.get(f"{texts}{visible.pk}/change/").content.decode()
+    client.force_login(user_with("curator", "view_imagetext", "change_image", staff=True))
+    listing = client.get(texts).content.decode()
+    assert "Secret lake" in listing and "slow SECRET PLAN" in listing
+
+
 # --- 5. re-uploading a hidden image's bytes in the admin ---------------------------------------
 
 
