@@ -30,7 +30,6 @@ import random
 import sys
 import tempfile
 import time
-from pathlib import Path
 
 COLOURS = ["red", "blue", "green", "yellow", "purple", "orange", "black", "white", "grey", "pink"]
 THINGS = ["chair", "table", "lamp", "vase", "mug", "sofa", "shelf", "rug", "clock", "mirror"]

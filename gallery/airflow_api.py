@@ -239,7 +239,7 @@ def _request(method: str, url: str, body: dict | None, *, token: str = "", timeo
     shown = redact(url)
     try:
         request = urllib.request.Request(url, data=data, method=method)
-    except ValueError as exc:
+    except ValueError:
         raise AirflowUnavailable(f"AIRFLOW_API_URL is not a usable URL ({shown})") from None
     request.add_header("Content-Type", "application/json")
     if token:

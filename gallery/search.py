@@ -241,8 +241,8 @@ def merge_ranked(*rankings: list[tuple[int, float]]) -> list[tuple[int, float]]:
     """One ranking, best first, from several: an id found more than once keeps its best score
     (a row published while a query ran can come from both the index and the fresh segment)."""
     best: dict[int, float] = {}
-    for ranking in rankings:
-        for pk, score in ranking:
+    for one in rankings:
+        for pk, score in one:
             if score > best.get(pk, -np.inf):
                 best[pk] = score
     return sorted(best.items(), key=lambda pair: (-pair[1], pair[0]))

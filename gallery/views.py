@@ -238,9 +238,7 @@ def media(request, path):
         return JsonResponse({"detail": str(exc.detail)}, status=401)
     if not access.can_view(user) or not path.startswith(("originals/", "thumbnails/")):
         raise Http404
-    images = Image.objects.filter(Q(file=path) | Q(thumbnail=path))
-    if not access.can_curate(user):
-        images = images.filter(hidden=False)
+    images = access.viewable_images(user).filter(Q(file=path) | Q(thumbnail=path))
     if not images.exists() or not default_storage.exists(path):
         raise Http404
     content_type = mimetypes.guess_type(path)[0] or "application/octet-stream"

@@ -20,7 +20,7 @@ from django.core.files.storage import default_storage
 from django.db import connection
 
 from gallery import search
-from tests.searching import by_image, by_text, similar
+from tests.searching import similar
 from gallery.index_cache import current_index
 from gallery.models import Image, IndexVersion
 from indexer.signals import NEW_UPLOADS_ASSET_URI

@@ -8,8 +8,7 @@ import os
 
 import pytest
 
-from gallery import search
-from tests.searching import by_image, by_text, similar
+from tests.searching import by_text
 from gallery.indexing import index_refresh
 from gallery.samples import available_samples
 from gallery.uploads import image_create

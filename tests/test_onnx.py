@@ -9,8 +9,8 @@ import pytest
 from django.core.files.storage import default_storage
 from django.core.management import CommandError, call_command
 
-from gallery import indexing, search
-from tests.searching import by_image, by_text, similar
+from gallery import indexing
+from tests.searching import by_image, by_text
 from gallery.models import Image, IndexVersion
 from indexer.embedding import ModelSpec, get_embedder
 from indexer.images import open_rgb

@@ -15,8 +15,8 @@ from django.core.files.storage import default_storage
 from django.db import connection
 from rest_framework.test import APIClient
 
-from gallery import indexing, search
-from tests.searching import by_image, by_text, similar
+from gallery import indexing
+from tests.searching import similar
 from gallery.index_cache import clear_index_cache, current_index
 from gallery.models import Image, IndexVersion
 from gallery.curation import image_delete

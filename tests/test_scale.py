@@ -16,7 +16,7 @@ from django.test.utils import CaptureQueriesContext
 from rest_framework.authtoken.models import Token
 
 from gallery.listing import STATUS_COUNTS_KEY
-from gallery.models import Image, SavedSearch, SavedSearchMatch
+from gallery.models import SavedSearch, SavedSearchMatch
 from tests.conftest import on_object_storage
 
 API = "/api/v1"

@@ -1,6 +1,5 @@
 from django.conf import settings
 from rest_framework.pagination import CursorPagination, PageNumberPagination
-from rest_framework.response import Response
 
 
 class GalleryPagination(PageNumberPagination):
