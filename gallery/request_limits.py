@@ -11,6 +11,8 @@ header said.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.core.handlers.asgi import ASGIHandler
@@ -26,11 +28,12 @@ FORM_ALLOWANCE = 1024 * 1024
 def body_limit(request) -> int:
     """The largest body ``request`` may send: one file, except a member's on the upload page
     (several); anyone else's post there is refused before it is read, not after 2.5 GB."""
-    return body_limit_for_path(request.path, may_upload=access.can_upload(getattr(request, "user", None)))
+    # The user is looked up (session, user: two queries) only where the answer depends on it.
+    return body_limit_for_path(request.path, may_upload=lambda: access.can_upload(getattr(request, "user", None)))
 
 
-def body_limit_for_path(path: str, *, may_upload: bool) -> int:
-    files = settings.UPLOAD_MAX_FILES if may_upload and path == reverse("gallery:upload") else 1
+def body_limit_for_path(path: str, *, may_upload: Callable[[], bool]) -> int:
+    files = settings.UPLOAD_MAX_FILES if path == reverse("gallery:upload") and may_upload() else 1
     return files * settings.UPLOAD_MAX_BYTES + FORM_ALLOWANCE
 
 
@@ -51,7 +54,7 @@ class LimitedASGIHandler(ASGIHandler):
         # cookie cannot be a member's, so only one with it may bring several files.
         cookies = b";".join(value for name, value in scope.get("headers", []) if name.lower() == b"cookie")
         with_session = f"{settings.SESSION_COOKIE_NAME}=".encode() in cookies
-        limit, received = body_limit_for_path(scope.get("path", ""), may_upload=with_session), 0
+        limit, received = body_limit_for_path(scope.get("path", ""), may_upload=lambda: with_session), 0
 
         async def limited_receive():
             nonlocal received
