@@ -10,15 +10,14 @@ from django.core.cache import cache
 from django.db.models import Count, Q, QuerySet
 
 from gallery import access
-from gallery.models import Image, IndexVersion, Tag
+from gallery.models import Image, IndexVersion
 from indexer.embedding import RANDOM
 
 
-def gallery_images(user, *, tag: Tag | None = None) -> QuerySet[Image]:
-    """What the gallery grid shows: every image ``user`` may see and nobody hid, newest first;
-    with ``tag``, only the images that carry it."""
-    images = access.viewable_images(user).filter(hidden=False)
-    return images.filter(tags=tag) if tag is not None else images
+def gallery_images(user) -> QuerySet[Image]:
+    """What the gallery grid shows: every image ``user`` may see and nobody hid (its filters and
+    order are the API image list's: ``gallery.api.filters``, ``gallery.api.pagination``)."""
+    return access.viewable_images(user).filter(hidden=False)
 
 
 @dataclass(frozen=True)

@@ -166,6 +166,11 @@ class Image(models.Model):
         return self.taken_at.astimezone(zone).replace(tzinfo=None)
 
     @property
+    def taken_month(self) -> datetime.date:
+        """The first day of the month it was taken, as the timeline groups it."""
+        return self.taken_at_wall.date().replace(day=1)
+
+    @property
     def taken_at_offset_label(self) -> str:
         """"UTC+02:00" for the camera's own offset, or '' when it wrote none."""
         if self.taken_at_offset is None:

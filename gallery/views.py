@@ -23,16 +23,17 @@ from django.urls import reverse
 from django.utils.cache import patch_cache_control
 from django.utils.http import urlencode
 from django.views.decorators.http import require_POST
-from rest_framework.exceptions import AuthenticationFailed, NotFound
+from rest_framework.exceptions import AuthenticationFailed, NotFound, ValidationError
 from rest_framework.request import Request
 
-from gallery import access, curation, search, tags
+from gallery import access, curation, search
 from gallery.api.authentication import media_user
+from gallery.api.filters import ORIENTATIONS, BrowseFilter
 from gallery.api.pagination import ImageListPagination
 from gallery.errors import GalleryError, http_status, public_message
 from gallery.forms import ImageSearchForm, UploadForm
 from gallery.listing import gallery_images
-from gallery.models import Image, ImageText
+from gallery.models import ImageText
 from gallery.ranking import RANKINGS
 from gallery.request_limits import BodyTooLarge
 from gallery.throttles import SearchThrottle, UploadThrottle, throttled
@@ -80,24 +81,35 @@ def _failure(request, exc: Exception, template: str, context: dict):
 
 @viewers_only
 def gallery(request):
-    """The grid, newest first; ``?tag=`` keeps the images with that tag (none for an unknown tag)."""
-    tag_name = request.GET.get("tag", "").strip()
-    tag = tags.tag_lookup(tag_name) if tag_name else None
-    images = gallery_images(request.user, tag=tag) if tag or not tag_name else Image.objects.none()
+    """The grid: newest uploads first, or the timeline (``?order=taken``: newest taken first,
+    under month headings), narrowed by the API image list's own filters (date taken, camera,
+    location, orientation, tag: ``gallery.api.filters.BrowseFilter``)."""
+    filters = BrowseFilter(request.GET, queryset=gallery_images(request.user))
+    timeline = request.GET.get("order") == "taken"
+    other_order = request.GET.copy()
+    other_order.pop("cursor", None)
+    other_order["order"] = "uploaded" if timeline else "taken"
+    context = {
+        "filters": filters.form,
+        "orientations": list(ORIENTATIONS),
+        "timeline": timeline,
+        "other_order": other_order.urlencode(),
+        "filtered": any(value for name, value in request.GET.items() if name not in ("order", "cursor", "page_size")),
+        "tag_name": request.GET.get("tag", "").strip(),
+        "extra": _other_params(request, drop=("page", "cursor")),
+        "paged": "cursor" in request.GET,
+    }
+    if not filters.is_valid():
+        return render(request, "gallery/gallery.html", context, status=400)
     # The API's keyset pages (a cursor in ``?cursor=``): no OFFSET, no count of the gallery.
     paginator = ImageListPagination()
     try:
-        rows = paginator.paginate_queryset(images, Request(request))
+        rows = paginator.paginate_queryset(filters.qs, Request(request))
     except NotFound:
         raise Http404("There is no such page of this gallery.") from None
-    context = {
-        "images": rows,
-        "newer": paginator.get_previous_link(),
-        "older": paginator.get_next_link(),
-        "extra": _other_params(request, drop=("page", "cursor")),
-        "tag_name": tag.name if tag else tag_name,
-        "paged": "cursor" in request.GET,
-    }
+    except ValidationError as exc:  # an order there is not
+        return render(request, "gallery/gallery.html", {**context, "error": " ".join(exc.detail["order"])}, status=400)
+    context.update(images=rows, newer=paginator.get_previous_link(), older=paginator.get_next_link())
     return render(request, "gallery/gallery.html", context)
 
 

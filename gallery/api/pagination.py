@@ -1,4 +1,5 @@
 from django.conf import settings
+from rest_framework.exceptions import ValidationError
 from rest_framework.pagination import CursorPagination, PageNumberPagination
 
 
@@ -37,8 +38,17 @@ class ImageListPagination(CursorPagination):
     page costs what the first does and no request counts the gallery. SEARCH_PAGE_SIZE per
     page; ``page_size`` up to API_MAX_PAGE_SIZE. A damaged cursor is a 404."""
 
-    ordering = ("-uploaded_at", "-pk")  # index image_newest_first; ties share a timestamp only
+    # ?order=: newest uploads first (index image_newest_first), or the timeline, newest taken
+    # first (index image_timeline). Ties share a timestamp only.
+    orderings = {"uploaded": ("-uploaded_at", "-pk"), "taken": ("-taken_at", "-pk")}
+    ordering = orderings["uploaded"]
     page_size_query_param = "page_size"
+
+    def get_ordering(self, request, queryset, view):
+        order = request.query_params.get("order") or "uploaded"
+        if order not in self.orderings:
+            raise ValidationError({"order": [f"Choose one of: {', '.join(self.orderings)}."]})
+        return self.orderings[order]
 
     def get_page_size(self, request):
         self.page_size, self.max_page_size = settings.SEARCH_PAGE_SIZE, settings.API_MAX_PAGE_SIZE
