@@ -21,9 +21,10 @@ from django.conf import settings
 from django.core import signing
 from django.core.paginator import InvalidPage, Page, Paginator
 
-from gallery import clip, fresh_segment, keywords, pins, ranking
+from gallery import clip, fresh_segment, keywords, pins, ranking, relevance
 from gallery.errors import BadQuery, GalleryError, NotReady, UploadRejected
 from gallery.index_backend import current_reader, index_errors, is_live
+from gallery.listing import index_counts
 from gallery.models import Image
 from gallery.uploads import decode_upload, read_upload
 from indexer.index import IndexMismatch
@@ -36,6 +37,33 @@ NOTHING_TO_SEARCH = "Give an example image, a text, or both."
 
 class PageNotFound(GalleryError):
     status = 404
+
+
+SORTS = ("relevance", "newest", "oldest")  # newest and oldest: by date taken
+
+
+@dataclass(frozen=True)
+class ResultOptions:
+    """How results are shown, beside what was asked: only the relevant ones (the query-adaptive
+    cut of ``gallery.relevance``), and in which order. Sorting by date keeps the relevant ones
+    only: by date, a weak match would sit among the good ones with nothing to tell it apart."""
+
+    relevant: bool = False
+    sort: str = "relevance"
+
+    @classmethod
+    def from_params(cls, params) -> ResultOptions:
+        """From a page's or the API's query string (``relevant=true``, ``sort=newest``)."""
+        sort = params.get("sort") or "relevance"
+        if sort not in SORTS:
+            raise BadQuery(f"Unknown sort {sort[:20]!r}: use one of {', '.join(SORTS)}.")
+        relevant = (params.get("relevant") or "").lower()
+        if relevant not in ("", "true", "false", "1", "0"):
+            raise BadQuery("relevant is true or false.")
+        return cls(relevant=relevant in ("true", "1") or sort != "relevance", sort=sort)
+
+    def as_params(self) -> dict:
+        return {**({"relevant": "true"} if self.relevant and self.sort == "relevance" else {}), **({"sort": self.sort} if self.sort != "relevance" else {})}
 
 
 @dataclass(frozen=True, eq=False)
@@ -180,7 +208,7 @@ def embed_query_image(*, file: BinaryIO) -> np.ndarray:
     return embedder.encode_images([picture])[0]
 
 
-def search(query: SearchQuery) -> SearchResults:
+def search(query: SearchQuery, options: ResultOptions = ResultOptions()) -> SearchResults:
     """Ranked visible images for ``query``.
 
     What CLIP sees: the current index's nearest vectors; on Annoy merged by score with an exact
@@ -189,10 +217,15 @@ def search(query: SearchQuery) -> SearchResults:
     image, not "more like") is also matched by its words against titles, tags and descriptions
     (``gallery.keywords``), and the two rankings are fused (``gallery.ranking``); its
     ``ranking`` (or SEARCH_RANKING) can ask for one of them alone. Raises :class:`NotReady`
-    while CLIP has nothing to search, unless the words alone were asked for."""
+    while CLIP has nothing to search, unless the words alone were asked for.
+
+    ``options.relevant`` keeps CLIP's relevant results only (``gallery.relevance``; what the
+    words found stays), and ``options.sort`` orders them by date taken instead."""
     limit = settings.SEARCH_MAX_RESULTS
     mode = query.ranking_mode()
-    clip_pairs = _clip_ranking(query, limit) if mode != ranking.KEYWORDS else []
+    clip_pairs, relevant = _clip_ranking(query, limit) if mode != ranking.KEYWORDS else ([], None)
+    if options.relevant and relevant is not None:
+        clip_pairs = clip_pairs[:relevant]
     keyword_pairs = keywords.keyword_ranking(query.text, limit) if mode != ranking.CLIP else []
     if mode == ranking.CLIP:
         ranked = [(pk, score, ranking.LOOKS) for pk, score in clip_pairs]
@@ -203,15 +236,18 @@ def search(query: SearchQuery) -> SearchResults:
         exact = keywords.exact_matches(query.text, [pk for pk, _ in keyword_pairs])
         fused = ranking.fuse(clip_pairs, keyword_pairs, k=settings.SEARCH_RRF_K, exact=exact)
         ranked = [(pk, cosine.get(pk), matched) for pk, _, matched in fused[:limit]]
-    visible = set(Image.objects.filter(pk__in=[pk for pk, *_ in ranked], hidden=False).values_list("pk", flat=True))
-    return SearchResults(
-        pins.apply_pins(pins.pinnable_text(query), [hit for hit in ranked if hit[0] in visible]),
-        text=query.text if mode != ranking.CLIP else "",
-    )
+    taken = dict(Image.objects.filter(pk__in=[pk for pk, *_ in ranked], hidden=False).values_list("pk", "taken_at"))
+    ranked = [hit for hit in ranked if hit[0] in taken]
+    if options.sort == "relevance":
+        ranked = pins.apply_pins(pins.pinnable_text(query), ranked)  # a curator's order is a relevance order
+    else:  # by date taken; equal dates keep their relevance order (sorted() is stable)
+        ranked = sorted(ranked, key=lambda hit: taken[hit[0]], reverse=options.sort == "newest")
+    return SearchResults(ranked, text=query.text if mode != ranking.CLIP else "", relevant=relevant)
 
 
-def _clip_ranking(query: SearchQuery, limit: int) -> list[tuple[int, float]]:
-    """``(id, cosine)`` of the nearest vectors, best first, from the index and the fresh segment."""
+def _clip_ranking(query: SearchQuery, limit: int) -> tuple[list[tuple[int, float]], int | None]:
+    """``(id, cosine)`` of the nearest vectors, best first, from the index and the fresh segment;
+    and how many of them are relevant (None: too few images to judge)."""
     live = is_live()  # a live engine holds new vectors itself: no fresh segment
     index = current_reader()
     if index is None and (live or not fresh_segment.anything_fresh()):
@@ -234,7 +270,17 @@ def _clip_ranking(query: SearchQuery, limit: int) -> list[tuple[int, float]]:
             built = index.query(vector, limit)  # Milvus leaves hidden rows out; Annoy cannot
     elif not len(segment):
         _not_ready()
-    return merge_ranked(built, segment.query(vector, limit) if segment is not None else [])[:limit]
+    pairs = merge_ranked(built, segment.query(vector, limit) if segment is not None else [])[:limit]
+    relevant = relevance.relevant_prefix(
+        [score for _, score in pairs], vector, model_id=model_id, version=index.version if index is not None else None,
+        collection_size=_searchable_count,
+    )
+    return pairs, relevant
+
+
+def _searchable_count() -> int:
+    counts = index_counts()  # at most INDEX_STATUS_CACHE_SECONDS old: the size, not the rows, matters
+    return counts["indexed"] + counts["fresh"]
 
 
 def merge_ranked(*rankings: list[tuple[int, float]]) -> list[tuple[int, float]]:
@@ -267,12 +313,14 @@ class SearchResults(Sequence):
     that slice: a page of 16 costs one small query (and one for their tags), however many
     results were ranked."""
 
-    def __init__(self, ranked: list[tuple], *, text: str = ""):
+    def __init__(self, ranked: list[tuple], *, text: str = "", relevant: int | None = None):
         # (image id, score, matched), best first, hidden and deleted ids dropped; an
         # (image id, score) pair is a CLIP hit.
         self._pinned = getattr(ranked, "pinned", frozenset())  # a gallery.pins.PinnedRanking
         self._ranked = [(hit[0], hit[1], hit[2] if len(hit) > 2 else ranking.LOOKS) for hit in ranked]
         self._text = text  # the query's words, to show which words in a picture matched
+        # How many of CLIP's results the relevance rule kept (None: too few images to judge).
+        self.relevant = relevant
 
     def __len__(self) -> int:
         return len(self._ranked)
@@ -284,10 +332,13 @@ class SearchResults(Sequence):
 
     @property
     def weak(self) -> bool:
-        """Even the best match is poor (nothing pinned, no words matched, and a low cosine):
-        say so rather than pretend."""
+        """Even the best match is poor (nothing pinned, no words matched, and CLIP found nothing
+        relevant): say so rather than pretend. The relevance rule judges; on a gallery too
+        small for it, a best cosine under SEARCH_WEAK_SCORE does."""
         if not self._ranked or self._pinned or any(matched != ranking.LOOKS for *_, matched in self._ranked):
             return False
+        if self.relevant is not None:
+            return self.relevant == 0
         return self._ranked[0][1] is not None and self._ranked[0][1] < settings.SEARCH_WEAK_SCORE
 
     def __iter__(self):

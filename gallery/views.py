@@ -71,6 +71,26 @@ def _other_params(request, drop=("page",)) -> str:
     return params.urlencode() + "&" if params else ""
 
 
+RESULT_VIEWS = [  # (label, relevant, sort): the links above the results
+    ("all results, best first", False, "relevance"),
+    ("relevant only", True, "relevance"),
+    ("relevant, newest taken first", True, "newest"),
+    ("relevant, oldest taken first", True, "oldest"),
+]
+
+
+def _result_views(request, current: search.ResultOptions) -> list[tuple[str, str, bool]]:
+    """(label, query string, is current) for each way to show these results."""
+    views = []
+    for label, relevant, sort in RESULT_VIEWS:
+        params = request.GET.copy()
+        for name in ("page", "relevant", "sort"):
+            params.pop(name, None)
+        params.update(search.ResultOptions(relevant=relevant, sort=sort).as_params())
+        views.append((label, params.urlencode(), (current.relevant, current.sort) == (relevant, sort)))
+    return views
+
+
 def _failure(request, exc: Exception, template: str, context: dict):
     """A gallery error rendered on its page, with the status the API answers for it."""
     status = http_status(exc)
@@ -128,10 +148,12 @@ def search_results(request):
     if wait := throttled(request, SearchThrottle):
         return _too_many(request, wait)
     try:
+        options = search.ResultOptions.from_params(request.GET)
+        context |= {"options": options, "views": _result_views(request, options)}
         query = search.SearchQuery.from_token(token) if token else search.text_query(text, ranking_name=ranking_name)
         context["query_label"] = query.describe()
-        results = search.search(query)
-        context |= {"page": _page(request, results), "weak": results.weak}
+        results = search.search(query, options)
+        context |= {"page": _page(request, results), "weak": results.weak, "relevant": results.relevant}
     except (GalleryError, ModelLoadError) as exc:
         return _failure(request, exc, "gallery/search.html", context)
     return render(request, "gallery/search.html", context)

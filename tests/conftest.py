@@ -9,6 +9,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from gallery.fresh_segment import clear_fresh_cache
 from gallery.index_backend import clear_backend_cache
 from gallery.index_cache import clear_index_cache
+from gallery.relevance import forget as forget_relevance_backgrounds
 from indexer.embedding import ModelSpec, clear_embedders
 from tests.images import image_bytes
 
@@ -83,10 +84,12 @@ def media(settings, tmp_path, s3_bucket):
     clear_index_cache()
     clear_fresh_cache()
     clear_backend_cache()
+    forget_relevance_backgrounds()
     yield settings.MEDIA_ROOT
     clear_index_cache()
     clear_fresh_cache()
     clear_backend_cache()
+    forget_relevance_backgrounds()
 
 
 MILVUS_FIXTURES = {"on_milvus", "milvus_uri"}

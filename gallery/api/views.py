@@ -6,7 +6,7 @@ from django.db.models import QuerySet
 from django.utils import timezone
 from django_filters.rest_framework import DjangoFilterBackend
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import status, viewsets
 from rest_framework.authtoken.models import Token
 from rest_framework.authtoken.views import ObtainAuthToken
@@ -47,6 +47,10 @@ SEARCH_ERRORS = {
     409: OpenApiResponse(ErrorSerializer, description="no index yet, or built with another model"),
     503: OpenApiResponse(ErrorSerializer, description="the model, storage or index is unavailable for a moment"),
 }
+RESULT_OPTIONS = [  # query parameters of every search (search.ResultOptions)
+    OpenApiParameter("relevant", OpenApiTypes.BOOL, description="only the results that stand out from the query's own scores over the collection (no fixed threshold); what the words found stays"),
+    OpenApiParameter("sort", OpenApiTypes.STR, enum=search.SORTS, description="relevance (default), or newest/oldest by date taken, over the relevant results"),
+]
 BODY_ERRORS = {400: INVALID, 415: OpenApiResponse(ErrorSerializer, description="the body is not in the content type this operation takes")}
 
 
@@ -56,7 +60,7 @@ class _HitsPage:
     pagination_class = SearchPagination
 
     def hits_response(self, query: search.SearchQuery):
-        results = search.search(query)
+        results = search.search(query, search.ResultOptions.from_params(self.request.query_params))
         paginator = SearchPagination()
         page = paginator.paginate_queryset(results, self.request, view=self)
         data = SearchHitSerializer(page, many=True, context={"request": self.request}).data
@@ -142,7 +146,7 @@ class ImageViewSet(_HitsPage, viewsets.GenericViewSet):
         image = curation.image_update(image=self.get_object(), hidden=hidden)
         return Response(self.get_serializer(image).data)
 
-    @extend_schema(responses={200: SearchHitSerializer(many=True), **SEARCH_ERRORS}, tags=["search"])
+    @extend_schema(parameters=RESULT_OPTIONS, responses={200: SearchHitSerializer(many=True), **SEARCH_ERRORS}, tags=["search"])
     @action(detail=True, methods=["get"], pagination_class=SearchPagination)  # ranked hits page by number, as search does
     def similar(self, request, pk=None):
         """More like this image, from its stored vector; it comes first itself."""
@@ -163,7 +167,7 @@ class TextSearchView(_HitsPage, GenericAPIView):
     throttle_classes = [SearchThrottle]
     serializer_class = SearchHitSerializer
 
-    @extend_schema(parameters=[TextSearchSerializer], responses={200: SearchHitSerializer(many=True), **SEARCH_ERRORS})
+    @extend_schema(parameters=[TextSearchSerializer, *RESULT_OPTIONS], responses={200: SearchHitSerializer(many=True), **SEARCH_ERRORS})
     def get(self, request):
         data = _valid(TextSearchSerializer, request.query_params)
         return self.hits_response(search.text_query(data["q"], ranking_name=data["ranking"]))
@@ -180,6 +184,7 @@ class ImageSearchView(_HitsPage, GenericAPIView):
 
     @extend_schema(
         request={"multipart/form-data": ImageSearchSerializer},
+        parameters=RESULT_OPTIONS,
         responses={200: SearchHitSerializer(many=True), **SEARCH_ERRORS, **BODY_ERRORS},
     )
     def post(self, request):
@@ -198,6 +203,7 @@ class CombinedSearchView(_HitsPage, GenericAPIView):
 
     @extend_schema(
         request={"multipart/form-data": CombinedSearchSerializer},
+        parameters=RESULT_OPTIONS,
         responses={200: SearchHitSerializer(many=True), **SEARCH_ERRORS, **BODY_ERRORS},
     )
     def post(self, request):

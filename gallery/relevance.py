@@ -1,0 +1,81 @@
+"""Which of a search's CLIP results are relevant: ``indexer.relevance``'s rule (no similarity
+constant; each query judged against its own scores over the collection), fed with the
+collection's background here.
+
+The background is a uniform sample of the stored vectors of the query's model
+(BACKGROUND_SIZE of them, read by random ids through the primary key, so it costs the same at
+a thousand images and at a million). A process keeps it for BACKGROUND_SECONDS per model and
+index version; a query then costs one matrix product of that sample with its vector.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Callable
+
+import numpy as np
+from django.db.models import Max, Min
+
+from gallery.models import Image
+from indexer.relevance import MIN_BACKGROUND, relevant_count
+
+BACKGROUND_SIZE = 1000
+BACKGROUND_SECONDS = 600
+
+_lock = threading.Lock()
+_backgrounds: dict[tuple[str, str | None], tuple[float, np.ndarray]] = {}
+
+
+def relevant_prefix(
+    scores: list[float], vector: np.ndarray, *, model_id: str, version: str | None, collection_size: Callable[[], int]
+) -> int | None:
+    """How many of ``scores`` (a query's CLIP cosines, best first) are relevant, or None when
+    the collection is too small to judge (fewer than indexer.relevance.MIN_BACKGROUND vectors).
+    ``collection_size()`` is asked only when the rule can judge."""
+    sample = background(model_id, version)
+    if len(sample) < MIN_BACKGROUND:
+        return None
+    return relevant_count(scores, sample @ vector, collection_size=max(collection_size(), len(sample)))
+
+
+def background(model_id: str, version: str | None) -> np.ndarray:
+    """A uniform sample of the stored vectors of ``model_id``, as a matrix (rows: vectors)."""
+    key, now = (model_id, version), time.monotonic()
+    with _lock:
+        held = _backgrounds.get(key)
+        if held is not None and now - held[0] < BACKGROUND_SECONDS:
+            return held[1]
+    sample = _sample(model_id)
+    with _lock:
+        for old in [k for k in _backgrounds if k[0] == model_id]:
+            del _backgrounds[old]  # one version per model: the one being served
+        _backgrounds[key] = (now, sample)
+    return sample
+
+
+def forget() -> None:
+    """Drop the samples held (tests; a new sample comes with the next query)."""
+    with _lock:
+        _backgrounds.clear()
+
+
+def _sample(model_id: str) -> np.ndarray:
+    bounds = Image.objects.aggregate(low=Min("pk"), high=Max("pk"))  # two ends of the primary key
+    if bounds["low"] is None:
+        return np.zeros((0, 0), dtype=np.float32)
+    low, high = bounds["low"], bounds["high"]
+    span = high - low + 1
+    if span <= 2 * BACKGROUND_SIZE:
+        ids = range(low, high + 1)
+    else:
+        # Twice as many ids as needed: some are deleted, failed or of another model.
+        ids = random.Random(span).sample(range(low, high + 1), 2 * BACKGROUND_SIZE)
+    rows = (
+        Image.objects.filter(pk__in=list(ids), embedding_model=model_id, embedding__isnull=False)
+        .order_by("pk")  # the same sample on every database
+        .values_list("embedding", flat=True)
+    )
+    vectors = [np.frombuffer(bytes(row), dtype=np.float32) for row in rows[:BACKGROUND_SIZE]]
+    return np.stack(vectors) if vectors else np.zeros((0, 0), dtype=np.float32)
