@@ -122,7 +122,7 @@ def insert_rows(start: int, count: int, *, model_id: str, dim: int, status: str)
             values = defaults | {
                 "id": n + 1, "file": f"originals/{n}.jpg", "thumbnail": f"thumbnails/{n}.jpg", "sha256": f"{n:064x}",
                 "title": f"Photo {n}", "description": "", "width": 640, "height": 480, "size_bytes": 1,
-                "uploaded_at": at, "status": status, "error": "", "embedding": vectors[offset].tobytes(),
+                "uploaded_at": at, "taken_at": at, "taken_at_source": "upload", "status": status, "error": "", "embedding": vectors[offset].tobytes(),
                 "embedding_model": model_id, "embedded_at": at, "hidden": n % HIDDEN_EVERY == HIDDEN_EVERY - 1,
                 "tag_names": "",
             }
@@ -270,6 +270,9 @@ def requests_for(base: str, info: dict, run: str) -> list[tuple[str, object]]:
         ("gallery page `/`", lambda n: (f"{base}/", {}, 200)),
         ("gallery page 50 (cursor)", lambda n: (f"{base}/?cursor={info['page_50']}", {}, 200)),
         ("gallery page in the middle", lambda n: (f"{base}/?cursor={info['api_cursor']}", {}, 200)),
+        ("timeline `/?order=taken`", lambda n: (f"{base}/?order=taken", {}, 200)),
+        ("timeline in the middle (cursor)", lambda n: (f"{base}/?order=taken&cursor={info['api_cursor']}", {}, 200)),
+        ("timeline, one day", lambda n: (f"{base}/?order=taken&taken_after=2025-01-01&taken_before=2025-01-01", {}, 200)),
         ("API image list, first page", lambda n: (f"{base}/api/v1/images/", {}, 200)),
         ("API image list, middle (cursor)", lambda n: (f"{base}/api/v1/images/?cursor={info['api_cursor']}", {}, 200)),
         ("image page with more like this", lambda n: (f"{base}/images/{info['image']}/", {}, 200)),
@@ -277,6 +280,7 @@ def requests_for(base: str, info: dict, run: str) -> list[tuple[str, object]]:
         ("search page, repeated text", lambda n: (f"{base}/search/?q=a+red+bicycle", {}, 200)),
         ("API search, new text", lambda n: (f"{base}/api/v1/search/?q=api+{new_text(n)}", {}, 200)),
         ("API search, repeated text", lambda n: (f"{base}/api/v1/search/?q=a+red+bicycle", {}, 200)),
+        ("API search, relevant only, newest taken first", lambda n: (f"{base}/api/v1/search/?q=a+red+bicycle&sort=newest", {}, 200)),
         ("API more like this", lambda n: (f"{base}/api/v1/images/{info['image']}/similar/", {}, 200)),
         ("one thumbnail", lambda n: (f"{base}/media/{info['thumbnail']}", {}, 200)),
         ("one original", lambda n: (f"{base}/media/{info['original']}", {}, 200)),

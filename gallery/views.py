@@ -26,7 +26,7 @@ from django.views.decorators.http import require_POST
 from rest_framework.exceptions import AuthenticationFailed, NotFound, ValidationError
 from rest_framework.request import Request
 
-from gallery import access, curation, search
+from gallery import access, curation, search, tags
 from gallery.api.authentication import media_user
 from gallery.api.filters import ORIENTATIONS, BrowseFilter
 from gallery.api.pagination import ImageListPagination
@@ -115,7 +115,7 @@ def gallery(request):
         "timeline": timeline,
         "other_order": other_order.urlencode(),
         "filtered": any(value for name, value in request.GET.items() if name not in ("order", "cursor", "page_size")),
-        "tag_name": request.GET.get("tag", "").strip(),
+        "tag_name": _tag_heading(request.GET.get("tag", "").strip()),
         "extra": _other_params(request, drop=("page", "cursor")),
         "paged": "cursor" in request.GET,
     }
@@ -131,6 +131,12 @@ def gallery(request):
         return render(request, "gallery/gallery.html", {**context, "error": " ".join(exc.detail["order"])}, status=400)
     context.update(images=rows, newer=paginator.get_previous_link(), older=paginator.get_next_link())
     return render(request, "gallery/gallery.html", context)
+
+
+def _tag_heading(asked: str) -> str:
+    """The tag's own name ("seaside" for ?tag=Seaside), or what was asked when no tag has it."""
+    tag = tags.tag_lookup(asked) if asked else None
+    return tag.name if tag is not None else asked
 
 
 @viewers_only

@@ -93,6 +93,34 @@ def test_browse_and_page(page):
     assert page.locator("#results .gallery-link").count() == 16 and "cursor=" in page.url
 
 
+def test_timeline_filtered_by_date_and_camera_and_a_search_sorted_by_date(page):
+    import datetime as dt
+
+    # Five photos as their EXIF blocks would date them (reading EXIF: tests/test_photo_facts.py).
+    for n, (day, camera) in enumerate([("2024-07-14", "Pixel 7"), ("2024-07-02", "Pixel 7"), ("2024-07-20", "Canon EOS 5D"),
+                                        ("2024-01-20", "Pixel 7"), ("2023-06-30", "Pixel 7")]):
+        taken = dt.datetime.fromisoformat(day).replace(hour=12, tzinfo=dt.timezone.utc)
+        Image.objects.filter(title=f"Photo {n}").update(taken_at=taken, taken_at_source="camera", camera_model=camera)
+    page.goto("/")
+    page.get_by_role("link", name="By date taken").click()
+    page.fill("#taken_after", "2024-07-01")
+    page.fill("#taken_before", "2024-07-31")
+    page.fill("#camera", "pixel 7")
+    page.get_by_role("button", name="Filter").click()
+    page.wait_for_url(re.compile(r"camera=pixel\+7"))
+    assert titles(page) == ["Photo 0", "Photo 1"]  # July 2024 with that camera, newest taken first
+    assert page.locator(".timeline-month").all_inner_texts() == ["July 2024"]
+    shot(page, "timeline-filtered")
+    # A search, then its relevant results newest taken first (20 images are too few to judge
+    # relevance, so all are kept and the page says so).
+    page.goto("/search/?q=a+red+square")
+    page.get_by_role("link", name="relevant, newest taken first").click()
+    page.wait_for_url(re.compile(r"sort=newest"))
+    assert "too few photos yet to judge relevance" in page.locator("#result-views").inner_text()
+    # Photos 5-19 are dated by their upload (today, in upload order), then July 2024's newest.
+    assert titles(page) == [f"Photo {n}" for n in range(19, 4, -1)] + ["Photo 2"]
+
+
 def test_text_search_and_shared_url(page, browser, live_server):
     page.goto("/")
     page.fill("#q", "a red square")
@@ -200,8 +228,8 @@ def axe_violations(page) -> list[str]:
 def test_every_page_passes_axe_core(signed_in, live_server):
     page = signed_in
     image = Image.objects.order_by("pk").first()
-    pages = ["/", "/search/?q=a+photo", "/search/?q=zzzz+nothing", f"/images/{image.pk}/", "/upload/", "/saved/",
-             "/no-such-page/"]
+    pages = ["/", "/?order=taken&camera=Pixel+7", "/search/?q=a+photo", "/search/?q=a+photo&sort=newest",
+             "/search/?q=zzzz+nothing", f"/images/{image.pk}/", "/upload/", "/saved/", "/no-such-page/"]
     found = {}
     for url in pages:
         page.goto(url)
