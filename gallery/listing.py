@@ -16,7 +16,7 @@ from indexer.embedding import RANDOM
 
 def gallery_images(user) -> QuerySet[Image]:
     """What the gallery grid shows: every image ``user`` may see and nobody hid (its filters and
-    order are the API image list's: ``gallery.api.filters``, ``gallery.api.pagination``)."""
+    order are the API image list's: ``gallery.filters``, ``gallery.api.pagination``)."""
     return access.viewable_images(user).filter(hidden=False)
 
 

@@ -20,9 +20,11 @@ import numpy as np
 from django.conf import settings
 from django.core import signing
 from django.core.paginator import InvalidPage, Page, Paginator
+from django.db.models import QuerySet
 
-from gallery import clip, fresh_segment, keywords, pins, ranking, relevance
+from gallery import clip, filtered_search, fresh_segment, keywords, pins, ranking, relevance
 from gallery.errors import BadQuery, GalleryError, NotReady, UploadRejected
+from gallery.filters import BrowseFilter
 from gallery.index_backend import current_reader, index_errors, is_live
 from gallery.listing import index_counts
 from gallery.models import Image
@@ -50,17 +52,34 @@ class ResultOptions:
 
     relevant: bool = False
     sort: str = "relevance"
+    # The gallery's filters (gallery.filters.BrowseFilter's parameters), applied inside the
+    # search by gallery.filtered_search; empty: the whole gallery.
+    filters: tuple[tuple[str, str], ...] = ()
 
     @classmethod
     def from_params(cls, params) -> ResultOptions:
-        """From a page's or the API's query string (``relevant=true``, ``sort=newest``)."""
+        """From a page's or the API's query string (``relevant=true``, ``sort=newest``, and the
+        gallery's filters: ``taken_after``, ``camera``, ``tags``...)."""
         sort = params.get("sort") or "relevance"
         if sort not in SORTS:
             raise BadQuery(f"Unknown sort {sort[:20]!r}: use one of {', '.join(SORTS)}.")
         relevant = (params.get("relevant") or "").lower()
         if relevant not in ("", "true", "false", "1", "0"):
             raise BadQuery("relevant is true or false.")
-        return cls(relevant=relevant in ("true", "1") or sort != "relevance", sort=sort)
+        names = (*BrowseFilter.base_filters, "taken_after", "taken_before")
+        filters = tuple((name, params.get(name)) for name in names if params.get(name))
+        options = cls(relevant=relevant in ("true", "1") or sort != "relevance", sort=sort, filters=filters)
+        options.filtered_images()  # bad filter values are the query's fault, said now
+        return options
+
+    def filtered_images(self) -> QuerySet[Image] | None:
+        """The visible images the filters keep, or None without filters. Raises BadQuery."""
+        if not self.filters:
+            return None
+        browse = BrowseFilter(dict(self.filters), queryset=Image.objects.filter(hidden=False))
+        if not browse.is_valid():
+            raise BadQuery(" ".join(f"{name}: {' '.join(errors)}" for name, errors in browse.errors.items()))
+        return browse.qs
 
     def as_params(self) -> dict:
         return {**({"relevant": "true"} if self.relevant and self.sort == "relevance" else {}), **({"sort": self.sort} if self.sort != "relevance" else {})}
@@ -223,7 +242,8 @@ def search(query: SearchQuery, options: ResultOptions = ResultOptions()) -> Sear
     words found stays), and ``options.sort`` orders them by date taken instead."""
     limit = settings.SEARCH_MAX_RESULTS
     mode = query.ranking_mode()
-    clip_pairs, relevant = _clip_ranking(query, limit) if mode != ranking.KEYWORDS else ([], None)
+    filtered = options.filtered_images()
+    clip_pairs, relevant = _clip_ranking(query, limit, filtered) if mode != ranking.KEYWORDS else ([], None)
     if options.relevant and relevant is not None:
         clip_pairs = clip_pairs[:relevant]
     keyword_pairs = keywords.keyword_ranking(query.text, limit) if mode != ranking.CLIP else []
@@ -236,18 +256,22 @@ def search(query: SearchQuery, options: ResultOptions = ResultOptions()) -> Sear
         exact = keywords.exact_matches(query.text, [pk for pk, _ in keyword_pairs])
         fused = ranking.fuse(clip_pairs, keyword_pairs, k=settings.SEARCH_RRF_K, exact=exact)
         ranked = [(pk, cosine.get(pk), matched) for pk, _, matched in fused[:limit]]
-    taken = dict(Image.objects.filter(pk__in=[pk for pk, *_ in ranked], hidden=False).values_list("pk", "taken_at"))
+    # Visible (and, with filters, passing them: what the words found is checked here).
+    shown = filtered if filtered is not None else Image.objects.filter(hidden=False)
+    taken = dict(shown.filter(pk__in=[pk for pk, *_ in ranked]).values_list("pk", "taken_at"))
     ranked = [hit for hit in ranked if hit[0] in taken]
     if options.sort == "relevance":
-        ranked = pins.apply_pins(pins.pinnable_text(query), ranked)  # a curator's order is a relevance order
+        if filtered is None:  # a pinned image outside a filter would not belong in its results
+            ranked = pins.apply_pins(pins.pinnable_text(query), ranked)
     else:  # by date taken; equal dates keep their relevance order (sorted() is stable)
         ranked = sorted(ranked, key=lambda hit: taken[hit[0]], reverse=options.sort == "newest")
     return SearchResults(ranked, text=query.text if mode != ranking.CLIP else "", relevant=relevant)
 
 
-def _clip_ranking(query: SearchQuery, limit: int) -> tuple[list[tuple[int, float]], int | None]:
-    """``(id, cosine)`` of the nearest vectors, best first, from the index and the fresh segment;
-    and how many of them are relevant (None: too few images to judge)."""
+def _clip_ranking(query: SearchQuery, limit: int, filtered: QuerySet[Image] | None = None) -> tuple[list[tuple[int, float]], int | None]:
+    """``(id, cosine)`` of the nearest vectors, best first, from the index and the fresh segment
+    (among ``filtered`` only, when given: ``gallery.filtered_search``); and how many of them are
+    relevant (None: too few images to judge)."""
     live = is_live()  # a live engine holds new vectors itself: no fresh segment
     index = current_reader()
     if index is None and (live or not fresh_segment.anything_fresh()):
@@ -258,7 +282,6 @@ def _clip_ranking(query: SearchQuery, limit: int) -> tuple[list[tuple[int, float
         # A version was made current in between: its rows have left the fresh segment, so
         # serve that version too (or, if it cannot be loaded, the one held; see index_cache).
         index = current_reader()
-    built: list[tuple[int, float]] = []
     if index is not None:
         try:
             index.info.check_model(model_id)
@@ -266,14 +289,27 @@ def _clip_ranking(query: SearchQuery, limit: int) -> tuple[list[tuple[int, float
             # Another model's index: a partial answer from the re-embedded rows alone would
             # hide most of the gallery, so say so until the new index is published.
             raise NotReady(str(exc)) from None
-        with index_errors():
-            built = index.query(vector, limit)  # Milvus leaves hidden rows out; Annoy cannot
     elif not len(segment):
         _not_ready()
-    pairs = merge_ranked(built, segment.query(vector, limit) if segment is not None else [])[:limit]
+
+    def nearest(k: int) -> list[tuple[int, float]]:
+        built: list[tuple[int, float]] = []
+        if index is not None:
+            with index_errors():
+                built = index.query(vector, k)  # Milvus leaves hidden rows out; Annoy cannot
+        return merge_ranked(built, segment.query(vector, k) if segment is not None else [])[:k]
+
+    collection_size = _searchable_count
+    if filtered is None:
+        pairs = nearest(limit)
+    else:
+        pairs, share = filtered_search.nearest_within(
+            filtered, vector, model_id=model_id, limit=limit, nearest=nearest, collection_size=_searchable_count
+        )
+        collection_size = lambda: max(1, round(share * _searchable_count()))  # noqa: E731 (chance among the filtered)
     relevant = relevance.relevant_prefix(
         [score for _, score in pairs], vector, model_id=model_id, version=index.version if index is not None else None,
-        collection_size=_searchable_count,
+        collection_size=collection_size,
     )
     return pairs, relevant
 

@@ -28,7 +28,7 @@ from rest_framework.request import Request
 
 from gallery import access, curation, search, tags
 from gallery.api.authentication import media_user
-from gallery.api.filters import ORIENTATIONS, BrowseFilter
+from gallery.filters import ORIENTATIONS, BrowseFilter
 from gallery.api.pagination import ImageListPagination
 from gallery.errors import GalleryError, http_status, public_message
 from gallery.forms import ImageSearchForm, UploadForm
@@ -103,7 +103,7 @@ def _failure(request, exc: Exception, template: str, context: dict):
 def gallery(request):
     """The grid: newest uploads first, or the timeline (``?order=taken``: newest taken first,
     under month headings), narrowed by the API image list's own filters (date taken, camera,
-    location, orientation, tag: ``gallery.api.filters.BrowseFilter``)."""
+    location, orientation, tag: ``gallery.filters.BrowseFilter``)."""
     filters = BrowseFilter(request.GET, queryset=gallery_images(request.user))
     timeline = request.GET.get("order") == "taken"
     other_order = request.GET.copy()
@@ -112,9 +112,10 @@ def gallery(request):
     context = {
         "filters": filters.form,
         "orientations": list(ORIENTATIONS),
+        "filter_keep": [(name, request.GET[name]) for name in ("order", "tag") if request.GET.get(name)],
         "timeline": timeline,
         "other_order": other_order.urlencode(),
-        "filtered": any(value for name, value in request.GET.items() if name not in ("order", "cursor", "page_size")),
+        "filtered": filters.given,
         "tag_name": _tag_heading(request.GET.get("tag", "").strip()),
         "extra": _other_params(request, drop=("page", "cursor")),
         "paged": "cursor" in request.GET,
@@ -150,6 +151,8 @@ def search_results(request):
         "extra": _other_params(request),
         "ranking": ranking_name or settings.SEARCH_RANKING,
         "rankings": RANKINGS,
+        "orientations": list(ORIENTATIONS),
+        "filter_keep": [(name, request.GET[name]) for name in ("q", "query", "ranking", "relevant", "sort") if request.GET.get(name)],
     }
     if wait := throttled(request, SearchThrottle):
         return _too_many(request, wait)

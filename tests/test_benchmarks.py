@@ -99,3 +99,19 @@ def test_scale_benchmark(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     assert "| a missing media path (404)" in done.stdout and "| saved-search page `/saved/`" in done.stdout
     assert "CPU: " in done.stdout and sorted(path.name for path in tmp_path.iterdir()) == ["sqlite-tiny-test-150", "static"]
+
+
+def test_filtered_search_benchmark(tmp_path):
+    """A tiny gallery (benchmarks/scale.py's), tagged for the four shares and searched with
+    and without each filter: the table has a row per share, and the exact way finds the truth."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("S3_")} | {"PYTHONPATH": str(ROOT)}
+    env.pop("DJANGO_SETTINGS_MODULE", None)
+    command = [sys.executable, "-m", "benchmarks.filtered_search", "--sizes", "300", "--queries", "3", "--model", "tiny-test",
+               "--config-dir", CONFIGS, "--cache-dir", str(tmp_path)]
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = {line.split("|")[1].strip(): [cell.strip() for cell in line.split("|")[2:-1]] for line in done.stdout.splitlines()
+            if line.startswith("| ") and "%" in line.split("|")[1]}
+    assert list(rows) == ["100%", "10%", "1%", "0.1%"]
+    assert all(cells[2] == "exact" and cells[3] == "1" for label, cells in rows.items() if label != "0.1%"), rows
+    assert "CPU: " in done.stdout

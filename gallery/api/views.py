@@ -19,6 +19,7 @@ from rest_framework.response import Response
 from gallery import access, curation, listing, search
 from gallery.api.authentication import token_expires_at
 from gallery.api.filters import ImageFilter
+from gallery.filters import BrowseFilter
 from gallery.api.pagination import ImageListPagination, SearchPagination
 from gallery.api.permissions import CanCurate, CanDelete, CanReindex, CanUpload, CanView
 from gallery.api.serializers import (
@@ -50,6 +51,14 @@ SEARCH_ERRORS = {
 RESULT_OPTIONS = [  # query parameters of every search (search.ResultOptions)
     OpenApiParameter("relevant", OpenApiTypes.BOOL, description="only the results that stand out from the query's own scores over the collection (no fixed threshold); what the words found stays"),
     OpenApiParameter("sort", OpenApiTypes.STR, enum=search.SORTS, description="relevance (default), or newest/oldest by date taken, over the relevant results"),
+    # The gallery's filters, applied inside the search (gallery.filtered_search).
+    OpenApiParameter("taken_after", OpenApiTypes.DATE, description="taken on or after this day"),
+    OpenApiParameter("taken_before", OpenApiTypes.DATE, description="taken on or before this day"),
+    *(
+        OpenApiParameter(name, OpenApiTypes.STR, description=str(BrowseFilter.base_filters[name].extra.get("help_text", "")),
+                         enum=[value for value, _ in BrowseFilter.base_filters[name].extra.get("choices", [])] or None)
+        for name in ("camera", "has_location", "orientation", "tag", "tags", "tags_match")
+    ),
 ]
 BODY_ERRORS = {400: INVALID, 415: OpenApiResponse(ErrorSerializer, description="the body is not in the content type this operation takes")}
 

@@ -1,0 +1,114 @@
+"""The nearest images *within* a filter (dates, camera, tags...): the filter applies inside the
+search, so one that keeps 0.1% of the gallery still gets that 0.1%'s best matches, not the few
+of them that happen to be among everyone's first 320.
+
+Which way is chosen by how much of the gallery the filter keeps, estimated on a uniform sample
+of primary keys (SAMPLE_SIZE ids, one indexed query per search):
+
+- **Exact**, when at most EXACT_MAX images pass: their stored vectors are read from the database
+  (by the filter's own query, at most EXACT_MAX + 1 rows) and compared with the query's: every
+  one of them is considered.
+- **The index, asked for more**, otherwise: ``limit / share`` candidates with a margin (at most
+  MAX_CANDIDATES, Milvus's own cap on one query), and the filter checked for those candidates
+  in the database by primary key. The candidates are the index's nearest, so the ones that pass
+  are the filtered set's nearest as far as the index's recall goes.
+
+Both ways cost the same at a thousand images and at a million: the exact way reads at most
+EXACT_MAX rows, the other asks the index for a number of candidates set by the share, not the
+gallery's size. ``benchmarks/filtered_search.py`` measures recall@16 against an exact filtered
+search at each share.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import threading
+import time
+from collections.abc import Callable
+
+import numpy as np
+from django.db.models import Max, Min, QuerySet
+
+from gallery.models import Image
+
+EXACT_MAX = 5000  # vectors read and compared exactly (10 MB of float32 at 512 dimensions)
+MAX_CANDIDATES = 16384  # Milvus answers at most this many per query
+CANDIDATE_MARGIN = 3.0  # the share is an estimate, and the passing candidates are not spread evenly
+SAMPLE_SIZE = 2000
+SAMPLE_SECONDS = 600
+CHUNK = 2000  # primary keys per IN (...) query
+
+_lock = threading.Lock()
+_sample: tuple[float, list[int], int] | None = None  # (when, ids, how many of them exist)
+
+
+def nearest_within(
+    filtered: QuerySet[Image],
+    vector: np.ndarray,
+    *,
+    model_id: str,
+    limit: int,
+    nearest: Callable[[int], list[tuple[int, float]]],
+    collection_size: Callable[[], int],
+) -> tuple[list[tuple[int, float]], float]:
+    """``(id, cosine)`` of the ``limit`` nearest images among ``filtered``, best first, and the
+    share of the gallery the filter keeps (estimated). ``nearest(k)`` asks the index (and the
+    fresh segment) for its ``k`` nearest."""
+    share = estimated_share(filtered)
+    size = max(collection_size(), 1)
+    if share * size <= EXACT_MAX:
+        rows = list(filtered.filter(embedding_model=model_id, embedding__isnull=False).values_list("pk", "embedding")[: EXACT_MAX + 1])
+        if len(rows) <= EXACT_MAX:
+            return _exact(rows, vector, limit), len(rows) / size
+        share = max(share, EXACT_MAX / size)  # the estimate was low: more pass than it said
+    k = min(MAX_CANDIDATES, math.ceil(limit / max(share, 1e-9) * CANDIDATE_MARGIN))
+    candidates = nearest(k)
+    passing: set[int] = set()
+    for start in range(0, len(candidates), CHUNK):
+        chunk = [pk for pk, _ in candidates[start : start + CHUNK]]
+        passing.update(filtered.filter(pk__in=chunk).values_list("pk", flat=True))
+    return [(pk, score) for pk, score in candidates if pk in passing][:limit], share
+
+
+def estimated_share(filtered: QuerySet[Image]) -> float:
+    """The share of the gallery's images that pass ``filtered``, from a uniform sample of ids."""
+    ids, existing = _sample_ids()
+    if not existing:
+        return 0.0
+    return filtered.filter(pk__in=ids).count() / existing
+
+
+def forget() -> None:
+    """Drop the sample held (tests)."""
+    global _sample
+    with _lock:
+        _sample = None
+
+
+def _sample_ids() -> tuple[list[int], int]:
+    global _sample
+    now = time.monotonic()
+    with _lock:
+        if _sample is not None and now - _sample[0] < SAMPLE_SECONDS:
+            return _sample[1], _sample[2]
+    bounds = Image.objects.aggregate(low=Min("pk"), high=Max("pk"))
+    ids: list[int] = []
+    if bounds["low"] is not None:
+        low, high = bounds["low"], bounds["high"]
+        span = range(low, high + 1)
+        ids = list(span) if len(span) <= SAMPLE_SIZE else random.Random(len(span)).sample(span, SAMPLE_SIZE)
+    existing = Image.objects.filter(pk__in=ids).count() if ids else 0
+    with _lock:
+        _sample = (now, ids, existing)
+    return ids, existing
+
+
+def _exact(rows: list[tuple[int, bytes]], vector: np.ndarray, limit: int) -> list[tuple[int, float]]:
+    if not rows:
+        return []
+    ids = np.fromiter((pk for pk, _ in rows), dtype=np.int64, count=len(rows))
+    vectors = np.frombuffer(b"".join(bytes(blob) for _, blob in rows), dtype=np.float32).reshape(len(rows), -1)
+    scores = vectors @ np.asarray(vector, dtype=np.float32)
+    best = np.argsort(-scores, kind="stable")[:limit]
+    return [(int(ids[i]), float(scores[i])) for i in best]

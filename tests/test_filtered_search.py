@@ -1,0 +1,120 @@
+"""Filters inside search (issue 23, item 3): a filter that keeps a few images of the gallery
+still gets their best matches, not the few of them among everyone's first 320; the same on the
+search page and the API, for every kind of search. Which way search takes (exact over the
+filtered rows, or the index asked for more) is gallery.filtered_search's choice; both are run
+here against an exact ranking computed from the stored vectors. Recall at scale:
+benchmarks/filtered_search.py."""
+
+import re
+
+import numpy as np
+import pytest
+from rest_framework.test import APIClient
+
+from gallery import filtered_search, search
+from gallery.models import Image
+
+API = "/api/v1"
+
+
+def _unit(rows):
+    return (rows / np.linalg.norm(rows, axis=-1, keepdims=True)).astype(np.float32)
+
+
+@pytest.fixture
+def gallery(db, media):
+    """3,000 embedded images of the test model (searchable through the fresh segment), the query
+    vector, and the 15 taken with a "Rare Cam": all of them far from the query, so none is among
+    its 320 nearest."""
+    from benchmarks.fresh_segment import add_rows
+    from gallery import clip
+
+    model, dim = clip.embedder().model_id, clip.embed_text("x").shape[0]
+    rng = np.random.default_rng(11)
+    query = _unit(rng.normal(size=dim))
+    vectors = _unit(rng.normal(size=(3000, dim)))
+    vectors[:15] = _unit(-query + 0.6 * rng.normal(size=(15, dim)))  # the rare camera's: far away
+    add_rows(vectors, model_id=model, status="pending", start=0)
+    ids = np.array(Image.objects.order_by("pk").values_list("pk", flat=True))
+    Image.objects.filter(pk__in=ids[:15].tolist()).update(camera_model="Rare Cam")
+    Image.objects.filter(pk__in=ids[::2].tolist()).update(width=480, height=640)  # every other one portrait
+    return {"ids": ids, "vectors": vectors, "query": query, "model": model}
+
+
+def exact(gallery, mask, k=16):
+    """The ids of the k nearest among the masked rows, by the stored vectors."""
+    scores = gallery["vectors"] @ gallery["query"]
+    order = [i for i in np.argsort(-scores, kind="stable") if mask[i]]
+    return [int(gallery["ids"][i]) for i in order[:k]]
+
+
+def found(gallery, **params):
+    query = search.SearchQuery(image_vector=gallery["query"], image_model=gallery["model"])
+    return [hit.image.pk for hit in search.search(query, search.ResultOptions.from_params(params))[:16]]
+
+
+def test_a_rare_filter_gets_its_own_best_matches(gallery):
+    rare = np.zeros(3000, dtype=bool)
+    rare[:15] = True
+    unfiltered = found(gallery)
+    assert not set(unfiltered) & set(gallery["ids"][:15].tolist())  # none among everyone's best
+    everyone = search.search(search.SearchQuery(image_vector=gallery["query"], image_model=gallery["model"]))
+    assert not {hit.image.pk for hit in everyone} & set(gallery["ids"][:15].tolist())  # nor among the 320
+    assert found(gallery, camera="rare cam") == exact(gallery, rare, k=15)  # all 15, best first
+
+
+def test_a_broad_filter_asks_the_index_for_more_and_finds_the_same(gallery, monkeypatch):
+    portrait = np.zeros(3000, dtype=bool)
+    portrait[::2] = True
+    assert found(gallery, orientation="portrait") == exact(gallery, portrait)  # exact: 1,500 rows read
+    asked = []
+    original = filtered_search.nearest_within
+
+    def spy(*args, nearest, **kwargs):
+        return original(*args, nearest=lambda k: asked.append(k) or nearest(k), **kwargs)
+
+    monkeypatch.setattr(filtered_search, "EXACT_MAX", 100)  # too many to read: the index way
+    monkeypatch.setattr(filtered_search, "nearest_within", spy)
+    assert found(gallery, orientation="portrait") == exact(gallery, portrait)
+    # Half pass: 320 / 0.5 x 3 candidates asked for, not the whole gallery.
+    assert len(asked) == 1 and 1500 < asked[0] <= 2100
+
+
+def test_filters_combine_with_a_search_on_page_and_api_alike(client, gallery):
+    portrait_rare = np.zeros(3000, dtype=bool)
+    portrait_rare[:15:2] = True  # the Rare Cam's portraits: the even rows among the first 15
+    query = search.SearchQuery(image_vector=gallery["query"], image_model=gallery["model"]).to_token()
+    page = client.get("/search/", {"query": query, "camera": "Rare Cam", "orientation": "portrait"}).content.decode()
+    shown = [int(pk) for pk in re.findall(r'href="/images/(\d+)/" class="gallery-link"', page)]
+    assert shown == exact(gallery, portrait_rare) and len(shown) == 8
+    assert 'value="Rare Cam"' in page  # the form keeps the filter
+    reply = APIClient().get(f"{API}/images/{gallery['ids'][0]}/similar/", {"camera": "Rare Cam", "orientation": "portrait", "page_size": 50})
+    assert reply.status_code == 200 and reply.json()["count"] == 8
+    assert {row["image"]["id"] for row in reply.json()["results"]} == set(exact(gallery, portrait_rare))
+
+
+def test_words_found_outside_the_filter_are_left_out(gallery):
+    Image.objects.filter(pk=gallery["ids"][20]).update(title="lighthouse at dusk")
+    Image.objects.filter(pk=gallery["ids"][3]).update(title="lighthouse keeper")  # a Rare Cam photo
+    from gallery.keywords import images_reindex
+
+    images_reindex([int(gallery["ids"][20]), int(gallery["ids"][3])])
+    hits = search.search(search.text_query("lighthouse"), search.ResultOptions.from_params({"camera": "Rare Cam"}))
+    words = [hit.image.pk for hit in hits if hit.matched != "looks"]
+    assert words == [int(gallery["ids"][3])]
+
+
+def test_hidden_images_stay_out_of_a_filtered_search(gallery):
+    rare = np.zeros(3000, dtype=bool)
+    rare[:15] = True
+    best = exact(gallery, rare, k=15)
+    Image.objects.filter(pk=best[0]).update(hidden=True)
+    assert found(gallery, camera="Rare Cam") == best[1:]
+
+
+@pytest.mark.parametrize("params, message", [({"taken_after": "someday"}, "Enter a valid date"), ({"tags_match": "most"}, "Select a valid choice")])
+def test_a_bad_filter_on_a_search_is_a_400_saying_which(client, gallery, params, message):
+    reply = APIClient().get(f"{API}/search/", {"q": "a cat", **params})
+    assert reply.status_code == 400 and message in reply.json()["detail"]
+    page = client.get("/search/", {"q": "a cat", **params})
+    assert page.status_code == 400 and message in page.content.decode()
