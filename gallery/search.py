@@ -12,6 +12,7 @@ rows deleted or hidden since the index was built, and returns :class:`SearchResu
 from __future__ import annotations
 
 import base64
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import BinaryIO
@@ -20,7 +21,8 @@ import numpy as np
 from django.conf import settings
 from django.core import signing
 from django.core.paginator import InvalidPage, Page, Paginator
-from django.db.models import QuerySet
+from django.db.models import Count, QuerySet
+from django.utils import timezone
 
 from gallery import clip, filtered_search, fresh_segment, keywords, pins, ranking, relevance
 from gallery.errors import BadQuery, GalleryError, NotReady, UploadRejected
@@ -42,6 +44,7 @@ class PageNotFound(GalleryError):
 
 
 SORTS = ("relevance", "newest", "oldest")  # newest and oldest: by date taken
+FACET_SIZE = 10  # values shown per facet
 
 
 @dataclass(frozen=True)
@@ -258,7 +261,7 @@ def search(query: SearchQuery, options: ResultOptions = ResultOptions()) -> Sear
         ranked = [(pk, cosine.get(pk), matched) for pk, _, matched in fused[:limit]]
     # Visible (and, with filters, passing them: what the words found is checked here).
     shown = filtered if filtered is not None else Image.objects.filter(hidden=False)
-    taken = dict(shown.filter(pk__in=[pk for pk, *_ in ranked]).values_list("pk", "taken_at"))
+    taken = dict(shown.filter(pk__in=[pk for pk, *_ in ranked]).order_by().values_list("pk", "taken_at"))
     ranked = [hit for hit in ranked if hit[0] in taken]
     if options.sort == "relevance":
         if filtered is None:  # a pinned image outside a filter would not belong in its results
@@ -376,6 +379,22 @@ class SearchResults(Sequence):
         if self.relevant is not None:
             return self.relevant == 0
         return self._ranked[0][1] is not None and self._ranked[0][1] < settings.SEARCH_WEAK_SCORE
+
+    def facets(self) -> dict[str, dict[str, int]]:
+        """How these results spread over years taken, cameras and tags (each a count of the
+        results, largest first; the top FACET_SIZE of each): what the filters can narrow them
+        to. Two queries over at most SEARCH_MAX_RESULTS rows, whatever the gallery's size."""
+        ids = [pk for pk, *_ in self._ranked]
+        years: Counter[str] = Counter()
+        cameras: Counter[str] = Counter()
+        for taken_at, camera in Image.objects.filter(pk__in=ids).order_by().values_list("taken_at", "camera_model"):
+            years[str(timezone.localtime(taken_at).year)] += 1
+            if camera:
+                cameras[camera] += 1
+        tags = Counter(dict(
+            Image.tags.through.objects.filter(image_id__in=ids).values_list("tag__name").annotate(n=Count("id")).values_list("tag__name", "n")
+        ))
+        return {name: dict(counter.most_common(FACET_SIZE)) for name, counter in (("years", years), ("cameras", cameras), ("tags", tags))}
 
     def __iter__(self):
         return iter(self[:])  # one query, not one per hit

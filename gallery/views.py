@@ -91,6 +91,23 @@ def _result_views(request, current: search.ResultOptions) -> list[tuple[str, str
     return views
 
 
+def _refine_links(request, facets: dict) -> list[tuple[str, list[tuple[str, int, str]]]]:
+    """(facet, [(value, count, query string that narrows the results to it)]) for the page."""
+    def narrowed(**params) -> str:
+        query = request.GET.copy()
+        query.pop("page", None)
+        for name, value in params.items():
+            query[name] = value
+        return query.urlencode()
+
+    links = [
+        ("Year", [(year, n, narrowed(taken_after=f"{year}-01-01", taken_before=f"{year}-12-31")) for year, n in facets["years"].items()]),
+        ("Camera", [(camera, n, narrowed(camera=camera)) for camera, n in facets["cameras"].items()]),
+        ("Tag", [(tag, n, narrowed(tags=tag, tags_match="all")) for tag, n in facets["tags"].items()]),
+    ]
+    return [(label, values) for label, values in links if values]
+
+
 def _failure(request, exc: Exception, template: str, context: dict):
     """A gallery error rendered on its page, with the status the API answers for it."""
     status = http_status(exc)
@@ -163,6 +180,7 @@ def search_results(request):
         context["query_label"] = query.describe()
         results = search.search(query, options)
         context |= {"page": _page(request, results), "weak": results.weak, "relevant": results.relevant}
+        context["refine"] = _refine_links(request, results.facets())
     except (GalleryError, ModelLoadError) as exc:
         return _failure(request, exc, "gallery/search.html", context)
     return render(request, "gallery/search.html", context)

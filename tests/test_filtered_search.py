@@ -118,3 +118,30 @@ def test_a_bad_filter_on_a_search_is_a_400_saying_which(client, gallery, params,
     assert reply.status_code == 400 and message in reply.json()["detail"]
     page = client.get("/search/", {"q": "a cat", **params})
     assert page.status_code == 400 and message in page.content.decode()
+
+
+def test_facets_count_the_results_by_year_camera_and_tag_on_api_and_page(client, gallery):
+    import datetime as dt
+
+    from gallery.tags import tags_set
+
+    rare = [int(pk) for pk in gallery["ids"][:15]]
+    Image.objects.filter(pk__in=rare[:5]).update(taken_at=dt.datetime(2021, 5, 1, tzinfo=dt.timezone.utc))
+    Image.objects.filter(pk__in=rare[5:]).update(taken_at=dt.datetime(2023, 8, 1, tzinfo=dt.timezone.utc))
+    Image.objects.filter(pk__in=rare[:2]).update(camera_model="Pixel 7")  # two of the Rare Cam rows change camera
+    for pk in rare[:3]:
+        tags_set(image=Image.objects.get(pk=pk), names=["boat"])
+    params = {"orientation": "portrait", "tags": "boat,harbour", "tags_match": "any"}  # the even rows among them
+    reply = APIClient().get(f"{API}/images/{rare[0]}/similar/", {**params, "facets": "true"}).json()
+    # rare[0] and rare[2] are portrait and tagged; both 2021, one camera each.
+    assert reply["count"] == 2 and reply["facets"] == {"years": {"2021": 2}, "cameras": {"Pixel 7": 1, "Rare Cam": 1}, "tags": {"boat": 2}}
+    assert "facets" not in APIClient().get(f"{API}/images/{rare[0]}/similar/", params).json()  # only when asked
+    query = search.SearchQuery(image_vector=gallery["query"], image_model=gallery["model"]).to_token()
+    page = client.get("/search/", {"query": query, "camera": "Rare Cam"}).content.decode()
+    refine = page.split('id="refine"')[1].split("</div>")[0]
+    assert re.findall(r'>([^<]+)</a> <span class="text-body-secondary">\((\d+)\)', refine) == [
+        ("2023", "10"), ("2021", "3"), ("Rare Cam", "13"), ("boat", "1")]
+    year = re.search(r'href="\?([^"]+)">2021</a>', refine)[1].replace("&amp;", "&")
+    assert "taken_after=2021-01-01" in year and "taken_before=2021-12-31" in year and "camera=Rare+Cam" in year
+    narrowed = client.get(f"/search/?{year}").content.decode()
+    assert len(re.findall(r'class="gallery-link"', narrowed)) == 3

@@ -99,7 +99,7 @@ VISITOR_PAGES = {
     "deep gallery page": ("/?cursor={cursor}", 2),
     "deep timeline page, filtered": ("/?order=taken&orientation=landscape&cursor={timeline_cursor}", 2),
     "image with more like this": ("/images/{pk}/", 11),  # 10, and whether OCR read its original (one row by key)
-    "search page": ("/search/?q=a+red+square", 10),
+    "search page": ("/search/?q=a+red+square", 12),  # 10, and the facets of the results (their rows, their tags)
     "API search": (f"{API}/search/?q=a+red+square", 9),
     "API image list": (f"{API}/images/", 2),
     "API deep image list": (API + "/images/?cursor={api_cursor}", 2),

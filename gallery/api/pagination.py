@@ -19,16 +19,24 @@ class GalleryPagination(PageNumberPagination):
 
 
 class SearchPagination(GalleryPagination):
-    """Adds ``weak_match``: even the best result scores below SEARCH_WEAK_SCORE."""
+    """Adds ``weak_match`` (nothing stands out) and, when asked, ``facets``."""
 
-    def get_paginated_response(self, data, weak=False):
+    def get_paginated_response(self, data, weak=False, facets=None):
         response = super().get_paginated_response(data)
         response.data["weak_match"] = weak
+        if facets is not None:
+            response.data["facets"] = facets
         return response
 
     def get_paginated_response_schema(self, schema):
         wrapped = super().get_paginated_response_schema(schema)
         wrapped["properties"]["weak_match"] = {"type": "boolean", "description": "even the best match is poor"}
+        counts = {"type": "object", "additionalProperties": {"type": "integer"}}
+        wrapped["properties"]["facets"] = {
+            "type": "object",
+            "description": "with facets=true: how the results spread over years taken, cameras and tags (counts, largest first)",
+            "properties": {"years": counts, "cameras": counts, "tags": counts},
+        }
         return wrapped
 
 

@@ -51,6 +51,7 @@ SEARCH_ERRORS = {
 RESULT_OPTIONS = [  # query parameters of every search (search.ResultOptions)
     OpenApiParameter("relevant", OpenApiTypes.BOOL, description="only the results that stand out from the query's own scores over the collection (no fixed threshold); what the words found stays"),
     OpenApiParameter("sort", OpenApiTypes.STR, enum=search.SORTS, description="relevance (default), or newest/oldest by date taken, over the relevant results"),
+    OpenApiParameter("facets", OpenApiTypes.BOOL, description="add `facets`: how the results spread over years taken, cameras and tags"),
     # The gallery's filters, applied inside the search (gallery.filtered_search).
     OpenApiParameter("taken_after", OpenApiTypes.DATE, description="taken on or after this day"),
     OpenApiParameter("taken_before", OpenApiTypes.DATE, description="taken on or before this day"),
@@ -73,7 +74,8 @@ class _HitsPage:
         paginator = SearchPagination()
         page = paginator.paginate_queryset(results, self.request, view=self)
         data = SearchHitSerializer(page, many=True, context={"request": self.request}).data
-        return paginator.get_paginated_response(data, weak=results.weak)
+        facets = results.facets() if self.request.query_params.get("facets") in ("true", "1") else None
+        return paginator.get_paginated_response(data, weak=results.weak, facets=facets)
 
 
 @extend_schema(tags=["images"])
