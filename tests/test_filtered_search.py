@@ -145,3 +145,16 @@ def test_facets_count_the_results_by_year_camera_and_tag_on_api_and_page(client,
     assert "taken_after=2021-01-01" in year and "taken_before=2021-12-31" in year and "camera=Rare+Cam" in year
     narrowed = client.get(f"/search/?{year}").content.decode()
     assert len(re.findall(r'class="gallery-link"', narrowed)) == 3
+
+
+@pytest.mark.usefixtures("index_engine")
+def test_on_each_engine_the_index_way_finds_the_filtered_best(gallery, monkeypatch):
+    """Published to the index (Annoy files, or Milvus), too many passing to read: the engine is
+    asked for 320 / share x 3 candidates and the filter checked on them."""
+    from gallery.indexing import index_publish
+
+    index_publish(force=True)
+    portrait = np.zeros(3000, dtype=bool)
+    portrait[::2] = True
+    monkeypatch.setattr(filtered_search, "EXACT_MAX", 100)
+    assert found(gallery, orientation="portrait") == exact(gallery, portrait)
