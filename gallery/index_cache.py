@@ -119,7 +119,7 @@ def _load(version: IndexVersion) -> SearchIndex:
         directory = local_copy(version.storage_prefix, FILES, local_index_dir(version.version))
         try:
             verified = _verified(directory)
-            index = SearchIndex(directory, verify=not verified)
+            index = SearchIndex(directory, verify=not verified, prefault=settings.INDEX_PREFAULT)
             if index.manifest.checksum != version.checksum:
                 raise IndexCorrupt(f"index {version.version} in storage does not match the database record")
             if not verified:

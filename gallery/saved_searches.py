@@ -89,12 +89,16 @@ def saved_search_delete(*, saved: SavedSearch) -> None:
     saved.delete()
 
 
-def saved_searches_of(user) -> QuerySet[SavedSearch]:
-    """``user``'s saved searches, each with ``new_count`` (matches found since last looked)."""
+def saved_searches_of(user, *, counted: bool = True) -> QuerySet[SavedSearch]:
+    """``user``'s saved searches, newest first, each with ``new_count`` (matches found since
+    last looked) unless not ``counted`` (that count reads every match of every search)."""
     if not (user and user.is_authenticated):
         return SavedSearch.objects.none()
+    mine = SavedSearch.objects.filter(user=user).order_by("-created_at", "-pk")
+    if not counted:
+        return mine
     new = Q(matches__image__hidden=False) & (Q(last_seen_at__isnull=True) | Q(matches__found_at__gt=F("last_seen_at")))
-    return SavedSearch.objects.filter(user=user).annotate(new_count=Count("matches", filter=new)).order_by("-created_at", "-pk")
+    return mine.annotate(new_count=Count("matches", filter=new))
 
 
 def saved_search_matches(saved: SavedSearch, *, new_only: bool = False) -> QuerySet[SavedSearchMatch]:

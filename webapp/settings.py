@@ -194,6 +194,8 @@ MILVUS_TIMEOUT = env.float("MILVUS_TIMEOUT", default=10.0)  # seconds per call: 
 MILVUS_CONSISTENCY_LEVEL = env.str("MILVUS_CONSISTENCY_LEVEL", default="Bounded")
 INDEX_TREES = env.int("INDEX_TREES", default=50)
 INDEX_SEARCH_K = env.int("INDEX_SEARCH_K", default=20_000)
+# Map the whole Annoy index when a process loads it, not page by page as queries touch it.
+INDEX_PREFAULT = env.bool("INDEX_PREFAULT", default=True)
 INDEX_STORAGE_PREFIX = env.str("INDEX_STORAGE_PREFIX", default="indexes")
 INDEX_CACHE_DIR = Path(env.str("INDEX_CACHE_DIR", default=str(VAR_DIR / "index-cache")))
 INDEX_KEEP_VERSIONS = env.int("INDEX_KEEP_VERSIONS", default=3)

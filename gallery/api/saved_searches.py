@@ -76,8 +76,11 @@ class SavedSearchViewSet(viewsets.GenericViewSet):
 
     @extend_schema(responses={200: SavedSearchSerializer(many=True), **READ_ERRORS})
     def list(self, request):
-        page = self.paginate_queryset(self.get_queryset())
-        return self.get_paginated_response(self.get_serializer(page, many=True).data)
+        # Counted and paged without their matches; only the page's searches count theirs (a
+        # count of the annotated list would aggregate every match of every search once more).
+        page = self.paginate_queryset(saved_searches.saved_searches_of(request.user, counted=False).only("pk"))
+        counted = self.get_queryset().in_bulk([saved.pk for saved in page])
+        return self.get_paginated_response(self.get_serializer([counted[saved.pk] for saved in page], many=True).data)
 
     @extend_schema(responses={200: SavedSearchSerializer, **READ_ERRORS})
     def retrieve(self, request, pk=None):
