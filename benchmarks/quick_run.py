@@ -129,18 +129,25 @@ def insert_rows(vectors, *, model_id: str, start: int) -> None:
     from django.db import connection, transaction
     from django.utils import timezone
 
+    from gallery.models import Image
+
+    # Every concrete column gets a value (one this script does not know: the field's default).
+    fields = list(Image._meta.concrete_fields)
+    names = [field.column for field in fields if field.column != "id"]
+    defaults = {field.column: field.get_db_prep_save(field.get_default(), connection) for field in fields}
     now = connection.ops.adapt_datetimefield_value(timezone.now())
-    rows = [
-        (f"originals/{start + n}.jpg", f"thumbnails/{start + n}.jpg", f"{start + n:064x}", f"Photo {start + n}", "",
-         640, 480, 1, now, now, "indexed", "", vector.tobytes(), model_id, now, False, "")
-        for n, vector in enumerate(vectors)
-    ]
+    rows = []
+    for n, vector in enumerate(vectors):
+        values = defaults | {
+            "file": f"originals/{start + n}.jpg", "thumbnail": f"thumbnails/{start + n}.jpg", "sha256": f"{start + n:064x}",
+            "title": f"Photo {start + n}", "description": "", "width": 640, "height": 480, "size_bytes": 1,
+            "uploaded_at": now, "taken_at": now, "taken_at_source": "upload", "status": "indexed", "error": "",
+            "embedding": vector.tobytes(), "embedding_model": model_id, "embedded_at": now, "hidden": False, "tag_names": "",
+        }
+        rows.append([values[name] for name in names])
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.executemany(
-            "INSERT INTO gallery_image (file, thumbnail, sha256, title, description, width, height, size_bytes, "
-            "uploaded_at, taken_at, status, error, embedding, embedding_model, embedded_at, hidden, tag_names) "
-            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-            rows,
+            f"INSERT INTO gallery_image ({', '.join(names)}) VALUES ({', '.join(['%s'] * len(names))})", rows
         )
 
 

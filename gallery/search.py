@@ -15,6 +15,7 @@ import base64
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from functools import cached_property
 from typing import BinaryIO
 
 import numpy as np
@@ -79,6 +80,10 @@ class ResultOptions:
         """The visible images the filters keep, or None without filters. Raises BadQuery."""
         if not self.filters:
             return None
+        return self._filtered.all()  # a fresh copy: what the caller does to it stays its own
+
+    @cached_property
+    def _filtered(self) -> QuerySet[Image]:  # the form is built and checked once per request
         browse = BrowseFilter(dict(self.filters), queryset=Image.objects.filter(hidden=False))
         if not browse.is_valid():
             raise BadQuery(" ".join(f"{name}: {' '.join(errors)}" for name, errors in browse.errors.items()))
