@@ -40,6 +40,8 @@ TEXT_CASES = [
     ({"q": "a red square", "page": "zero"}, 404),
     ({"q": ""}, 400),
     ({"q": "x" * 301}, 400),
+    ({"q": "a red square", "sort": "random"}, 400),
+    ({"q": "a red square", "taken_after": "last year"}, 400),
 ]
 
 
@@ -49,6 +51,22 @@ def test_text_search_same_status_and_results(client, indexed_gallery, params, st
     assert (page.status_code, api.status_code) == (status, status)
     if status == 200:
         assert page_titles(page) == api_titles(api) and len(api_titles(api)) == (16 if params.get("page") != "2" else 4)
+
+
+SORT_AND_FILTER_CASES = [  # (params, titles expected on the first page, from the 20 "Photo N")
+    # Too few images to judge relevance: all kept; by date taken (their upload times), newest first.
+    ({"q": "a red square", "sort": "newest"}, [f"Photo {n}" for n in range(19, 3, -1)]),
+    ({"q": "a red square", "sort": "oldest", "orientation": "landscape"}, [f"Photo {n}" for n in range(16)]),
+    ({"q": "a red square", "orientation": "portrait"}, []),  # every photo is 96x64
+    ({"q": "a red square", "taken_after": "2001-01-01", "taken_before": "2001-12-31"}, []),
+]
+
+
+@pytest.mark.parametrize("params, expected", SORT_AND_FILTER_CASES)
+def test_sort_and_filters_same_on_both(client, indexed_gallery, params, expected):
+    page, api = both_text(client, params)
+    assert (page.status_code, api.status_code) == (200, 200)
+    assert page_titles(page) == api_titles(api) == expected
 
 
 @pytest.mark.usefixtures("index_engine")
