@@ -123,10 +123,12 @@ def search_index():
     def near_duplicates(reports: list[dict]) -> int:
         """Group the new images with their near-duplicates, found through the search engine
         (nearest stored vectors, then the hashes of those candidates only)."""
-        ids = [pk for report in reports for pk in report.get("ids", ())]
+        _django()
+        from gallery.indexing import EmbedReport
+
+        ids = EmbedReport.total(reports).ids
         if not ids:
             return 0
-        _django()
         from gallery.duplicates import near_duplicates_find
 
         return len(near_duplicates_find(image_ids=ids))  # logs the groups

@@ -500,7 +500,8 @@ class ImageTextAdmin(admin.ModelAdmin):
     def get_queryset(self, request):
         """The text of the images this user may open (``gallery.access``): what a hidden image
         says is hidden with it."""
-        return super().get_queryset(request).filter(image__in=access.viewable_images(request.user))
+        # (the image's vector is never shown: not read for each row)
+        return super().get_queryset(request).filter(image__in=access.viewable_images(request.user)).defer("image__embedding")
 
     def get_list_display(self, request):
         # Why reading failed (paths, exceptions) is for curators only, as for embedding.

@@ -270,7 +270,7 @@ def _without(text: str, url: str) -> str:
     """``text`` with the credentials (of ``url``, and the API password) cut out, in case an error
     quotes them."""
     parts = urllib.parse.urlsplit(url)
-    for secret in (parts.password, settings.AIRFLOW_API_PASSWORD, parts.query):
+    for secret in (parts.password, settings.AIRFLOW_API_PASSWORD, parts.username, parts.query):
         if secret:
             text = text.replace(secret, "***")
     return text

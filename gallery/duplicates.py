@@ -37,7 +37,7 @@ from django.utils import timezone
 
 from gallery import curation
 from gallery.errors import InvalidInput
-from gallery.models import DuplicateGroup, Image
+from gallery.models import DuplicateGroup, Image, vectors_of
 from gallery.neighbours import nearest_stored
 from gallery.perceptual_hash import (
     PerceptualHashes,
@@ -147,12 +147,14 @@ def near_duplicates_find(*, image_ids: Iterable[int]) -> list[DuplicateGroup]:
         for model_id in sorted({row[1] for row in new_rows}):
             rows = [row for row in new_rows if row[1] == model_id]
             new_ids = {row[0] for row in rows}
-            vectors = np.vstack([np.frombuffer(bytes(row[2]), dtype=np.float32) for row in rows])
+            vectors = vectors_of(row[2] for row in rows)
             nearest = nearest_stored(vectors, model_id=model_id, k=settings.DUPLICATE_CANDIDATES)
             candidates = {pk for hits in nearest for pk, score in hits if score >= rule.floor} - new_ids
-            rows += [row for row in _comparable_rows(sorted(candidates)) if row[1] == model_id]
+            found = [row for row in _comparable_rows(sorted(candidates)) if row[1] == model_id]
+            rows += found
             ids = np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
-            vectors = np.vstack([np.frombuffer(bytes(row[2]), dtype=np.float32) for row in rows])
+            if found:  # the new rows' vectors are decoded already
+                vectors = np.vstack([vectors, vectors_of(row[2] for row in found)])
             hashes = [PerceptualHashes(*row[3:]) for row in rows]
             pairs = near_duplicate_pairs(ids, vectors, hashes, range(len(new_ids)), rule=rule)
             for members in connected_groups(pairs):

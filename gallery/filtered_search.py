@@ -3,7 +3,7 @@ search, so one that keeps 0.1% of the gallery still gets that 0.1%'s best matche
 of them that happen to be among everyone's first 320.
 
 Which way is chosen by how much of the gallery the filter keeps, estimated on a uniform sample
-of primary keys (SAMPLE_SIZE ids, one indexed query per search):
+of primary keys (``gallery.sampling``; one indexed query per search):
 
 - **Exact**, when at most EXACT_MAX images pass: their stored vectors are read from the database
   (by the filter's own query, at most EXACT_MAX + 1 rows) and compared with the query's: every
@@ -22,28 +22,18 @@ search at each share.
 
 from __future__ import annotations
 
-import json
 import math
-import random
-import threading
-import time
 from collections.abc import Callable
 
 import numpy as np
-from django.db import connection
-from django.db.models import Max, Min, Q, QuerySet
-from django.db.models.expressions import RawSQL
+from django.db.models import QuerySet
 
-from gallery.models import Image
+from gallery.models import Image, vectors_of
+from gallery.sampling import id_sample, pk_among
 
 EXACT_MAX = 5000  # vectors read and compared exactly (10 MB of float32 at 512 dimensions)
 MAX_CANDIDATES = 16384  # Milvus answers at most this many per query
 SPARE_SD = 3.0  # standard deviations to spare in the share's estimate and in how many pass
-SAMPLE_SIZE = 2000
-SAMPLE_SECONDS = 600
-
-_lock = threading.Lock()
-_sample: tuple[float, list[int], int] | None = None  # (when, ids, how many of them exist)
 
 
 def nearest_within(
@@ -65,8 +55,8 @@ def nearest_within(
         if len(rows) <= EXACT_MAX:
             return _exact(rows, vector, limit), len(rows) / size
         share = max(share, EXACT_MAX / size)  # the estimate was low: more pass than it said
-    candidates = nearest(candidates_needed(limit, share, sampled=_sample_size()))
-    passing = set(filtered.filter(_pk_among([pk for pk, _ in candidates])).values_list("pk", flat=True))
+    candidates = nearest(candidates_needed(limit, share, sampled=id_sample().existing))
+    passing = set(filtered.filter(pk_among([pk for pk, _ in candidates])).values_list("pk", flat=True))
     return [(pk, score) for pk, score in candidates if pk in passing][:limit], share
 
 
@@ -84,57 +74,17 @@ def candidates_needed(limit: int, share: float, *, sampled: int) -> int:
 
 def estimated_share(filtered: QuerySet[Image]) -> float:
     """The share of the gallery's images that pass ``filtered``, from a uniform sample of ids."""
-    ids, existing = _sample_ids()
-    if not existing:
+    sample = id_sample()
+    if not sample.existing:
         return 0.0
-    return filtered.filter(_pk_among(ids)).count() / existing
-
-
-def _pk_among(ids: list[int]) -> Q:
-    """``pk IN ids`` with the ids as one parameter (a JSON array on SQLite, an array on
-    PostgreSQL): Django's ``pk__in`` prepares every value on its own, ~10 us each, which for
-    the thousands of ids here cost more than the query itself."""
-    if connection.vendor == "postgresql":
-        subquery = RawSQL("SELECT unnest(%s::bigint[])", [list(ids)])
-    else:
-        subquery = RawSQL("SELECT value FROM json_each(%s)", [json.dumps(list(ids))])
-    return Q(pk__in=subquery)
-
-
-def _sample_size() -> int:
-    return _sample_ids()[1]
-
-
-def forget() -> None:
-    """Drop the sample held (tests)."""
-    global _sample
-    with _lock:
-        _sample = None
-
-
-def _sample_ids() -> tuple[list[int], int]:
-    global _sample
-    now = time.monotonic()
-    with _lock:
-        if _sample is not None and now - _sample[0] < SAMPLE_SECONDS:
-            return _sample[1], _sample[2]
-    bounds = Image.objects.aggregate(low=Min("pk"), high=Max("pk"))
-    ids: list[int] = []
-    if bounds["low"] is not None:
-        low, high = bounds["low"], bounds["high"]
-        span = range(low, high + 1)
-        ids = list(span) if len(span) <= SAMPLE_SIZE else random.Random(len(span)).sample(span, SAMPLE_SIZE)
-    existing = Image.objects.filter(_pk_among(ids)).count() if ids else 0
-    with _lock:
-        _sample = (now, ids, existing)
-    return ids, existing
+    return filtered.filter(pk_among(sample.ids)).count() / sample.existing
 
 
 def _exact(rows: list[tuple[int, bytes]], vector: np.ndarray, limit: int) -> list[tuple[int, float]]:
     if not rows:
         return []
     ids = np.fromiter((pk for pk, _ in rows), dtype=np.int64, count=len(rows))
-    vectors = np.frombuffer(b"".join(bytes(blob) for _, blob in rows), dtype=np.float32).reshape(len(rows), -1)
+    vectors = vectors_of(blob for _, blob in rows)
     scores = vectors @ np.asarray(vector, dtype=np.float32)
     best = np.argsort(-scores, kind="stable")[:limit]
     return [(int(ids[i]), float(scores[i])) for i in best]

@@ -42,7 +42,7 @@ def index_status() -> IndexStatus:
     model = current.model if current else None
     counts = index_counts()
     return IndexStatus(
-        searchable=counts["indexed"] + counts["fresh"],
+        searchable=searchable_count(counts),
         fresh=counts["fresh"],
         waiting=counts["waiting"],
         failed=counts["failed"],
@@ -51,6 +51,12 @@ def index_status() -> IndexStatus:
         model=model,
         random_weights=settings.CLIP_PRETRAINED == RANDOM or bool(model and model.endswith("/" + RANDOM)),
     )
+
+
+def searchable_count(counts: dict[str, int] | None = None) -> int:
+    """Visible images search finds: in the current index or the fresh segment."""
+    counts = counts or index_counts()
+    return counts["indexed"] + counts["fresh"]
 
 
 def index_counts() -> dict[str, int]:

@@ -192,6 +192,15 @@ class Image(models.Model):
         return np.frombuffer(bytes(self.embedding), dtype=np.float32)
 
 
+def vectors_of(blobs) -> np.ndarray:
+    """Stored float32 vectors (``Image.embedding``, a saved search's vectors) as one matrix, a
+    row each."""
+    blobs = [bytes(blob) for blob in blobs]
+    if not blobs:
+        return np.zeros((0, 0), dtype=np.float32)
+    return np.frombuffer(b"".join(blobs), dtype=np.float32).reshape(len(blobs), -1)
+
+
 class IndexVersionQuerySet(models.QuerySet):
     def current(self) -> IndexVersion | None:
         """The version search serves, or ``None`` before the first publish."""

@@ -3,22 +3,22 @@ constant; each query judged against its own scores over the collection), fed wit
 collection's background here.
 
 The background is a uniform sample of the stored vectors of the query's model
-(BACKGROUND_SIZE of them, read by random ids through the primary key, so it costs the same at
-a thousand images and at a million). A process keeps it for BACKGROUND_SECONDS per model and
-index version; a query then costs one matrix product of that sample with its vector.
+(BACKGROUND_SIZE of them, read by ``gallery.sampling``'s random ids through the primary key, so
+it costs the same at a thousand images and at a million). A process keeps it for
+BACKGROUND_SECONDS per model and index version; a query then costs one matrix product of that
+sample with its vector.
 """
 
 from __future__ import annotations
 
-import random
 import threading
 import time
 from collections.abc import Callable
 
 import numpy as np
-from django.db.models import Max, Min
 
-from gallery.models import Image
+from gallery.models import Image, vectors_of
+from gallery.sampling import id_sample, pk_among
 from indexer.relevance import MIN_BACKGROUND, relevant_count
 
 BACKGROUND_SIZE = 1000
@@ -62,20 +62,10 @@ def forget() -> None:
 
 
 def _sample(model_id: str) -> np.ndarray:
-    bounds = Image.objects.aggregate(low=Min("pk"), high=Max("pk"))  # two ends of the primary key
-    if bounds["low"] is None:
-        return np.zeros((0, 0), dtype=np.float32)
-    low, high = bounds["low"], bounds["high"]
-    span = high - low + 1
-    if span <= 2 * BACKGROUND_SIZE:
-        ids = range(low, high + 1)
-    else:
-        # Twice as many ids as needed: some are deleted, failed or of another model.
-        ids = random.Random(span).sample(range(low, high + 1), 2 * BACKGROUND_SIZE)
+    ids = id_sample().ids  # uniform over the gallery; some are deleted, failed or of another model
     rows = (
-        Image.objects.filter(pk__in=list(ids), embedding_model=model_id, embedding__isnull=False)
+        Image.objects.filter(pk_among(ids), embedding_model=model_id, embedding__isnull=False)
         .order_by("pk")  # the same sample on every database
-        .values_list("embedding", flat=True)
+        .values_list("embedding", flat=True)[:BACKGROUND_SIZE]
     )
-    vectors = [np.frombuffer(bytes(row), dtype=np.float32) for row in rows[:BACKGROUND_SIZE]]
-    return np.stack(vectors) if vectors else np.zeros((0, 0), dtype=np.float32)
+    return vectors_of(rows)

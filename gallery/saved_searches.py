@@ -31,7 +31,7 @@ from django.db.models import Count, F, Q, QuerySet
 from django.utils import timezone
 
 from gallery.errors import BadQuery, InvalidInput
-from gallery.models import Image, SavedSearch, SavedSearchMatch
+from gallery.models import Image, SavedSearch, SavedSearchMatch, vectors_of
 from gallery.search import SearchQuery
 
 logger = logging.getLogger(__name__)
@@ -138,7 +138,7 @@ def saved_searches_record_matches(*, image_ids: Iterable[int], model_id: str) ->
     )
     if not searches:
         return 0
-    queries = np.vstack([np.frombuffer(bytes(blob), dtype=np.float32) for _, blob, _ in searches])
+    queries = vectors_of(blob for _, blob, _ in searches)
     saved_at = np.array([at.timestamp() for _, _, at in searches])
     recorded = 0
     for start in range(0, len(wanted), 500):  # SQLite takes a limited number of parameters
@@ -156,7 +156,7 @@ def saved_searches_record_matches(*, image_ids: Iterable[int], model_id: str) ->
 
 def _record(rows: list[tuple], searches: list[tuple], queries: np.ndarray, saved_at: np.ndarray) -> int:
     ids = np.fromiter((pk for pk, _, _ in rows), dtype=np.int64, count=len(rows))
-    vectors = np.vstack([np.frombuffer(bytes(blob), dtype=np.float32) for _, blob, _ in rows])
+    vectors = vectors_of(blob for _, blob, _ in rows)
     uploaded = np.array([at.timestamp() for _, _, at in rows])
     scores = queries @ vectors.T  # (saved searches, new images): one matrix product
     # Only images uploaded after the search was saved count: re-embedding the gallery with a

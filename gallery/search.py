@@ -29,7 +29,7 @@ from gallery import clip, filtered_search, fresh_segment, keywords, pins, rankin
 from gallery.errors import BadQuery, GalleryError, NotReady, UploadRejected
 from gallery.filters import BrowseFilter
 from gallery.index_backend import current_reader, index_errors, is_live
-from gallery.listing import index_counts
+from gallery.listing import searchable_count
 from gallery.models import Image
 from gallery.uploads import decode_upload, read_upload
 from indexer.index import IndexMismatch
@@ -307,24 +307,19 @@ def _clip_ranking(query: SearchQuery, limit: int, filtered: QuerySet[Image] | No
                 built = index.query(vector, k)  # Milvus leaves hidden rows out; Annoy cannot
         return merge_ranked(built, segment.query(vector, k) if segment is not None else [])[:k]
 
-    collection_size = _searchable_count
+    collection_size = searchable_count  # at most INDEX_STATUS_CACHE_SECONDS old: the size matters, not the rows
     if filtered is None:
         pairs = nearest(limit)
     else:
         pairs, share = filtered_search.nearest_within(
-            filtered, vector, model_id=model_id, limit=limit, nearest=nearest, collection_size=_searchable_count
+            filtered, vector, model_id=model_id, limit=limit, nearest=nearest, collection_size=searchable_count
         )
-        collection_size = lambda: max(1, round(share * _searchable_count()))  # noqa: E731 (chance among the filtered)
+        collection_size = lambda: max(1, round(share * searchable_count()))  # noqa: E731 (chance among the filtered)
     relevant = relevance.relevant_prefix(
         [score for _, score in pairs], vector, model_id=model_id, version=index.version if index is not None else None,
         collection_size=collection_size,
     )
     return pairs, relevant
-
-
-def _searchable_count() -> int:
-    counts = index_counts()  # at most INDEX_STATUS_CACHE_SECONDS old: the size, not the rows, matters
-    return counts["indexed"] + counts["fresh"]
 
 
 def merge_ranked(*rankings: list[tuple[int, float]]) -> list[tuple[int, float]]:

@@ -9,8 +9,8 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from gallery.fresh_segment import clear_fresh_cache
 from gallery.index_backend import clear_backend_cache
 from gallery.index_cache import clear_index_cache
-from gallery.filtered_search import forget as forget_filter_sample
 from gallery.relevance import forget as forget_relevance_backgrounds
+from gallery.sampling import forget as forget_id_sample
 from indexer.embedding import ModelSpec, clear_embedders
 from tests.images import image_bytes
 
@@ -86,13 +86,13 @@ def media(settings, tmp_path, s3_bucket):
     clear_fresh_cache()
     clear_backend_cache()
     forget_relevance_backgrounds()
-    forget_filter_sample()
+    forget_id_sample()
     yield settings.MEDIA_ROOT
     clear_index_cache()
     clear_fresh_cache()
     clear_backend_cache()
     forget_relevance_backgrounds()
-    forget_filter_sample()
+    forget_id_sample()
 
 
 MILVUS_FIXTURES = {"on_milvus", "milvus_uri"}

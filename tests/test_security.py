@@ -183,6 +183,8 @@ def test_view_only_staff_see_no_text_read_in_hidden_images(client, one_image, up
     for image, text in ((one_image, "SECRET PLAN"), (visible, "OPEN DAY")):
         ImageText.objects.create(image=image, engine="rapidocr", source=image.file.name, error=f"slow {text}",
                                  lines=[{"text": text, "box": [[0, 0]] * 4, "confidence": 0.9}])
+    Image.objects.filter(pk=one_image.pk).update(ocr_text="SECRET PLAN")  # what the admin searches
+    Image.objects.filter(pk=visible.pk).update(ocr_text="OPEN DAY")
     hide(one_image)
     texts = "/admin/gallery/imagetext/"
     client.force_login(user_with("reader", "view_imagetext", staff=True))
@@ -190,12 +192,15 @@ def test_view_only_staff_see_no_text_read_in_hidden_images(client, one_image, up
     assert "Open field" in listing and "Secret lake" not in listing
     assert "slow OPEN DAY" not in listing  # why reading failed: curators only
     assert "Secret lake" not in client.get(texts, {"q": "SECRET"}).content.decode()
+    assert "Open field" in client.get(texts, {"q": "OPEN"}).content.decode()  # the search itself works
+    assert "Open field" not in client.get(texts, {"q": "slow"}).content.decode()  # errors: not searched for them
     change = client.get(f"{texts}{one_image.pk}/change/", follow=True).content.decode()
     assert "SECRET PLAN" not in change
     assert "OPEN DAY" in client.get(f"{texts}{visible.pk}/change/").content.decode()
     client.force_login(user_with("curator", "view_imagetext", "change_image", staff=True))
     listing = client.get(texts).content.decode()
     assert "Secret lake" in listing and "slow SECRET PLAN" in listing
+    assert "Secret lake" in client.get(texts, {"q": "SECRET"}).content.decode()
 
 
 # --- 5. re-uploading a hidden image's bytes in the admin ---------------------------------------
