@@ -92,12 +92,7 @@ def drop_bench_collections(folder: Path) -> None:
     from indexer.backends import get_backend
 
     backend = get_backend("milvus", uri=milvus_uri(folder), prefix="bench", timeout=600)
-    client = backend.client
-    for alias in client.list_aliases()["aliases"]:
-        if alias.startswith("bench_"):
-            client.drop_alias(alias)
-    for name in backend._collections():
-        client.drop_collection(name)
+    backend.drop_all()
     backend.close()
 
 

@@ -2,7 +2,11 @@
 latency against the same search without a filter, at shares of 100%, 10%, 1% and 0.1%.
 
     .venv/bin/python -m benchmarks.filtered_search [--sizes 100000] [--queries 30]
-        [--model ViT-B-32] [--cache-dir /tmp/scale-galleries]
+        [--model ViT-B-32] [--cache-dir /tmp/scale-galleries] [--engine annoy|milvus]
+
+``--engine milvus`` (with ``MILVUS_URI``: scripts/milvus-server) runs on a copy of the gallery
+whose rows are published to Milvus first (every row, the fresh ones too: Milvus has no fresh
+segment), so shares past EXACT_MAX take the engine's own filter (``id in [...]``).
 
 The galleries are benchmarks/scale.py's (built there if missing, kept under ``--cache-dir``):
 ``size`` rows of CLIP-shaped unit vectors published as an Annoy index, 500 fresh ones beside
@@ -18,9 +22,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -58,6 +64,10 @@ def run(queries: int) -> dict:
     from gallery.models import Image
 
     tag_rows()
+    if os.environ.get("INDEX_BACKEND") == "milvus":
+        from gallery.indexing import index_publish
+
+        index_publish(force=True)  # this copy's rows into Milvus
     model = clip.embedder().model_id
     rows = list(Image.objects.filter(hidden=False, embedding_model=model).values_list("pk", "embedding"))
     ids = np.array([pk for pk, _ in rows])
@@ -95,9 +105,11 @@ def run(queries: int) -> dict:
             recalls.append(len(truth & set(top)) / max(1, min(K, len(truth))))
             times.append(seconds)
         share = filtered_search.estimated_share(search.ResultOptions.from_params(params).filtered_images())
+        way = "exact" if share * len(rows) <= filtered_search.EXACT_MAX else "index"
+        if way == "index" and os.environ.get("INDEX_BACKEND") == "milvus" and share * len(rows) <= filtered_search.ENGINE_FILTER_MAX:
+            way = "engine"
         figures["shares"][label] = {
-            "passing": int(mask.sum()), "estimated_share": share,
-            "way": "exact" if share * len(rows) <= filtered_search.EXACT_MAX else "index",
+            "passing": int(mask.sum()), "estimated_share": share, "way": way,
             "recall_mean": float(np.mean(recalls)), "recall_min": float(np.min(recalls)),
             "p50_ms": statistics.median(times) * 1000, "p90_ms": float(np.percentile(times, 90) * 1000),
         }
@@ -111,6 +123,7 @@ def main(argv=None) -> str:
     parser.add_argument("--model", default="ViT-B-32")
     parser.add_argument("--config-dir", default="")
     parser.add_argument("--cache-dir", default="/tmp/scale-galleries")
+    parser.add_argument("--engine", choices=["annoy", "milvus"], default="annoy")
     parser.add_argument("--run-here", action="store_true", help=argparse.SUPPRESS)  # the gallery process's part
     args = parser.parse_args(argv)
     if args.run_here:
@@ -127,11 +140,27 @@ def main(argv=None) -> str:
         if not (folder / "info.json").exists():
             subprocess.run([sys.executable, "-m", "benchmarks.scale", "--prepare", "--sizes", str(size), *common],
                            cwd=ROOT, check=True)
+        copy = None
+        if args.engine == "milvus":  # a copy: publishing to Milvus makes it the copy's current version
+            copy = Path(tempfile.mkdtemp(prefix="filtered-milvus-", dir=args.cache_dir))
+            shutil.copy2(folder / "db.sqlite3", copy / "db.sqlite3")
+            folder = copy
         env = gallery_env(folder, size=size, database="sqlite", pg_url="", model=args.model, config_dir=args.config_dir)
-        done = subprocess.run(
-            [sys.executable, "-m", "benchmarks.filtered_search", "--run-here", "--queries", str(args.queries), *common],
-            cwd=ROOT, env={**os.environ, **env, "PYTHONPATH": str(ROOT)}, check=True, capture_output=True, text=True,
-        )
+        if copy is not None:
+            env |= {"INDEX_BACKEND": "milvus", "MILVUS_COLLECTION_PREFIX": f"bench_filtered_{size}"}
+        try:
+            done = subprocess.run(
+                [sys.executable, "-m", "benchmarks.filtered_search", "--run-here", "--queries", str(args.queries), *common],
+                cwd=ROOT, env={**os.environ, **env, "PYTHONPATH": str(ROOT)}, check=True, capture_output=True, text=True,
+            )
+        finally:
+            if copy is not None:
+                from indexer.backends import get_backend
+
+                backend = get_backend("milvus", uri=os.environ["MILVUS_URI"], prefix=env["MILVUS_COLLECTION_PREFIX"], timeout=30)
+                backend.drop_all()  # the server keeps what the copy published
+                backend.close()
+                shutil.rmtree(copy)
         figures = json.loads(done.stdout.strip().splitlines()[-1])
         rows = [
             [label, f"{share['passing']:,}", f"{share['estimated_share']:.4f}", share["way"], share["recall_mean"],
@@ -139,7 +168,7 @@ def main(argv=None) -> str:
             for label, share in figures["shares"].items()
         ]
         lines += [
-            f"{figures['size']:,} visible images (+ hidden); {args.queries} image queries; unfiltered: p50 {figures['unfiltered_ms']:.1f} ms, "
+            f"{args.engine}: {figures['size']:,} visible images (+ hidden); {args.queries} image queries; unfiltered: p50 {figures['unfiltered_ms']:.1f} ms, "
             f"recall@16 mean {figures['unfiltered_recall'][0]:.3f}, min {figures['unfiltered_recall'][1]:.3f} (the index's own)",
             table(["share", "images passing", "estimated share", "way", "recall@16 mean", "recall@16 min", "p50 ms", "p90 ms", "x unfiltered p50"], rows),
             "",

@@ -8,14 +8,22 @@ of primary keys (``gallery.sampling``; one indexed query per search):
 - **Exact**, when at most EXACT_MAX images pass: their stored vectors are read from the database
   (by the filter's own query, at most EXACT_MAX + 1 rows) and compared with the query's: every
   one of them is considered.
+- **The engine, among the ids that pass**, where it can filter inside its search (Milvus: an
+  ``id in [...]`` filter expression) and the filter is selective: at most ENGINE_FILTER_SHARE
+  of the gallery and ENGINE_FILTER_MAX images. The ids are read from the database (the
+  attributes stay there, the one record curators change) and the engine returns ``limit`` of
+  them. Measured on Milvus 2.3.5 (``benchmarks/milvus_filters.py``, docs/performance.md §20): a
+  filter that keeps 1% is answered exactly and fast (the server compares the few rows that
+  pass); one that keeps 10% loses recall inside the graph (recall@16 0.85 mean, 0.13 at worst,
+  for field and id expressions alike), so broader filters take the next way.
 - **The index, asked for more**, otherwise: enough candidates that ``limit`` of them pass with
   room to spare (:func:`candidates_needed`: about ``limit / share``; at most MAX_CANDIDATES,
   Milvus's own cap on one query), and the filter checked for those candidates in the database
   by primary key. The candidates are the index's nearest, so the ones that pass
   are the filtered set's nearest as far as the index's recall goes.
 
-Both ways cost the same at a thousand images and at a million: the exact way reads at most
-EXACT_MAX rows, the other asks the index for a number of candidates set by the share, not the
+Each way costs the same at a thousand images and at a million: the exact way reads at most
+EXACT_MAX rows, the engine's at most ENGINE_FILTER_MAX ids, the last asks the index for a number of candidates set by the share, not the
 gallery's size. ``benchmarks/filtered_search.py`` measures recall@16 against an exact filtered
 search at each share.
 """
@@ -32,6 +40,8 @@ from gallery.models import Image, vectors_of
 from gallery.sampling import id_sample, pk_among
 
 EXACT_MAX = 5000  # vectors read and compared exactly (10 MB of float32 at 512 dimensions)
+ENGINE_FILTER_MAX = 50000  # ids in one filter expression (~400 KB; parsing 10,000 took ~40 ms)
+ENGINE_FILTER_SHARE = 0.02  # past this share, Milvus's filtered graph search loses recall
 MAX_CANDIDATES = 16384  # Milvus answers at most this many per query
 SPARE_SD = 3.0  # standard deviations to spare in the share's estimate and in how many pass
 
@@ -44,10 +54,12 @@ def nearest_within(
     limit: int,
     nearest: Callable[[int], list[tuple[int, float]]],
     collection_size: Callable[[], int],
+    nearest_among: Callable[[list[int], int], list[tuple[int, float]]] | None = None,
 ) -> tuple[list[tuple[int, float]], float]:
     """``(id, cosine)`` of the ``limit`` nearest images among ``filtered``, best first, and the
     share of the gallery the filter keeps (estimated). ``nearest(k)`` asks the index (and the
-    fresh segment) for its ``k`` nearest."""
+    fresh segment) for its ``k`` nearest; ``nearest_among(ids, k)``, where the engine can, for
+    its ``k`` nearest among ``ids``."""
     share = estimated_share(filtered)
     size = max(collection_size(), 1)
     if share * size <= EXACT_MAX:
@@ -55,6 +67,11 @@ def nearest_within(
         if len(rows) <= EXACT_MAX:
             return _exact(rows, vector, limit), len(rows) / size
         share = max(share, EXACT_MAX / size)  # the estimate was low: more pass than it said
+    if nearest_among is not None and share <= ENGINE_FILTER_SHARE and share * size <= ENGINE_FILTER_MAX:
+        ids = list(filtered.order_by().values_list("pk", flat=True)[: ENGINE_FILTER_MAX + 1])
+        if len(ids) <= ENGINE_FILTER_MAX:
+            return nearest_among(ids, limit), len(ids) / size
+        share = max(share, ENGINE_FILTER_MAX / size)
     candidates = nearest(candidates_needed(limit, share, sampled=id_sample().existing))
     passing = set(filtered.filter(pk_among([pk for pk, _ in candidates])).values_list("pk", flat=True))
     return [(pk, score) for pk, score in candidates if pk in passing][:limit], share

@@ -10,14 +10,16 @@ from django.core.cache import cache
 from django.db.models import Count, Q, QuerySet
 
 from gallery import access
+from gallery.filters import visible_unless_asked
 from gallery.models import Image, IndexVersion
 from indexer.embedding import RANDOM
 
 
-def gallery_images(user) -> QuerySet[Image]:
-    """What the gallery grid shows: every image ``user`` may see and nobody hid (its filters and
-    order are the API image list's: ``gallery.filters``, ``gallery.api.pagination``)."""
-    return access.viewable_images(user).filter(hidden=False)
+def gallery_images(user, params) -> QuerySet[Image]:
+    """What the gallery grid shows before its filters: every image ``user`` may see that nobody
+    hid, or, when a curator asks about ``hidden``, hidden ones too (the filters and order are
+    the API image list's: ``gallery.filters``, ``gallery.api.pagination``)."""
+    return visible_unless_asked(access.viewable_images(user), params)
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,6 @@ rows deleted or hidden since the index was built, and returns :class:`SearchResu
 from __future__ import annotations
 
 import base64
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from functools import cached_property
@@ -22,12 +21,12 @@ import numpy as np
 from django.conf import settings
 from django.core import signing
 from django.core.paginator import InvalidPage, Page, Paginator
-from django.db.models import Count, QuerySet
-from django.utils import timezone
+from django.db.models import QuerySet
 
-from gallery import clip, filtered_search, fresh_segment, keywords, pins, ranking, relevance
+from gallery import access, clip, facets, filtered_search, fresh_segment, keywords, pins, ranking, relevance
 from gallery.errors import BadQuery, GalleryError, NotReady, UploadRejected
-from gallery.filters import BrowseFilter
+from gallery.facets import Facets
+from gallery.filters import BrowseFilter, visible_unless_asked
 from gallery.index_backend import current_reader, index_errors, is_live
 from gallery.listing import searchable_count
 from gallery.models import Image
@@ -45,7 +44,6 @@ class PageNotFound(GalleryError):
 
 
 SORTS = ("relevance", "newest", "oldest")  # newest and oldest: by date taken
-FACET_SIZE = 10  # values shown per facet
 
 
 @dataclass(frozen=True)
@@ -59,11 +57,12 @@ class ResultOptions:
     # The gallery's filters (gallery.filters.BrowseFilter's parameters), applied inside the
     # search by gallery.filtered_search; empty: the whole gallery.
     filters: tuple[tuple[str, str], ...] = ()
+    curator: bool = False  # may search hidden images (``hidden=true``), as the gallery page does
 
     @classmethod
-    def from_params(cls, params) -> ResultOptions:
+    def from_params(cls, params, *, user=None) -> ResultOptions:
         """From a page's or the API's query string (``relevant=true``, ``sort=newest``, and the
-        gallery's filters: ``taken_after``, ``camera``, ``tags``...)."""
+        gallery's filters: ``taken_after``, ``camera``, ``tags``...), for ``user``."""
         sort = params.get("sort") or "relevance"
         if sort not in SORTS:
             raise BadQuery(f"Unknown sort {sort[:20]!r}: use one of {', '.join(SORTS)}.")
@@ -72,19 +71,29 @@ class ResultOptions:
             raise BadQuery("relevant is true or false.")
         names = (*BrowseFilter.base_filters, "taken_after", "taken_before")
         filters = tuple((name, params.get(name)) for name in names if params.get(name))
-        options = cls(relevant=relevant in ("true", "1") or sort != "relevance", sort=sort, filters=filters)
+        curator = user is not None and access.can_curate(user)
+        options = cls(relevant=relevant in ("true", "1") or sort != "relevance", sort=sort, filters=filters, curator=curator)
         options.filtered_images()  # bad filter values are the query's fault, said now
         return options
 
     def filtered_images(self) -> QuerySet[Image] | None:
-        """The visible images the filters keep, or None without filters. Raises BadQuery."""
+        """The images the filters keep (visible ones, unless a curator asks for ``hidden``), or
+        None without filters. Raises BadQuery."""
         if not self.filters:
             return None
         return self._filtered.all()  # a fresh copy: what the caller does to it stays its own
 
+    @property
+    def includes_hidden(self) -> bool:
+        """Whether the filtered images may be hidden ones (a curator's ``hidden=true``): the
+        engine must not leave hidden rows out then."""
+        return self.curator and dict(self.filters).get("hidden", "").lower() in ("true", "1")
+
     @cached_property
     def _filtered(self) -> QuerySet[Image]:  # the form is built and checked once per request
-        browse = BrowseFilter(dict(self.filters), queryset=Image.objects.filter(hidden=False))
+        params = dict(self.filters)
+        images = visible_unless_asked(Image.objects.all() if self.curator else Image.objects.filter(hidden=False), params)
+        browse = BrowseFilter(params, queryset=images)
         if not browse.is_valid():
             raise BadQuery(" ".join(f"{name}: {' '.join(errors)}" for name, errors in browse.errors.items()))
         return browse.qs
@@ -251,7 +260,7 @@ def search(query: SearchQuery, options: ResultOptions = ResultOptions()) -> Sear
     limit = settings.SEARCH_MAX_RESULTS
     mode = query.ranking_mode()
     filtered = options.filtered_images()
-    clip_pairs, relevant = _clip_ranking(query, limit, filtered) if mode != ranking.KEYWORDS else ([], None)
+    clip_pairs, relevant = _clip_ranking(query, limit, filtered, only_visible=not options.includes_hidden) if mode != ranking.KEYWORDS else ([], None)
     if options.relevant and relevant is not None:
         clip_pairs = clip_pairs[:relevant]
     keyword_pairs = keywords.keyword_ranking(query.text, limit) if mode != ranking.CLIP else []
@@ -276,10 +285,13 @@ def search(query: SearchQuery, options: ResultOptions = ResultOptions()) -> Sear
     return SearchResults(ranked, text=query.text if mode != ranking.CLIP else "", relevant=relevant)
 
 
-def _clip_ranking(query: SearchQuery, limit: int, filtered: QuerySet[Image] | None = None) -> tuple[list[tuple[int, float]], int | None]:
+def _clip_ranking(
+    query: SearchQuery, limit: int, filtered: QuerySet[Image] | None = None, *, only_visible: bool = True
+) -> tuple[list[tuple[int, float]], int | None]:
     """``(id, cosine)`` of the nearest vectors, best first, from the index and the fresh segment
     (among ``filtered`` only, when given: ``gallery.filtered_search``); and how many of them are
-    relevant (None: too few images to judge)."""
+    relevant (None: too few images to judge). ``only_visible``: an engine that filters
+    visibility leaves hidden rows out (a curator's ``hidden=true`` filter wants them)."""
     live = is_live()  # a live engine holds new vectors itself: no fresh segment
     index = current_reader()
     if index is None and (live or not fresh_segment.anything_fresh()):
@@ -304,15 +316,21 @@ def _clip_ranking(query: SearchQuery, limit: int, filtered: QuerySet[Image] | No
         built: list[tuple[int, float]] = []
         if index is not None:
             with index_errors():
-                built = index.query(vector, k)  # Milvus leaves hidden rows out; Annoy cannot
+                built = index.query(vector, k, only_visible=only_visible)  # Milvus leaves hidden rows out; Annoy cannot
         return merge_ranked(built, segment.query(vector, k) if segment is not None else [])[:k]
+
+    def nearest_among(ids: list[int], k: int) -> list[tuple[int, float]]:
+        with index_errors():
+            return index.query(vector, k, only_visible=only_visible, among_ids=ids)
 
     collection_size = searchable_count  # at most INDEX_STATUS_CACHE_SECONDS old: the size matters, not the rows
     if filtered is None:
         pairs = nearest(limit)
     else:
         pairs, share = filtered_search.nearest_within(
-            filtered, vector, model_id=model_id, limit=limit, nearest=nearest, collection_size=searchable_count
+            filtered, vector, model_id=model_id, limit=limit, nearest=nearest, collection_size=searchable_count,
+            # An engine that filters inside its search holds every vector (no fresh segment beside it).
+            nearest_among=nearest_among if index is not None and index.filters_ids and segment is None else None,
         )
         collection_size = lambda: max(1, round(share * searchable_count()))  # noqa: E731 (chance among the filtered)
     relevant = relevance.relevant_prefix(
@@ -380,21 +398,10 @@ class SearchResults(Sequence):
             return self.relevant == 0
         return self._ranked[0][1] is not None and self._ranked[0][1] < settings.SEARCH_WEAK_SCORE
 
-    def facets(self) -> dict[str, dict[str, int]]:
-        """How these results spread over years taken, cameras and tags (each a count of the
-        results, largest first; the top FACET_SIZE of each): what the filters can narrow them
-        to. Two queries over at most SEARCH_MAX_RESULTS rows, whatever the gallery's size."""
-        ids = [pk for pk, *_ in self._ranked]
-        years: Counter[str] = Counter()
-        cameras: Counter[str] = Counter()
-        for taken_at, camera in Image.objects.filter(pk__in=ids).order_by().values_list("taken_at", "camera_model"):
-            years[str(timezone.localtime(taken_at).year)] += 1
-            if camera:
-                cameras[camera] += 1
-        tags = Counter(dict(
-            Image.tags.through.objects.filter(image_id__in=ids).values_list("tag__name").annotate(n=Count("id")).values_list("tag__name", "n")
-        ))
-        return {name: dict(counter.most_common(FACET_SIZE)) for name, counter in (("years", years), ("cameras", cameras), ("tags", tags))}
+    def facets(self) -> Facets:
+        """How these results spread over dates taken, cameras and tags: what the filters can
+        narrow them to (``gallery.facets``; at most SEARCH_MAX_RESULTS rows read)."""
+        return facets.of_ids([pk for pk, *_ in self._ranked])
 
     def __iter__(self):
         return iter(self[:])  # one query, not one per hit

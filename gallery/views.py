@@ -8,6 +8,7 @@ previews, and uploads through the REST API with per-file progress on top.
 
 from __future__ import annotations
 
+import calendar
 import mimetypes
 
 from functools import wraps
@@ -26,14 +27,15 @@ from django.views.decorators.http import require_POST
 from rest_framework.exceptions import AuthenticationFailed, NotFound, ValidationError
 from rest_framework.request import Request
 
-from gallery import access, curation, search, tags
+from gallery import access, curation, facets, search, tags
 from gallery.api.authentication import media_user
 from gallery.filters import ORIENTATIONS, BrowseFilter
 from gallery.api.pagination import ImageListPagination
+from gallery.facets import Facets
 from gallery.errors import GalleryError, http_status, public_message
 from gallery.forms import ImageSearchForm, UploadForm
 from gallery.listing import gallery_images
-from gallery.models import ImageText
+from gallery.models import Image, ImageText
 from gallery.ranking import RANKINGS
 from gallery.request_limits import BodyTooLarge
 from gallery.throttles import SearchThrottle, UploadThrottle, throttled
@@ -91,19 +93,31 @@ def _result_views(request, current: search.ResultOptions) -> list[tuple[str, str
     return views
 
 
-def _refine_links(request, facets: dict) -> list[tuple[str, list[tuple[str, int, str]]]]:
-    """(facet, [(value, count, query string that narrows the results to it)]) for the page."""
+def _refine_links(request, facets: Facets) -> list[tuple[str, list[tuple[str, int, str]]]]:
+    """(facet, [(value, count, query string that narrows the results to it)]) for the page:
+    years, or the months when every result is of one year; cameras; tags."""
     def narrowed(**params) -> str:
         query = request.GET.copy()
-        query.pop("page", None)
+        for name in ("page", "cursor"):
+            query.pop(name, None)
         for name, value in params.items():
             query[name] = value
         return query.urlencode()
 
+    def month_range(month: str) -> dict:
+        year, number = (int(part) for part in month.split("-"))
+        last = calendar.monthrange(year, number)[1]
+        return {"taken_after": f"{month}-01", "taken_before": f"{month}-{last:02d}"}
+
+    dates = (
+        ("Month", [(month, n, narrowed(**month_range(month))) for month, n in facets.months.items()])
+        if len(facets.years) == 1
+        else ("Year", [(year, n, narrowed(taken_after=f"{year}-01-01", taken_before=f"{year}-12-31")) for year, n in facets.years.items()])
+    )
     links = [
-        ("Year", [(year, n, narrowed(taken_after=f"{year}-01-01", taken_before=f"{year}-12-31")) for year, n in facets["years"].items()]),
-        ("Camera", [(camera, n, narrowed(camera=camera)) for camera, n in facets["cameras"].items()]),
-        ("Tag", [(tag, n, narrowed(tags=tag, tags_match="all")) for tag, n in facets["tags"].items()]),
+        dates,
+        ("Camera", [(camera, n, narrowed(camera=camera)) for camera, n in facets.cameras.items()]),
+        ("Tag", [(tag, n, narrowed(tags=tag, tags_match="all")) for tag, n in facets.tags.items()]),
     ]
     return [(label, values) for label, values in links if values]
 
@@ -121,14 +135,14 @@ def gallery(request):
     """The grid: newest uploads first, or the timeline (``?order=taken``: newest taken first,
     under month headings), narrowed by the API image list's own filters (date taken, camera,
     location, orientation, tag: ``gallery.filters.BrowseFilter``)."""
-    filters = BrowseFilter(request.GET, queryset=gallery_images(request.user))
+    filters = BrowseFilter(request.GET, queryset=gallery_images(request.user, request.GET))
     timeline = request.GET.get("order") == "taken"
     other_order = request.GET.copy()
     other_order.pop("cursor", None)
     other_order["order"] = "uploaded" if timeline else "taken"
     context = {
         "filters": filters.form,
-        "orientations": list(ORIENTATIONS),
+        **_filter_choices(request),
         "filter_keep": [(name, request.GET[name]) for name in ("order", "tag") if request.GET.get(name)],
         "timeline": timeline,
         "other_order": other_order.urlencode(),
@@ -148,7 +162,15 @@ def gallery(request):
     except ValidationError as exc:  # an order there is not
         return render(request, "gallery/gallery.html", {**context, "error": " ".join(exc.detail["order"])}, status=400)
     context.update(images=rows, newer=paginator.get_previous_link(), older=paginator.get_next_link())
+    if filters.given or timeline:  # what the filters can narrow to: exact, or estimated past facets.EXACT_MAX
+        spread = facets.of_images(filters.qs)
+        context.update(refine=_refine_links(request, spread), refine_estimated=spread.estimated)
     return render(request, "gallery/gallery.html", context)
+
+
+def _filter_choices(request) -> dict:
+    """What the filter form (``_filters.html``) offers: curators also filter by hidden and status."""
+    return {"orientations": list(ORIENTATIONS), "curator": access.can_curate(request.user), "statuses": Image.Status.choices}
 
 
 def _tag_heading(asked: str) -> str:
@@ -168,13 +190,13 @@ def search_results(request):
         "extra": _other_params(request),
         "ranking": ranking_name or settings.SEARCH_RANKING,
         "rankings": RANKINGS,
-        "orientations": list(ORIENTATIONS),
+        **_filter_choices(request),
         "filter_keep": [(name, request.GET[name]) for name in ("q", "query", "ranking", "relevant", "sort") if request.GET.get(name)],
     }
     if wait := throttled(request, SearchThrottle):
         return _too_many(request, wait)
     try:
-        options = search.ResultOptions.from_params(request.GET)
+        options = search.ResultOptions.from_params(request.GET, user=request.user)
         context |= {"options": options, "views": _result_views(request, options)}
         query = search.SearchQuery.from_token(token) if token else search.text_query(text, ranking_name=ranking_name)
         context["query_label"] = query.describe()

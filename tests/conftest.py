@@ -156,12 +156,7 @@ def drop_milvus_collections(*, uri, prefix):
 
     backend = get_backend("milvus", uri=uri, prefix=prefix, timeout=10)
     try:
-        client = backend.client
-        for alias in client.list_aliases()["aliases"]:  # the current one, and each version's mark
-            if alias.startswith(f"{prefix}_"):
-                client.drop_alias(alias)
-        for name in backend._collections():
-            client.drop_collection(name)
+        backend.drop_all()
     finally:
         backend.close()
 

@@ -5,8 +5,8 @@ import io
 from gallery import search
 
 
-def by_text(text):
-    return search.search(search.text_query(text))
+def by_text(text, *, ranking="", relevant=False):
+    return search.search(search.text_query(text, ranking_name=ranking), search.ResultOptions(relevant=relevant))
 
 
 def by_image(file):

@@ -48,9 +48,27 @@ def exact(gallery, mask, k=16):
     return [int(gallery["ids"][i]) for i in order[:k]]
 
 
-def found(gallery, **params):
+def found(gallery, user=None, **params):
     query = search.SearchQuery(image_vector=gallery["query"], image_model=gallery["model"])
-    return [hit.image.pk for hit in search.search(query, search.ResultOptions.from_params(params))[:16]]
+    return [hit.image.pk for hit in search.search(query, search.ResultOptions.from_params(params, user=user))[:16]]
+
+
+@pytest.fixture
+def curator(db, django_user_model):
+    return django_user_model.objects.create_superuser("curator", password="x")
+
+
+def ways_taken(monkeypatch):
+    """Records which way each filtered search went: ("index", k) or ("engine", ids asked)."""
+    taken = []
+    original = filtered_search.nearest_within
+
+    def spy(*args, nearest, nearest_among=None, **kwargs):
+        among = None if nearest_among is None else lambda ids, k: taken.append(("engine", len(ids))) or nearest_among(ids, k)
+        return original(*args, nearest=lambda k: taken.append(("index", k)) or nearest(k), nearest_among=among, **kwargs)
+
+    monkeypatch.setattr(filtered_search, "nearest_within", spy)
+    return taken
 
 
 def test_a_rare_filter_gets_its_own_best_matches(gallery):
@@ -134,7 +152,8 @@ def test_facets_count_the_results_by_year_camera_and_tag_on_api_and_page(client,
     params = {"orientation": "portrait", "tags": "boat,harbour", "tags_match": "any"}  # the even rows among them
     reply = APIClient().get(f"{API}/images/{rare[0]}/similar/", {**params, "facets": "true"}).json()
     # rare[0] and rare[2] are portrait and tagged; both 2021, one camera each.
-    assert reply["count"] == 2 and reply["facets"] == {"years": {"2021": 2}, "cameras": {"Pixel 7": 1, "Rare Cam": 1}, "tags": {"boat": 2}}
+    assert reply["count"] == 2 and reply["facets"] == {
+        "years": {"2021": 2}, "months": {"2021-05": 2}, "cameras": {"Pixel 7": 1, "Rare Cam": 1}, "tags": {"boat": 2}}
     assert "facets" not in APIClient().get(f"{API}/images/{rare[0]}/similar/", params).json()  # only when asked
     query = search.SearchQuery(image_vector=gallery["query"], image_model=gallery["model"]).to_token()
     page = client.get("/search/", {"query": query, "camera": "Rare Cam"}).content.decode()
@@ -145,17 +164,98 @@ def test_facets_count_the_results_by_year_camera_and_tag_on_api_and_page(client,
     assert "taken_after=2021-01-01" in year and "taken_before=2021-12-31" in year and "camera=Rare+Cam" in year
     narrowed = client.get(f"/search/?{year}").content.decode()
     assert len(re.findall(r'class="gallery-link"', narrowed)) == 3
+    # All of one year: the months, each a link to that month.
+    refine = narrowed.split('id="refine"')[1].split("</div>")[0]
+    assert re.findall(r'href="\?([^"]+)">(2021-05)</a> <span class="text-body-secondary">\((\d+)\)', refine)[0][1:] == ("2021-05", "3")
+    assert "taken_before=2021-05-31" in re.search(r'href="\?([^"]+)">2021-05</a>', refine)[1]
+
+
+def test_the_filtered_gallery_shows_its_facets_exact_or_estimated(client, gallery, monkeypatch):
+    import datetime as dt
+
+    from gallery import sampling
+
+    rare = [int(pk) for pk in gallery["ids"][:15]]
+    Image.objects.filter(pk__in=rare[:5]).update(taken_at=dt.datetime(2021, 5, 1, tzinfo=dt.timezone.utc))
+    Image.objects.filter(pk__in=rare[5:]).update(taken_at=dt.datetime(2023, 8, 1, tzinfo=dt.timezone.utc))
+    Image.objects.exclude(pk__in=rare).update(taken_at=dt.datetime(2024, 3, 1, tzinfo=dt.timezone.utc))
+
+    def refine(**params):
+        page = client.get("/", params).content.decode()
+        if 'id="refine"' not in page:
+            return []
+        return re.findall(r'>([^<]+)</a> <span class="text-body-secondary">\(([^)]+)\)', page.split('id="refine"')[1].split("</div>")[0])
+
+    assert "refine" not in client.get("/").content.decode()  # the plain gallery: no counting
+    # 3,000 ids: the default sample (2,000) stands for them, 1.5 ids each; too few Rare Cam rows are in it.
+    assert refine(camera="Rare Cam") == []
+    portrait = refine(orientation="portrait")  # 1,500 rows, ~1,000 of them sampled
+    assert portrait and all(count.startswith("about ") for _, count in portrait)
+    assert abs(int(dict(portrait)["2024"].removeprefix("about ")) - 1492) < 150
+    # A sample that is the whole gallery counts exactly.
+    monkeypatch.setattr(sampling, "SAMPLE_SIZE", 5000)
+    sampling.forget()
+    assert refine(camera="Rare Cam") == [("2023", "10"), ("2021", "5"), ("Rare Cam", "15")]
+
+
+def test_a_curator_filters_hidden_and_failed_images_inside_search_and_gallery(client, gallery, curator):
+    rare = [int(pk) for pk in gallery["ids"][:15]]
+    Image.objects.filter(pk__in=rare[:6]).update(hidden=True)
+    hidden = np.zeros(3000, dtype=bool)
+    hidden[:6] = True
+    assert found(gallery, hidden="true") == []  # a visitor's hidden=true keeps nothing
+    assert found(gallery, user=curator, hidden="true") == exact(gallery, hidden)  # the curator's: the 6, best first
+    assert not set(found(gallery, user=curator)) & set(rare[:6])  # unasked, search shows shown images only
+    assert found(gallery, user=curator, camera="Rare Cam", hidden="false") == exact(gallery, (np.arange(3000) < 15) & ~hidden)
+    query = search.SearchQuery(image_vector=gallery["query"], image_model=gallery["model"]).to_token()
+    client.force_login(curator)
+    page = client.get("/search/", {"query": query, "hidden": "true"}).content.decode()
+    assert [int(pk) for pk in re.findall(r'href="/images/(\d+)/" class="gallery-link"', page)] == exact(gallery, hidden)
+    reply = client.get(f"{API}/search/", {"q": "a photo", "hidden": "true", "ranking": "clip", "page_size": 50}).json()
+    assert {row["image"]["id"] for row in reply["results"]} == set(rare[:6])
+    Image.objects.filter(pk__in=rare[6:8]).update(status="failed", embedding=None)
+    grid = client.get("/", {"status": "failed"}).content.decode()
+    assert sorted(int(pk) for pk in re.findall(r'href="/images/(\d+)/" class="gallery-link"', grid)) == rare[6:8]
+    grid = client.get("/", {"hidden": "true"}).content.decode()
+    assert sorted(int(pk) for pk in re.findall(r'href="/images/(\d+)/" class="gallery-link"', grid)) == rare[:6]
+    client.logout()
+    assert not re.findall(r'class="gallery-link"', client.get("/", {"hidden": "true"}).content.decode())
+    assert client.get(f"{API}/search/", {"q": "a photo", "hidden": "true", "ranking": "clip"}).json()["count"] == 0
 
 
 @pytest.mark.usefixtures("index_engine")
-def test_on_each_engine_the_index_way_finds_the_filtered_best(gallery, monkeypatch):
-    """Published to the index (Annoy files, or Milvus), too many passing to read: the engine is
-    asked for 320 / share x 3 candidates and the filter checked on them."""
+def test_on_each_engine_the_index_way_finds_the_filtered_best(gallery, monkeypatch, index_engine):
+    """Published to the index (Annoy files, or Milvus), too many passing to read: a broad filter
+    asks the engine for 320 / share x 3 candidates and checks the filter on them; a selective
+    one, on Milvus, searches among the ids that pass (a filter expression)."""
     from gallery.indexing import index_publish
 
     index_publish(force=True)
     assert not Image.objects.filter(status="pending").exists()  # every row in the engine, none in the fresh segment
     portrait = np.zeros(3000, dtype=bool)
     portrait[::2] = True
-    monkeypatch.setattr(filtered_search, "EXACT_MAX", 100)
+    monkeypatch.setattr(filtered_search, "EXACT_MAX", 10)
+    taken = ways_taken(monkeypatch)
     assert found(gallery, orientation="portrait") == exact(gallery, portrait)
+    assert len(taken) == 1 and taken[0][0] == "index" and 640 < taken[0][1] < 1000  # half pass: past ENGINE_FILTER_SHARE
+    taken.clear()
+    assert found(gallery, camera="Rare Cam") == exact(gallery, np.arange(3000) < 15, k=15)
+    assert taken == ([("engine", 15)] if index_engine == "milvus" else [("index", taken[0][1])])
+
+
+@pytest.mark.usefixtures("index_engine")
+def test_on_each_engine_a_curator_finds_hidden_images_inside_the_search(gallery, monkeypatch, curator, django_capture_on_commit_callbacks, index_engine):
+    """Milvus leaves hidden rows out of its searches unless asked: a curator's hidden=true asks."""
+    from gallery import curation
+    from gallery.indexing import index_publish
+
+    index_publish(force=True)
+    hidden = np.zeros(3000, dtype=bool)
+    hidden[1::100] = True
+    with django_capture_on_commit_callbacks(execute=True):  # the engine hears of it after commit
+        curation.images_set_hidden(images=Image.objects.filter(pk__in=gallery["ids"][hidden].tolist()), hidden=True)
+    monkeypatch.setattr(filtered_search, "EXACT_MAX", 10)  # 30 hidden, 1%: the engine's way on Milvus
+    taken = ways_taken(monkeypatch)
+    assert found(gallery, user=curator, hidden="true") == exact(gallery, hidden)
+    assert taken[0][0] == ("engine" if index_engine == "milvus" else "index")
+    assert not set(found(gallery, user=curator, orientation="portrait")) & set(gallery["ids"][hidden].tolist())

@@ -97,7 +97,8 @@ def saved(member, indexed_gallery):
 VISITOR_PAGES = {
     "gallery": ("/", 2),  # the page of 17 rows; the current version for the status line
     "deep gallery page": ("/?cursor={cursor}", 2),
-    "deep timeline page, filtered": ("/?order=taken&orientation=landscape&cursor={timeline_cursor}", 2),
+    # 2, and its facets on the id sample: the sampled rows that pass, their dates and cameras, their tags
+    "deep timeline page, filtered": ("/?order=taken&orientation=landscape&cursor={timeline_cursor}", 5),
     "image with more like this": ("/images/{pk}/", 11),  # 10, and whether OCR read its original (one row by key)
     "search page": ("/search/?q=a+red+square", 12),  # 10, and the facets of the results (their rows, their tags)
     "API search": (f"{API}/search/?q=a+red+square", 9),

@@ -25,11 +25,11 @@ class UtcIsoDateTimeFilter(django_filters.IsoDateTimeFilter):
 
 
 class ImageFilter(BrowseFilter):
-    """The API's image list: the gallery's filters, and the upload time, status and (for
-    curators, who alone see hidden images) hidden."""
+    """The API's image list: the gallery's filters and the upload time. Unlike the gallery page,
+    a curator's list holds hidden images unless ``hidden=false`` is asked for."""
 
     uploaded_after = UtcIsoDateTimeFilter(field_name="uploaded_at", lookup_expr="gte")
     uploaded_before = UtcIsoDateTimeFilter(field_name="uploaded_at", lookup_expr="lte")
 
     class Meta(BrowseFilter.Meta):
-        fields = ["status", "hidden", "uploaded_after", "uploaded_before", *BrowseFilter.Meta.fields]
+        fields = ["uploaded_after", "uploaded_before", *BrowseFilter.Meta.fields]

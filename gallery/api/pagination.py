@@ -34,8 +34,8 @@ class SearchPagination(GalleryPagination):
         counts = {"type": "object", "additionalProperties": {"type": "integer"}}
         wrapped["properties"]["facets"] = {
             "type": "object",
-            "description": "with facets=true: how the results spread over years taken, cameras and tags (counts, largest first)",
-            "properties": {"years": counts, "cameras": counts, "tags": counts},
+            "description": "with facets=true: how the results spread over years and months taken (`2023-08`), cameras and tags (counts, largest first)",
+            "properties": {"years": counts, "months": counts, "cameras": counts, "tags": counts},
         }
         return wrapped
 

@@ -58,7 +58,7 @@ RESULT_OPTIONS = [  # query parameters of every search (search.ResultOptions)
     *(
         OpenApiParameter(name, OpenApiTypes.STR, description=str(BrowseFilter.base_filters[name].extra.get("help_text", "")),
                          enum=[value for value, _ in BrowseFilter.base_filters[name].extra.get("choices", [])] or None)
-        for name in ("camera", "has_location", "orientation", "tag", "tags", "tags_match")
+        for name in ("camera", "has_location", "orientation", "tag", "tags", "tags_match", "hidden", "status")
     ),
 ]
 BODY_ERRORS = {400: INVALID, 415: OpenApiResponse(ErrorSerializer, description="the body is not in the content type this operation takes")}
@@ -70,11 +70,11 @@ class _HitsPage:
     pagination_class = SearchPagination
 
     def hits_response(self, query: search.SearchQuery):
-        results = search.search(query, search.ResultOptions.from_params(self.request.query_params))
+        results = search.search(query, search.ResultOptions.from_params(self.request.query_params, user=self.request.user))
         paginator = SearchPagination()
         page = paginator.paginate_queryset(results, self.request, view=self)
         data = SearchHitSerializer(page, many=True, context={"request": self.request}).data
-        facets = results.facets() if self.request.query_params.get("facets") in ("true", "1") else None
+        facets = results.facets().as_dict() if self.request.query_params.get("facets") in ("true", "1") else None
         return paginator.get_paginated_response(data, weak=results.weak, facets=facets)
 
 

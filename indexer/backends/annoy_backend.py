@@ -57,8 +57,16 @@ class AnnoyReader(IndexReader):
         self.search_k = search_k
 
     def query(
-        self, vector: np.ndarray, k: int, *, only_visible: bool = True, exclude_ids: Sequence[int] = ()
+        self,
+        vector: np.ndarray,
+        k: int,
+        *,
+        only_visible: bool = True,
+        exclude_ids: Sequence[int] = (),
+        among_ids: Sequence[int] | None = None,
     ) -> list[tuple[int, float]]:
+        if among_ids is not None:
+            raise NotImplementedError("Annoy cannot search among given ids (filters_ids is False)")
         # Annoy has no filter: ask for as many more as may be excluded.
         excluded = {int(pk) for pk in exclude_ids}
         hits = self.index.query(vector, k + len(excluded), search_k=self.search_k)

@@ -58,6 +58,9 @@ class IndexReader(ABC):
     another does not change what an open reader answers."""
 
     info: VersionInfo
+    # query(among_ids=...) searches those rows only, inside the engine (a filter expression);
+    # elsewhere the caller narrows the nearest itself (gallery.filtered_search).
+    filters_ids: ClassVar[bool] = False
 
     @property
     def version(self) -> str:
@@ -65,11 +68,19 @@ class IndexReader(ABC):
 
     @abstractmethod
     def query(
-        self, vector: np.ndarray, k: int, *, only_visible: bool = True, exclude_ids: Sequence[int] = ()
+        self,
+        vector: np.ndarray,
+        k: int,
+        *,
+        only_visible: bool = True,
+        exclude_ids: Sequence[int] = (),
+        among_ids: Sequence[int] | None = None,
     ) -> list[tuple[int, float]]:
         """The ``k`` nearest (external id, cosine similarity) pairs, best first, without
-        ``exclude_ids``. ``only_visible`` drops rows marked invisible where the backend
-        ``filters_visibility``; elsewhere it has no effect and the caller filters."""
+        ``exclude_ids`` and, with ``among_ids``, among those ids only (where the reader
+        ``filters_ids``; elsewhere NotImplementedError). ``only_visible`` drops rows marked
+        invisible where the backend ``filters_visibility``; elsewhere it has no effect and the
+        caller filters."""
 
     @abstractmethod
     def __len__(self) -> int:

@@ -82,15 +82,27 @@ class MilvusReader(IndexReader):
         self.collection = collection
         self.info = info
 
+    filters_ids = True
+
     def query(
-        self, vector: np.ndarray, k: int, *, only_visible: bool = True, exclude_ids: Sequence[int] = ()
+        self,
+        vector: np.ndarray,
+        k: int,
+        *,
+        only_visible: bool = True,
+        exclude_ids: Sequence[int] = (),
+        among_ids: Sequence[int] | None = None,
     ) -> list[tuple[int, float]]:
         vector = np.asarray(vector, dtype=np.float32).ravel()
         if vector.shape[0] != self.info.dim:
             raise IndexMismatch(f"query has {vector.shape[0]} dimensions, index {self.version} has {self.info.dim}")
-        if k <= 0:
+        if k <= 0 or (among_ids is not None and not len(among_ids)):
             return []
         conditions = ["visible == true"] if only_visible else []
+        if among_ids is not None:
+            # Inside the search (a bitset over the graph), so k of those ids come back however
+            # few of the collection they are.
+            conditions.append(f"id in {[int(pk) for pk in among_ids]}")
         if len(exclude_ids):
             conditions.append(f"id not in {[int(pk) for pk in exclude_ids]}")
         hits = self.backend._search(self.collection, vector, k, " and ".join(conditions))
@@ -233,6 +245,17 @@ class MilvusBackend(IndexBackend):
         if name == self._current_collection():
             raise ValueError(f"version {version} is current: activate another before dropping it")
         self._drop(name)
+
+    def drop_all(self) -> None:
+        """Every alias and collection under this prefix, the current one too (a test's or a
+        benchmark's gallery, when it is done: a server keeps everything)."""
+        with self._engine(f"drop everything under {self.prefix}"):
+            for alias in self.client.list_aliases(timeout=self.timeout)["aliases"]:
+                if alias.startswith(f"{self.prefix}_"):
+                    self.client.drop_alias(alias, timeout=self.timeout)
+            for name in self._collections():
+                self.client.drop_collection(name, timeout=self.timeout)
+        self._complete.clear()
 
     def prune(self, *, keep: int) -> list[str]:
         dropped = super().prune(keep=keep)
