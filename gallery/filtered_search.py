@@ -30,6 +30,7 @@ search at each share.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable
 
@@ -38,6 +39,8 @@ from django.db.models import QuerySet
 
 from gallery.models import Image, vectors_of
 from gallery.sampling import id_sample, pk_among
+
+logger = logging.getLogger(__name__)
 
 EXACT_MAX = 5000  # vectors read and compared exactly (10 MB of float32 at 512 dimensions)
 ENGINE_FILTER_MAX = 50000  # ids in one filter expression (~400 KB; parsing 10,000 took ~40 ms)
@@ -68,10 +71,15 @@ def nearest_within(
             return _exact(rows, vector, limit), len(rows) / size
         share = max(share, EXACT_MAX / size)  # the estimate was low: more pass than it said
     if nearest_among is not None and share <= ENGINE_FILTER_SHARE and share * size <= ENGINE_FILTER_MAX:
-        ids = list(filtered.order_by().values_list("pk", flat=True)[: ENGINE_FILTER_MAX + 1])
+        ids = list(filtered.filter(embedding_model=model_id).order_by().values_list("pk", flat=True)[: ENGINE_FILTER_MAX + 1])
         if len(ids) <= ENGINE_FILTER_MAX:
-            return nearest_among(ids, limit), len(ids) / size
-        share = max(share, ENGINE_FILTER_MAX / size)
+            found = nearest_among(ids, limit)
+            if len(found) >= min(limit, len(ids)):
+                return found, len(ids) / size
+            # A graph search under a tight filter may stop short (Milvus Lite does; a server
+            # compares the few rows that pass), or the engine lacks some rows yet: ask as Annoy is asked.
+            logger.info("the engine found %d of %d filtered images: asking it for candidates", len(found), len(ids))
+        share = max(share, len(ids) / size)
     candidates = nearest(candidates_needed(limit, share, sampled=id_sample().existing))
     passing = set(filtered.filter(pk_among([pk for pk, _ in candidates])).values_list("pk", flat=True))
     return [(pk, score) for pk, score in candidates if pk in passing][:limit], share

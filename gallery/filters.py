@@ -3,7 +3,7 @@ API's image list (``gallery.api.filters.ImageFilter`` adds its own) and every se
 (``gallery.search.ResultOptions``), so the same parameters give the same images everywhere."""
 
 import django_filters
-from django.db.models import F, Q, QuerySet
+from django.db.models import F, Q
 
 from gallery.models import Image
 from gallery.tags import tag_lookup
@@ -31,7 +31,7 @@ class BrowseFilter(django_filters.FilterSet):
     tags = django_filters.CharFilter(method="filter_tags", help_text="comma-separated tags: images with all of them (tags_match=all, the default) or any")
     tags_match = django_filters.ChoiceFilter(choices=[("all", "all"), ("any", "any")], method="filter_nothing", help_text="how `tags` combine")
     # Curators alone see hidden images (the queryset given holds them for curators only): pages
-    # and search show the shown ones unless ``hidden`` is asked for (``visible_unless_asked``).
+    # and search show the shown ones unless ``hidden`` is asked for (``wants_hidden``).
     hidden = django_filters.BooleanFilter(help_text="curators: true for hidden images only, false for shown ones")
     status = django_filters.ChoiceFilter(choices=Image.Status.choices, help_text="pending, indexed or failed")
 
@@ -72,7 +72,7 @@ class BrowseFilter(django_filters.FilterSet):
         return any(self.data.get(name) for name in (*self.base_filters, "taken_after", "taken_before") if name != "tags_match")
 
 
-def visible_unless_asked(images: QuerySet[Image], params) -> QuerySet[Image]:
-    """``images`` without hidden ones, unless the parameters ask about ``hidden`` (which only a
-    curator's ``images`` hold: ``gallery.access.viewable_images``)."""
-    return images if params.get("hidden") else images.filter(hidden=False)
+def wants_hidden(params, *, curator: bool) -> bool:
+    """Whether hidden images belong among those filtered: only when a curator asks about
+    ``hidden`` (``hidden=true`` then keeps the hidden ones, ``hidden=false`` the others)."""
+    return curator and bool(params.get("hidden"))

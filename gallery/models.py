@@ -50,7 +50,8 @@ class Image(models.Model):
     width = models.PositiveIntegerField(_("width"), editable=False)
     height = models.PositiveIntegerField(_("height"), editable=False)
     size_bytes = models.PositiveBigIntegerField(_("size in bytes"), editable=False)
-    uploaded_at = models.DateTimeField(_("uploaded at"), auto_now_add=True, db_index=True)
+    # Indexed with the id (image_newest_first, below): an index of its own would only cost writes.
+    uploaded_at = models.DateTimeField(_("uploaded at"), auto_now_add=True)
 
     class DateSource(models.TextChoices):
         CAMERA = "camera", _("date taken")  # from the photo's EXIF block
@@ -72,7 +73,7 @@ class Image(models.Model):
     longitude = models.FloatField(_("longitude"), null=True, blank=True, editable=False)
     exif_orientation = models.PositiveSmallIntegerField(_("EXIF orientation"), null=True, blank=True, editable=False)
     status = models.CharField(
-        _("status"), max_length=16, choices=Status.choices, default=Status.PENDING, db_index=True
+        _("status"), max_length=16, choices=Status.choices, default=Status.PENDING  # first in image_status_counts
     )
     error = models.TextField(_("error"), blank=True)
     # float32 bytes of the L2-normalised CLIP vector; `embedding_model` names its vector space.

@@ -27,7 +27,7 @@ import numpy as np
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import transaction
-from django.db.models import Count, F, Q, QuerySet
+from django.db.models import IntegerField, OuterRef, Q, QuerySet, Subquery
 from django.utils import timezone
 
 from gallery.errors import BadQuery, InvalidInput
@@ -37,6 +37,7 @@ from gallery.search import SearchQuery
 logger = logging.getLogger(__name__)
 
 NAME_MAX_LENGTH = 200
+NEW_COUNT_MAX = 100  # new matches counted one by one; past it, "100+"
 
 
 def saved_search_create(*, user, query: SearchQuery, name: str = "") -> SavedSearch:
@@ -89,16 +90,33 @@ def saved_search_delete(*, saved: SavedSearch) -> None:
     saved.delete()
 
 
+class _CountOf(Subquery):
+    """``COUNT(*)`` of a (limited) subquery's rows: a count that stops at the limit."""
+
+    template = "(SELECT COUNT(*) FROM (%(subquery)s) capped)"
+    output_field = IntegerField()
+
+
 def saved_searches_of(user, *, counted: bool = True) -> QuerySet[SavedSearch]:
     """``user``'s saved searches, newest first, each with ``new_count`` (matches found since
-    last looked) unless not ``counted`` (that count reads every match of every search)."""
+    last looked, counted up to NEW_COUNT_MAX + 1: a badge says "100+", and the count reads at
+    most that many rows however many matched) unless not ``counted``."""
     if not (user and user.is_authenticated):
         return SavedSearch.objects.none()
     mine = SavedSearch.objects.filter(user=user).order_by("-created_at", "-pk")
     if not counted:
         return mine
-    new = Q(matches__image__hidden=False) & (Q(last_seen_at__isnull=True) | Q(matches__found_at__gt=F("last_seen_at")))
-    return mine.annotate(new_count=Count("matches", filter=new))
+    new = SavedSearchMatch.objects.filter(saved_search=OuterRef("pk"), image__hidden=False).filter(
+        Q(saved_search__last_seen_at__isnull=True) | Q(found_at__gt=OuterRef("last_seen_at"))
+    )
+    return mine.annotate(new_count=_CountOf(new.order_by().values("pk")[: NEW_COUNT_MAX + 1]))
+
+
+def new_count_label(new_count: int) -> str:
+    """A ``new_count`` as people read it: "" for none, "100+" past NEW_COUNT_MAX."""
+    if not new_count:
+        return ""
+    return f"{NEW_COUNT_MAX}+" if new_count > NEW_COUNT_MAX else str(new_count)
 
 
 def saved_search_matches(saved: SavedSearch, *, new_only: bool = False) -> QuerySet[SavedSearchMatch]:

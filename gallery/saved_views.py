@@ -34,6 +34,7 @@ def saved_list(request):
     for saved in searches:
         matches = list(saved_searches.saved_search_matches(saved)[:MATCHES_SHOWN])
         saved.shown = [(match, saved_searches.is_new(saved, match)) for match in matches]
+        saved.new_label = saved_searches.new_count_label(saved.new_count)
     saved_searches.saved_searches_mark_seen(searches=searches, at=seen_at)
     return render(request, "gallery/saved.html", {"searches": searches})
 

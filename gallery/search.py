@@ -26,7 +26,7 @@ from django.db.models import QuerySet
 from gallery import access, clip, facets, filtered_search, fresh_segment, keywords, pins, ranking, relevance
 from gallery.errors import BadQuery, GalleryError, NotReady, UploadRejected
 from gallery.facets import Facets
-from gallery.filters import BrowseFilter, visible_unless_asked
+from gallery.filters import BrowseFilter, wants_hidden
 from gallery.index_backend import current_reader, index_errors, is_live
 from gallery.listing import searchable_count
 from gallery.models import Image
@@ -87,12 +87,12 @@ class ResultOptions:
     def includes_hidden(self) -> bool:
         """Whether the filtered images may be hidden ones (a curator's ``hidden=true``): the
         engine must not leave hidden rows out then."""
-        return self.curator and dict(self.filters).get("hidden", "").lower() in ("true", "1")
+        return wants_hidden(dict(self.filters), curator=self.curator) and dict(self.filters)["hidden"].lower() in ("true", "1")
 
     @cached_property
     def _filtered(self) -> QuerySet[Image]:  # the form is built and checked once per request
         params = dict(self.filters)
-        images = visible_unless_asked(Image.objects.all() if self.curator else Image.objects.filter(hidden=False), params)
+        images = Image.objects.all() if wants_hidden(params, curator=self.curator) else Image.objects.filter(hidden=False)
         browse = BrowseFilter(params, queryset=images)
         if not browse.is_valid():
             raise BadQuery(" ".join(f"{name}: {' '.join(errors)}" for name, errors in browse.errors.items()))

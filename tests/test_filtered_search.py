@@ -13,6 +13,7 @@ from rest_framework.test import APIClient
 
 from gallery import filtered_search, search
 from gallery.models import Image
+from tests.conftest import on_real_milvus
 
 API = "/api/v1"
 
@@ -240,7 +241,12 @@ def test_on_each_engine_the_index_way_finds_the_filtered_best(gallery, monkeypat
     assert len(taken) == 1 and taken[0][0] == "index" and 640 < taken[0][1] < 1000  # half pass: past ENGINE_FILTER_SHARE
     taken.clear()
     assert found(gallery, camera="Rare Cam") == exact(gallery, np.arange(3000) < 15, k=15)
-    assert taken == ([("engine", 15)] if index_engine == "milvus" else [("index", taken[0][1])])
+    if index_engine == "annoy":
+        assert len(taken) == 1 and taken[0][0] == "index"
+    elif on_real_milvus():  # a server answers a 0.5% filter exactly
+        assert taken == [("engine", 15)]
+    else:  # Milvus Lite's graph search may stop short under a tight filter: candidates make up for it
+        assert taken[0] == ("engine", 15) and [way for way, _ in taken[1:]] in ([], ["index"])
 
 
 @pytest.mark.usefixtures("index_engine")
@@ -257,5 +263,5 @@ def test_on_each_engine_a_curator_finds_hidden_images_inside_the_search(gallery,
     monkeypatch.setattr(filtered_search, "EXACT_MAX", 10)  # 30 hidden, 1%: the engine's way on Milvus
     taken = ways_taken(monkeypatch)
     assert found(gallery, user=curator, hidden="true") == exact(gallery, hidden)
-    assert taken[0][0] == ("engine" if index_engine == "milvus" else "index")
+    assert taken[0] == (("engine", 30) if index_engine == "milvus" else ("index", taken[0][1]))
     assert not set(found(gallery, user=curator, orientation="portrait")) & set(gallery["ids"][hidden].tolist())

@@ -201,3 +201,26 @@ def test_saving_searches_is_throttled_on_the_page_and_the_api_together(member_cl
     # Reading is not throttled.
     assert member_client.get("/saved/").status_code == 200 and api_as(member).get(f"{API}/").status_code == 200
     cache.clear()
+
+
+def test_counts_of_many_matches_stop_at_their_caps(member_client, member, indexed_gallery, monkeypatch):
+    """A search that matched thousands of new images costs what one with a hundred costs: the
+    badge says "100+", the API `new_count_more`, and the matches list counts its newest 1,000."""
+    from gallery import saved_searches
+    from gallery.api.pagination import CappedPaginator
+
+    monkeypatch.setattr(saved_searches, "NEW_COUNT_MAX", 5)
+    monkeypatch.setattr(CappedPaginator, "cap", 8)
+    saved = SavedSearch.objects.create(user=member, text="a red square")
+    quiet = SavedSearch.objects.create(user=member, text="a blue square")
+    SavedSearchMatch.objects.bulk_create(SavedSearchMatch(saved_search=saved, image=image, score=0.3) for image in indexed_gallery[:12])
+    SavedSearchMatch.objects.bulk_create(SavedSearchMatch(saved_search=quiet, image=image, score=0.3) for image in indexed_gallery[:3])
+    listed = {row["id"]: row for row in api_as(member).get(f"{API}/").json()["results"]}
+    assert (listed[saved.pk]["new_count"], listed[saved.pk]["new_count_more"]) == (5, True)
+    assert (listed[quiet.pk]["new_count"], listed[quiet.pk]["new_count_more"]) == (3, False)
+    badges = re.findall(r'data-saved-search="(\d+)".*?<span class="badge[^"]*new-count">([^<]+)</span>', member_client.get("/saved/").content.decode(), flags=re.S)
+    assert dict(badges) == {str(saved.pk): "5+ new", str(quiet.pk): "3 new"}
+    matches = api_as(member).get(f"{API}/{saved.pk}/matches/", {"page_size": 5}).json()
+    assert matches["count"] == 8 and len(matches["results"]) == 5
+    assert len(api_as(member).get(f"{API}/{saved.pk}/matches/", {"page_size": 5, "page": 2}).json()["results"]) == 3
+    assert api_as(member).get(f"{API}/{saved.pk}/matches/", {"page_size": 5, "page": 3}).status_code == 404

@@ -1,4 +1,6 @@
 from django.conf import settings
+from django.core.paginator import Paginator
+from django.utils.functional import cached_property
 from rest_framework.exceptions import ValidationError
 from rest_framework.pagination import CursorPagination, PageNumberPagination
 
@@ -16,6 +18,23 @@ class GalleryPagination(PageNumberPagination):
     @property
     def max_page_size(self):
         return settings.API_MAX_PAGE_SIZE
+
+
+class CappedPaginator(Paginator):
+    """Pages of at most ``cap`` rows: the count stops there (``COUNT`` over a ``LIMIT``), so
+    counting reads at most ``cap`` rows however many there are."""
+
+    cap = 1000
+
+    @cached_property
+    def count(self) -> int:
+        return self.object_list[: self.cap].count()
+
+
+class CappedPagination(GalleryPagination):
+    """GalleryPagination over the first CappedPaginator.cap rows of a list (newest first)."""
+
+    django_paginator_class = CappedPaginator
 
 
 class SearchPagination(GalleryPagination):

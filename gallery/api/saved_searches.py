@@ -11,7 +11,7 @@ from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
 
 from gallery import saved_searches, search
-from gallery.api.pagination import GalleryPagination
+from gallery.api.pagination import CappedPagination, GalleryPagination
 from gallery.api.permissions import CanView
 from gallery.api.serializers import CombinedSearchSerializer, ImageSerializer
 from gallery.api.views import BODY_ERRORS, READ_ERRORS, _valid
@@ -21,18 +21,25 @@ from gallery.throttles import SavedSearchThrottle
 
 class SavedSearchSerializer(serializers.ModelSerializer):
     has_image = serializers.SerializerMethodField(help_text="the query includes an example image (kept as its vector)")
-    new_count = serializers.IntegerField(read_only=True, help_text="matches found since you last looked")
+    new_count = serializers.SerializerMethodField(help_text=f"matches found since you last looked, counted up to {saved_searches.NEW_COUNT_MAX}")
+    new_count_more = serializers.SerializerMethodField(help_text=f"more than {saved_searches.NEW_COUNT_MAX} new matches")
 
     class Meta:
         model = SavedSearch
         fields = [
             "id", "name", "text", "text_weight", "has_image", "image_weight", "negative_text", "negative_weight",
-            "created_at", "last_seen_at", "new_count",
+            "created_at", "last_seen_at", "new_count", "new_count_more",
         ]
         read_only_fields = fields
 
     def get_has_image(self, saved) -> bool:
         return saved.image_vector is not None
+
+    def get_new_count(self, saved) -> int:
+        return min(saved.new_count, saved_searches.NEW_COUNT_MAX)
+
+    def get_new_count_more(self, saved) -> bool:
+        return saved.new_count > saved_searches.NEW_COUNT_MAX
 
 
 class SaveSearchSerializer(CombinedSearchSerializer):
@@ -120,11 +127,12 @@ class SavedSearchViewSet(viewsets.GenericViewSet):
     )
     @action(detail=True, methods=["get"])
     def matches(self, request, pk=None):
-        """Matches, newest first. Like the /saved/ page, reading them marks them seen: the next
-        `?new=true` lists only what is found after this."""
+        """Matches, newest first: the newest 1,000 (`count` stops there). Like the /saved/
+        page, reading them marks them seen: the next `?new=true` lists only what is found after this."""
         saved, seen_at = self.get_object(), timezone.now()  # before reading: a match found meanwhile stays new
         new_only = request.query_params.get("new", "").lower() in ("1", "true", "yes")
-        page = self.paginate_queryset(saved_searches.saved_search_matches(saved, new_only=new_only))
+        paginator = CappedPagination()
+        page = paginator.paginate_queryset(saved_searches.saved_search_matches(saved, new_only=new_only), request, view=self)
         data = MatchSerializer(page, many=True, context={"request": request, "saved": saved}).data
         saved_searches.saved_searches_mark_seen(searches=[saved], at=seen_at)
-        return self.get_paginated_response(data)
+        return paginator.get_paginated_response(data)
