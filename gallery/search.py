@@ -87,7 +87,8 @@ class ResultOptions:
     def includes_hidden(self) -> bool:
         """Whether the filtered images may be hidden ones (a curator's ``hidden=true``): the
         engine must not leave hidden rows out then."""
-        return wants_hidden(dict(self.filters), curator=self.curator) and dict(self.filters)["hidden"].lower() in ("true", "1")
+        params = dict(self.filters)
+        return wants_hidden(params, curator=self.curator) and params["hidden"].lower() in ("true", "1")
 
     @cached_property
     def _filtered(self) -> QuerySet[Image]:  # the form is built and checked once per request
