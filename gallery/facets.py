@@ -6,14 +6,19 @@ a filtered gallery is counted on the uniform sample of ids that filtered search 
 by (``gallery.sampling``: at most SAMPLE_SIZE rows, read by primary key, whatever the filter),
 exactly while the sample is the whole gallery, and past that as estimates, each count scaled by
 how many ids one sampled id stands for ("about N"). Finding every row a filter keeps could read
-the whole table (no index serves "landscape"), which is what a page view must not do.
+the whole table (no index serves "landscape"), which is what a page view must not do. Reading
+the sample's rows still costs ~25 ms on SQLite, so a filtered gallery's facets are kept in the
+cache for INDEX_STATUS_CACHE_SECONDS, the staleness the status line's counts already have.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections import Counter
 from dataclasses import dataclass, field
 
+from django.conf import settings
+from django.core.cache import cache
 from django.db.models import Count, QuerySet
 from django.utils import timezone
 
@@ -53,6 +58,18 @@ def of_ids(ids: list[int], *, weight: float = 1.0, estimated: bool = False) -> F
     top = {name: {value: round(n * weight) for value, n in counter.most_common(FACET_SIZE)}
            for name, counter in (("years", years), ("months", months), ("cameras", cameras), ("tags", tags))}
     return Facets(**top, estimated=estimated)
+
+
+def of_gallery(images: QuerySet[Image], *, key: str) -> Facets:
+    """``of_images``, kept in the cache under ``key`` (what selected ``images``: the filters and
+    whether hidden ones may be among them) for INDEX_STATUS_CACHE_SECONDS."""
+    cache_key = "gallery:facets:" + hashlib.sha256(key.encode()).hexdigest()
+    found = cache.get(cache_key)
+    if found is None:
+        found = of_images(images)
+        if settings.INDEX_STATUS_CACHE_SECONDS > 0:
+            cache.set(cache_key, found, settings.INDEX_STATUS_CACHE_SECONDS)
+    return found
 
 
 def of_images(images: QuerySet[Image]) -> Facets:

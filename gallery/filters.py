@@ -72,6 +72,13 @@ class BrowseFilter(django_filters.FilterSet):
         return any(self.data.get(name) for name in (*self.base_filters, "taken_after", "taken_before") if name != "tags_match")
 
 
+def browse_params(params) -> tuple[tuple[str, str], ...]:
+    """The filters' own parameters among ``params`` (a query string), those given, in a fixed
+    order: what selects the images, as a value to keep or to key a cache by."""
+    names = sorted((*BrowseFilter.base_filters, "taken_after", "taken_before"))
+    return tuple((name, params.get(name)) for name in names if params.get(name))
+
+
 def wants_hidden(params, *, curator: bool) -> bool:
     """Whether hidden images belong among those filtered: only when a curator asks about
     ``hidden`` (``hidden=true`` then keeps the hidden ones, ``hidden=false`` the others)."""

@@ -26,7 +26,7 @@ from django.db.models import QuerySet
 from gallery import access, clip, facets, filtered_search, fresh_segment, keywords, pins, ranking, relevance
 from gallery.errors import BadQuery, GalleryError, NotReady, UploadRejected
 from gallery.facets import Facets
-from gallery.filters import BrowseFilter, wants_hidden
+from gallery.filters import BrowseFilter, browse_params, wants_hidden
 from gallery.index_backend import current_reader, index_errors, is_live
 from gallery.listing import searchable_count
 from gallery.models import Image
@@ -69,8 +69,7 @@ class ResultOptions:
         relevant = (params.get("relevant") or "").lower()
         if relevant not in ("", "true", "false", "1", "0"):
             raise BadQuery("relevant is true or false.")
-        names = (*BrowseFilter.base_filters, "taken_after", "taken_before")
-        filters = tuple((name, params.get(name)) for name in names if params.get(name))
+        filters = browse_params(params)
         curator = user is not None and access.can_curate(user)
         options = cls(relevant=relevant in ("true", "1") or sort != "relevance", sort=sort, filters=filters, curator=curator)
         options.filtered_images()  # bad filter values are the query's fault, said now

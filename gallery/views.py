@@ -29,7 +29,7 @@ from rest_framework.request import Request
 
 from gallery import access, curation, facets, search, tags
 from gallery.api.authentication import media_user
-from gallery.filters import ORIENTATIONS, BrowseFilter
+from gallery.filters import ORIENTATIONS, BrowseFilter, browse_params
 from gallery.api.pagination import ImageListPagination
 from gallery.facets import Facets
 from gallery.errors import GalleryError, http_status, public_message
@@ -162,8 +162,8 @@ def gallery(request):
     except ValidationError as exc:  # an order there is not
         return render(request, "gallery/gallery.html", {**context, "error": " ".join(exc.detail["order"])}, status=400)
     context.update(images=rows, newer=paginator.get_previous_link(), older=paginator.get_next_link())
-    if filters.given or timeline:  # what the filters can narrow to: exact, or estimated past facets.EXACT_MAX
-        spread = facets.of_images(filters.qs)
+    if filters.given or timeline:  # what the filters can narrow to, on the id sample (gallery.facets)
+        spread = facets.of_gallery(filters.qs, key=repr((browse_params(request.GET), access.can_curate(request.user))))
         context.update(refine=_refine_links(request, spread), refine_estimated=spread.estimated)
     return render(request, "gallery/gallery.html", context)
 

@@ -9,6 +9,7 @@ import re
 
 import numpy as np
 import pytest
+from django.core.cache import cache
 from rest_framework.test import APIClient
 
 from gallery import filtered_search, search
@@ -171,7 +172,7 @@ def test_facets_count_the_results_by_year_camera_and_tag_on_api_and_page(client,
     assert "taken_before=2021-05-31" in re.search(r'href="\?([^"]+)">2021-05</a>', refine)[1]
 
 
-def test_the_filtered_gallery_shows_its_facets_exact_or_estimated(client, gallery, monkeypatch):
+def test_the_filtered_gallery_shows_its_facets_exact_or_estimated(client, gallery, monkeypatch, settings):
     import datetime as dt
 
     from gallery import sampling
@@ -180,6 +181,8 @@ def test_the_filtered_gallery_shows_its_facets_exact_or_estimated(client, galler
     Image.objects.filter(pk__in=rare[:5]).update(taken_at=dt.datetime(2021, 5, 1, tzinfo=dt.timezone.utc))
     Image.objects.filter(pk__in=rare[5:]).update(taken_at=dt.datetime(2023, 8, 1, tzinfo=dt.timezone.utc))
     Image.objects.exclude(pk__in=rare).update(taken_at=dt.datetime(2024, 3, 1, tzinfo=dt.timezone.utc))
+
+    cache.clear()
 
     def refine(**params):
         page = client.get("/", params).content.decode()
@@ -196,7 +199,15 @@ def test_the_filtered_gallery_shows_its_facets_exact_or_estimated(client, galler
     # A sample that is the whole gallery counts exactly.
     monkeypatch.setattr(sampling, "SAMPLE_SIZE", 5000)
     sampling.forget()
+    cache.clear()
     assert refine(camera="Rare Cam") == [("2023", "10"), ("2021", "5"), ("Rare Cam", "15")]
+    # Kept for INDEX_STATUS_CACHE_SECONDS: a change shows once that has passed (here: the cache emptied).
+    settings.INDEX_STATUS_CACHE_SECONDS = 30
+    refine(camera="Rare Cam")
+    Image.objects.filter(pk__in=rare[:5]).update(taken_at=dt.datetime(2023, 8, 1, tzinfo=dt.timezone.utc))
+    assert refine(camera="Rare Cam") == [("2023", "10"), ("2021", "5"), ("Rare Cam", "15")]
+    cache.clear()
+    assert refine(camera="Rare Cam") == [("2023-08", "15"), ("Rare Cam", "15")]  # one year: its months
 
 
 def test_a_curator_filters_hidden_and_failed_images_inside_search_and_gallery(client, gallery, curator):

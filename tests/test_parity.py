@@ -69,6 +69,27 @@ def test_sort_and_filters_same_on_both(client, indexed_gallery, params, expected
     assert page_titles(page) == api_titles(api) == expected
 
 
+def test_curator_filters_same_on_both(client, indexed_gallery, django_user_model):
+    """Hidden and failed images for a curator who asks: the same on the page and the API; a
+    visitor's hidden=true keeps nothing on either."""
+    from gallery.models import Image
+
+    Image.objects.filter(title__in=["Photo 3", "Photo 7"]).update(hidden=True)
+    curator = django_user_model.objects.create_superuser("curator", password="x")
+    client.force_login(curator)
+    api = APIClient()
+    api.force_authenticate(curator)
+    params = {"q": "a red square", "sort": "oldest", "hidden": "true"}
+    page, answer = client.get("/search/", params), api.get("/api/v1/search/", params)
+    assert page_titles(page) == api_titles(answer) == ["Photo 3", "Photo 7"]
+    params = {"q": "a red square", "sort": "oldest", "status": "indexed", "hidden": "false"}
+    page, answer = client.get("/search/", params), api.get("/api/v1/search/", params)
+    assert page_titles(page) == api_titles(answer) == [f"Photo {n}" for n in range(20) if n not in (3, 7)][:16]
+    client.logout()
+    page, answer = both_text(client, {"q": "a red square", "hidden": "true"})
+    assert page_titles(page) == api_titles(answer) == []
+
+
 @pytest.mark.usefixtures("index_engine")
 def test_before_any_index_both_say_409(client, upload):
     upload(1)
