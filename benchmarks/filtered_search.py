@@ -28,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -77,6 +78,28 @@ def run(queries: int) -> dict:
     asked = vectors[picks] + 0.05 * rng.normal(size=(queries, vectors.shape[1])).astype(np.float32)
     asked /= np.linalg.norm(asked, axis=1, keepdims=True)
 
+    # The ways each filtered search took, as gallery.filtered_search chose them: "exact" unless
+    # it asked the engine among the ids ("engine") or for candidates ("index"; also after an
+    # engine search that came back short). The last one answered.
+    taken: list[list[str]] = []
+    choose = filtered_search.nearest_within
+
+    def recording(*args, nearest, nearest_among=None, **kwargs):
+        steps = ["exact"]
+        taken.append(steps)
+
+        def among(ids, k):
+            steps.append("engine")
+            return nearest_among(ids, k)
+
+        def index(k):
+            steps.append("index")
+            return nearest(k)
+
+        return choose(*args, nearest=index, nearest_among=among if nearest_among else None, **kwargs)
+
+    filtered_search.nearest_within = recording
+
     def ask(vector, params):
         query = search.SearchQuery(image_vector=vector, image_model=model)
         started = time.perf_counter()
@@ -98,6 +121,7 @@ def run(queries: int) -> dict:
         mask = passes(ids)
         ask(asked[0], params)  # warm-up of this filter's queries
         recalls, times = [], []
+        taken.clear()
         for vector in asked:
             seconds, top = ask(vector, params)
             scores = vectors[mask] @ vector
@@ -105,9 +129,8 @@ def run(queries: int) -> dict:
             recalls.append(len(truth & set(top)) / max(1, min(K, len(truth))))
             times.append(seconds)
         share = filtered_search.estimated_share(search.ResultOptions.from_params(params).filtered_images())
-        way = "exact" if share * len(rows) <= filtered_search.EXACT_MAX else "index"
-        if way == "index" and os.environ.get("INDEX_BACKEND") == "milvus" and share * len(rows) <= filtered_search.ENGINE_FILTER_MAX:
-            way = "engine"
+        ways = Counter(steps[-1] for steps in taken)
+        way = ", ".join(f"{name} {count}" if len(ways) > 1 else name for name, count in ways.most_common())
         figures["shares"][label] = {
             "passing": int(mask.sum()), "estimated_share": share, "way": way,
             "recall_mean": float(np.mean(recalls)), "recall_min": float(np.min(recalls)),

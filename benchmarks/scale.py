@@ -374,6 +374,8 @@ def main(argv=None) -> str:
     parser.add_argument("--config-dir", default="")
     parser.add_argument("--cache-dir", default="/tmp/scale-galleries")
     parser.add_argument("--prepare", action="store_true", help="build the galleries missing from --cache-dir, measure nothing")
+    parser.add_argument("--one-at-a-time", action="store_true",
+                        help="one size's server at a time (a quiet machine): no second server shares the cores")
     parser.add_argument("--build-only", action="store_true", help=argparse.SUPPRESS)  # the subprocess's part
     parser.add_argument("--count-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -415,7 +417,15 @@ def main(argv=None) -> str:
 
     with tempfile.TemporaryDirectory() as tmp:
         floor_fn = text_floor(args.model, args.config_dir, tmp)
-        results = measure(galleries, port=args.port, repeats=args.requests, floor=floor_fn)
+        if args.one_at_a_time:
+            # Two servers taking turns on 2 cores each evict the other's model and index from the
+            # CPU's caches between requests; alone, each size is measured as it would run.
+            results = {"floor": []}
+            for size in sizes:
+                alone = measure({size: galleries[size]}, port=args.port, repeats=args.requests, floor=floor_fn)
+                results[size], results["floor"] = alone[size], results["floor"] + alone["floor"]
+        else:
+            results = measure(galleries, port=args.port, repeats=args.requests, floor=floor_fn)
         floor = statistics.median(results.pop("floor")) * 1000
         cpu = machine()
 
@@ -436,10 +446,11 @@ def main(argv=None) -> str:
     out = "\n".join(
         [
             f"Per-request cost by gallery size: {args.database}, gunicorn 1 worker x 4 threads on 127.0.0.1, "
-            f"median of {args.requests} sequential requests after one warm-up, the sizes taking turns request by request, "
-            f"{args.model} (torch, random weights)",
+            f"median of {args.requests} sequential requests after one warm-up, "
+            + ("one size's server at a time, " if args.one_at_a_time else "the sizes taking turns request by request, ")
+            + f"{args.model} (torch, random weights)",
             f"CPU: {cpu}",
-            "The machine is shared with other jobs: figures move by a few ms between runs.",
+            "Load average when it finished: {:.1f}, {:.1f}, {:.1f} (other jobs on the machine move figures by a few ms).".format(*os.getloadavg()),
             "",
             table(headers, rows),
             "",

@@ -8,7 +8,9 @@ exactly while the sample is the whole gallery, and past that as estimates, each 
 how many ids one sampled id stands for ("about N"). Finding every row a filter keeps could read
 the whole table (no index serves "landscape"), which is what a page view must not do. Reading
 the sample's rows still costs ~25 ms on SQLite, so a filtered gallery's facets are kept in the
-cache for INDEX_STATUS_CACHE_SECONDS, the staleness the status line's counts already have.
+cache for INDEX_STATUS_CACHE_SECONDS, the staleness the status line's counts already have. The
+sample itself is drawn every SAMPLE_SECONDS (10 minutes) per process: images uploaded since then
+are not counted until the next one.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from gallery.models import Image
 from gallery.sampling import among, id_sample, pk_among
 
 FACET_SIZE = 10  # values shown per facet, largest first
+MONTHS_SHOWN = 12  # a year's months, all of them (the page shows months when the results are of one year)
 MIN_SAMPLED = 30  # sampled images below which an estimate says too little to show
 
 
@@ -55,8 +58,9 @@ def of_ids(ids: list[int], *, weight: float = 1.0, estimated: bool = False) -> F
     tags = Counter(dict(
         Image.tags.through.objects.filter(image_id__in=among(ids)).values_list("tag__name").annotate(n=Count("id")).values_list("tag__name", "n")
     ))
-    top = {name: {value: round(n * weight) for value, n in counter.most_common(FACET_SIZE)}
-           for name, counter in (("years", years), ("months", months), ("cameras", cameras), ("tags", tags))}
+    top = {name: {value: round(n * weight) for value, n in counter.most_common(size)}
+           for name, counter, size in (("years", years, FACET_SIZE), ("months", months, MONTHS_SHOWN),
+                                       ("cameras", cameras, FACET_SIZE), ("tags", tags, FACET_SIZE))}
     return Facets(**top, estimated=estimated)
 
 

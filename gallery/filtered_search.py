@@ -43,7 +43,7 @@ from gallery.sampling import id_sample, pk_among
 logger = logging.getLogger(__name__)
 
 EXACT_MAX = 5000  # vectors read and compared exactly (10 MB of float32 at 512 dimensions)
-ENGINE_FILTER_MAX = 50000  # ids in one filter expression (~400 KB; parsing 10,000 took ~40 ms)
+ENGINE_FILTER_MAX = 20000  # ids in one filter expression (Milvus parsed 10,000 in ~40 ms)
 ENGINE_FILTER_SHARE = 0.02  # past this share, Milvus's filtered graph search loses recall
 MAX_CANDIDATES = 16384  # Milvus answers at most this many per query
 SPARE_SD = 3.0  # standard deviations to spare in the share's estimate and in how many pass
@@ -72,7 +72,7 @@ def nearest_within(
         share = max(share, EXACT_MAX / size)  # the estimate was low: more pass than it said
     if nearest_among is not None and share <= ENGINE_FILTER_SHARE and share * size <= ENGINE_FILTER_MAX:
         ids = list(filtered.filter(embedding_model=model_id).order_by().values_list("pk", flat=True)[: ENGINE_FILTER_MAX + 1])
-        if len(ids) <= ENGINE_FILTER_MAX:
+        if len(ids) <= ENGINE_FILTER_MAX and len(ids) / size <= ENGINE_FILTER_SHARE:  # the estimate may have been low
             found = nearest_among(ids, limit)
             if len(found) >= min(limit, len(ids)):
                 return found, len(ids) / size

@@ -32,7 +32,10 @@ class BrowseFilter(django_filters.FilterSet):
     tags_match = django_filters.ChoiceFilter(choices=[("all", "all"), ("any", "any")], method="filter_nothing", help_text="how `tags` combine")
     # Curators alone see hidden images (the queryset given holds them for curators only): pages
     # and search show the shown ones unless ``hidden`` is asked for (``wants_hidden``).
-    hidden = django_filters.BooleanFilter(help_text="curators: true for hidden images only, false for shown ones")
+    hidden = django_filters.ChoiceFilter(
+        choices=[("true", "true"), ("false", "false")], method="filter_hidden",
+        help_text="curators: true for hidden images only, false for shown ones",
+    )
     status = django_filters.ChoiceFilter(choices=Image.Status.choices, help_text="pending, indexed or failed")
 
     class Meta:
@@ -63,6 +66,9 @@ class BrowseFilter(django_filters.FilterSet):
             queryset = queryset.filter(tags=tag)
         return queryset
 
+    def filter_hidden(self, queryset, name, value):
+        return queryset.filter(hidden=value == "true")
+
     def filter_nothing(self, queryset, name, value):
         return queryset  # read by filter_tags
 
@@ -81,5 +87,6 @@ def browse_params(params) -> tuple[tuple[str, str], ...]:
 
 def wants_hidden(params, *, curator: bool) -> bool:
     """Whether hidden images belong among those filtered: only when a curator asks about
-    ``hidden`` (``hidden=true`` then keeps the hidden ones, ``hidden=false`` the others)."""
-    return curator and bool(params.get("hidden"))
+    ``hidden`` (``hidden=true`` then keeps the hidden ones, ``hidden=false`` the others; any
+    other value is the filter form's 400)."""
+    return curator and params.get("hidden") in ("true", "false")

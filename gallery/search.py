@@ -86,8 +86,7 @@ class ResultOptions:
     def includes_hidden(self) -> bool:
         """Whether the filtered images may be hidden ones (a curator's ``hidden=true``): the
         engine must not leave hidden rows out then."""
-        params = dict(self.filters)
-        return wants_hidden(params, curator=self.curator) and params["hidden"].lower() in ("true", "1")
+        return self.curator and dict(self.filters).get("hidden") == "true"
 
     @cached_property
     def _filtered(self) -> QuerySet[Image]:  # the form is built and checked once per request

@@ -110,7 +110,7 @@ def _refine_links(request, facets: Facets) -> list[tuple[str, list[tuple[str, in
         return {"taken_after": f"{month}-01", "taken_before": f"{month}-{last:02d}"}
 
     dates = (
-        ("Month", [(month, n, narrowed(**month_range(month))) for month, n in facets.months.items()])
+        ("Month", [(month, n, narrowed(**month_range(month))) for month, n in sorted(facets.months.items(), reverse=True)])
         if len(facets.years) == 1
         else ("Year", [(year, n, narrowed(taken_after=f"{year}-01-01", taken_before=f"{year}-12-31")) for year, n in facets.years.items()])
     )
@@ -169,7 +169,7 @@ def gallery(request):
 
 
 def _filter_choices(request) -> dict:
-    """What the filter form (``_filters.html``) offers: curators also filter by hidden and status."""
+    """What the filter form (``_filters.html``) offers: curators also filter by hidden."""
     return {"orientations": list(ORIENTATIONS), "curator": access.can_curate(request.user), "statuses": Image.Status.choices}
 
 

@@ -221,6 +221,7 @@ def test_counts_of_many_matches_stop_at_their_caps(member_client, member, indexe
     badges = re.findall(r'data-saved-search="(\d+)".*?<span class="badge[^"]*new-count">([^<]+)</span>', member_client.get("/saved/").content.decode(), flags=re.S)
     assert dict(badges) == {str(saved.pk): "5+ new", str(quiet.pk): "3 new"}
     matches = api_as(member).get(f"{API}/{saved.pk}/matches/", {"page_size": 5}).json()
-    assert matches["count"] == 8 and len(matches["results"]) == 5
+    assert matches["count"] == 8 and matches["count_more"] is True and len(matches["results"]) == 5
+    assert api_as(member).get(f"{API}/{quiet.pk}/matches/").json()["count_more"] is False
     assert len(api_as(member).get(f"{API}/{saved.pk}/matches/", {"page_size": 5, "page": 2}).json()["results"]) == 3
     assert api_as(member).get(f"{API}/{saved.pk}/matches/", {"page_size": 5, "page": 3}).status_code == 404

@@ -219,3 +219,26 @@ def test_gallery_facets_read_the_id_sample_by_key(indexed_gallery):
     check_queries(captured.captured_queries)
     assert len(captured.captured_queries) == 3
     assert sum(spread.years.values()) == len(indexed_gallery)  # 20 ids: the sample is the gallery, counted exactly
+
+
+def test_gallery_facets_are_cached_apart_for_curators_and_visitors(client, indexed_gallery, settings, django_user_model):
+    """Cached by the filters and by whether hidden images may be among them: a curator's facets
+    of the hidden images never reach a visitor who asks the same URL."""
+    settings.INDEX_STATUS_CACHE_SECONDS = 30
+    cache.clear()
+    Image.objects.filter(title__in=["Photo 3", "Photo 7"]).update(hidden=True, camera_model="Secret Cam")
+    client.force_login(django_user_model.objects.create_superuser("curator", password="x"))
+    assert "Secret Cam" in client.get("/", {"order": "taken", "hidden": "true"}).content.decode()
+    client.logout()
+    page = client.get("/", {"order": "taken", "hidden": "true"}).content.decode()
+    assert "Secret Cam" not in page and 'id="refine"' not in page and "gallery-link" not in page
+
+
+def test_no_single_column_index_on_uploaded_at_or_status(db):
+    """Migration 0013: the composite indexes that lead with these columns serve their queries."""
+    with connection.cursor() as cursor:
+        constraints = connection.introspection.get_constraints(cursor, "gallery_image")
+    single = {name: info["columns"] for name, info in constraints.items()
+              if info["index"] and not info["unique"] and info["columns"] in (["uploaded_at"], ["status"])}
+    assert single == {"image_without_vector": ["status"]}  # the partial one of new uploads stays
+    assert {"image_newest_first", "image_status_counts"} <= set(constraints)

@@ -21,20 +21,35 @@ class GalleryPagination(PageNumberPagination):
 
 
 class CappedPaginator(Paginator):
-    """Pages of at most ``cap`` rows: the count stops there (``COUNT`` over a ``LIMIT``), so
-    counting reads at most ``cap`` rows however many there are."""
+    """Pages over the first ``cap`` rows of a queryset: the count stops there (``COUNT`` over a
+    ``LIMIT``), so counting reads at most ``cap + 1`` rows however many there are."""
 
     cap = 1000
 
     @cached_property
+    def seen(self) -> int:
+        return self.object_list[: self.cap + 1].count()
+
+    @cached_property
     def count(self) -> int:
-        return self.object_list[: self.cap].count()
+        return min(self.seen, self.cap)
 
 
 class CappedPagination(GalleryPagination):
-    """GalleryPagination over the first CappedPaginator.cap rows of a list (newest first)."""
+    """GalleryPagination over the first CappedPaginator.cap rows of a list (newest first), with
+    ``count_more``: there are more than those."""
 
     django_paginator_class = CappedPaginator
+
+    def get_paginated_response(self, data):
+        response = super().get_paginated_response(data)
+        response.data["count_more"] = self.page.paginator.seen > self.page.paginator.cap
+        return response
+
+    def get_paginated_response_schema(self, schema):
+        wrapped = super().get_paginated_response_schema(schema)
+        wrapped["properties"]["count_more"] = {"type": "boolean", "description": "more than `count` rows: the list stops there"}
+        return wrapped
 
 
 class SearchPagination(GalleryPagination):

@@ -6,9 +6,12 @@ indexes to choose from, PostgreSQL sometimes walked the narrower one and sorted 
 The indexes are dropped by name rather than by ``AlterField``, which on SQLite copies the whole
 table (a million rows with their vectors) to drop an index."""
 
+import re
+
 from django.db import migrations, models
 
-PREFIXES = ("gallery_image_uploaded_at_", "gallery_image_status_")  # Django's names for db_index=True
+# Django's names for db_index=True on these two columns (PostgreSQL adds a "_like" one for text).
+SINGLE_COLUMN = re.compile(r"gallery_image_(uploaded_at|status)_[0-9a-f]{8}(_like)?")
 
 
 def drop_single_column_indexes(apps, schema_editor):
@@ -16,7 +19,7 @@ def drop_single_column_indexes(apps, schema_editor):
     with connection.cursor() as cursor:
         constraints = connection.introspection.get_constraints(cursor, "gallery_image")
     for name, info in constraints.items():
-        if info["index"] and not info["unique"] and not info["primary_key"] and name.startswith(PREFIXES):
+        if info["index"] and not info["unique"] and not info["primary_key"] and SINGLE_COLUMN.fullmatch(name):
             schema_editor.execute(f"DROP INDEX {schema_editor.quote_name(name)}")
 
 
