@@ -4,6 +4,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from django.core.cache import cache
 from django.core.files.uploadedfile import SimpleUploadedFile
 
 from gallery.fresh_segment import clear_fresh_cache
@@ -93,6 +94,7 @@ def media(settings, tmp_path, s3_bucket):
     clear_backend_cache()
     forget_relevance_backgrounds()
     forget_id_sample()
+    cache.clear()  # what a test cached with INDEX_STATUS_CACHE_SECONDS on (counts, facets) is its own
 
 
 MILVUS_FIXTURES = {"on_milvus", "milvus_uri"}
