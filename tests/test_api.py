@@ -246,3 +246,17 @@ def test_extreme_time_zone_offsets_are_handled(anon, indexed_gallery):
     assert response.status_code == 200 and len(response.json()["results"]) == 16 and response.json()["next"]
     response = anon.get(f"{API}/images/", {"uploaded_after": "0001-01-01T00:00:00+05:00"})
     assert response.status_code == 400 and "between the years 1 and 9999" in str(response.json()["uploaded_after"])
+
+
+def test_the_image_list_gives_a_curator_hidden_images_unless_told_otherwise(staff, anon, indexed_gallery):
+    """Unlike the gallery page, the API's list is a curator's inventory: hidden images are in it
+    unless ``hidden=false``; for anyone else they are never there, whatever is asked."""
+    hidden = {indexed_gallery[2].pk, indexed_gallery[5].pk}
+    Image.objects.filter(pk__in=hidden).update(hidden=True)
+    everything = {image.pk for image in indexed_gallery}
+    assert set(ids(staff.get(f"{API}/images/", {"page_size": 100}))) == everything
+    assert set(ids(staff.get(f"{API}/images/", {"page_size": 100, "hidden": "false"}))) == everything - hidden
+    assert set(ids(staff.get(f"{API}/images/", {"page_size": 100, "hidden": "true"}))) == hidden
+    assert set(ids(anon.get(f"{API}/images/", {"page_size": 100}))) == everything - hidden
+    assert ids(anon.get(f"{API}/images/", {"page_size": 100, "hidden": "true"})) == []
+    assert anon.get(f"{API}/images/", {"hidden": "maybe"}).status_code == 400
