@@ -3,7 +3,7 @@ API's image list (``gallery.api.filters.ImageFilter`` adds its own) and every se
 (``gallery.search.ResultOptions``), so the same parameters give the same images everywhere."""
 
 import django_filters
-from django.db.models import F, Q
+from django.db.models import F, Q, QuerySet
 
 from gallery.models import Image
 from gallery.tags import tag_lookup
@@ -31,7 +31,7 @@ class BrowseFilter(django_filters.FilterSet):
     tags = django_filters.CharFilter(method="filter_tags", help_text="comma-separated tags: images with all of them (tags_match=all, the default) or any")
     tags_match = django_filters.ChoiceFilter(choices=[("all", "all"), ("any", "any")], method="filter_nothing", help_text="how `tags` combine")
     # Curators alone see hidden images (the queryset given holds them for curators only): pages
-    # and search show the shown ones unless ``hidden`` is asked for (``wants_hidden``).
+    # and search show the shown ones unless ``hidden`` is asked for (``shown_unless_asked``).
     hidden = django_filters.ChoiceFilter(
         choices=[("true", "true"), ("false", "false")], method="filter_hidden",
         help_text="curators: true for hidden images only, false for shown ones",
@@ -85,8 +85,8 @@ def browse_params(params) -> tuple[tuple[str, str], ...]:
     return tuple((name, params.get(name)) for name in names if params.get(name))
 
 
-def wants_hidden(params, *, curator: bool) -> bool:
-    """Whether hidden images belong among those filtered: only when a curator asks about
-    ``hidden`` (``hidden=true`` then keeps the hidden ones, ``hidden=false`` the others; any
-    other value is the filter form's 400)."""
-    return curator and params.get("hidden") in ("true", "false")
+def shown_unless_asked(images: QuerySet[Image], params, *, curator: bool) -> QuerySet[Image]:
+    """``images`` without hidden ones, unless a curator asks about ``hidden`` (``hidden=true``
+    then keeps the hidden ones, ``hidden=false`` the others; any other value is the filter
+    form's 400): the one rule for the gallery page and every search."""
+    return images if curator and params.get("hidden") in ("true", "false") else images.filter(hidden=False)

@@ -10,7 +10,7 @@ from django.core.cache import cache
 from django.db.models import Count, Q, QuerySet
 
 from gallery import access
-from gallery.filters import wants_hidden
+from gallery.filters import shown_unless_asked
 from gallery.models import Image, IndexVersion
 from indexer.embedding import RANDOM
 
@@ -19,9 +19,7 @@ def gallery_images(user, params) -> QuerySet[Image]:
     """What the gallery grid shows before its filters: every image ``user`` may see that nobody
     hid, or, when a curator asks about ``hidden``, hidden ones too (the filters and order are
     the API image list's: ``gallery.filters``, ``gallery.api.pagination``)."""
-    images = access.viewable_images(user)  # hidden ones for curators only
-    curator = access.can_curate(user)
-    return images.filter(hidden=False) if curator and not wants_hidden(params, curator=curator) else images
+    return shown_unless_asked(access.viewable_images(user), params, curator=access.can_curate(user))
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ from django.db.models import QuerySet
 from gallery import access, clip, facets, filtered_search, fresh_segment, keywords, pins, ranking, relevance
 from gallery.errors import BadQuery, GalleryError, NotReady, UploadRejected
 from gallery.facets import Facets
-from gallery.filters import BrowseFilter, browse_params, wants_hidden
+from gallery.filters import BrowseFilter, browse_params, shown_unless_asked
 from gallery.index_backend import current_reader, index_errors, is_live
 from gallery.listing import searchable_count
 from gallery.models import Image
@@ -91,8 +91,7 @@ class ResultOptions:
     @cached_property
     def _filtered(self) -> QuerySet[Image]:  # the form is built and checked once per request
         params = dict(self.filters)
-        images = Image.objects.all() if wants_hidden(params, curator=self.curator) else Image.objects.filter(hidden=False)
-        browse = BrowseFilter(params, queryset=images)
+        browse = BrowseFilter(params, queryset=shown_unless_asked(Image.objects.all(), params, curator=self.curator))
         if not browse.is_valid():
             raise BadQuery(" ".join(f"{name}: {' '.join(errors)}" for name, errors in browse.errors.items()))
         return browse.qs
