@@ -1,6 +1,7 @@
 from django.urls import path
 
-from gallery import saved_views, views
+from gallery.web import saved_search_pages as saved_views
+from gallery.web import views
 
 app_name = "gallery"
 urlpatterns = [

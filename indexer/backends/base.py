@@ -18,7 +18,7 @@ never as the engine's own exception types.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -59,7 +59,7 @@ class IndexReader(ABC):
 
     info: VersionInfo
     # query(among_ids=...) searches those rows only, inside the engine (a filter expression);
-    # elsewhere the caller narrows the nearest itself (gallery.filtered_search).
+    # elsewhere the caller narrows the nearest itself (gallery.search.filtered_search).
     filters_ids: ClassVar[bool] = False
 
     @property
@@ -177,6 +177,17 @@ class IndexBackend(ABC):
         current = self.current_version()
         names = [info.version for info in self.versions()]
         doomed = [name for name in names[: max(len(names) - keep, 0)] if name != current]
+        for name in doomed:
+            self.drop(name)
+        return doomed
+
+    def sweep(self, *, known: Collection[str]) -> list[str]:
+        """For a caller whose own registry (the gallery's database) is the truth: drop complete
+        versions it does not know (a build whose process died before making it current), never
+        the current one, and builds that a crashed process left unfinished (engines that can
+        tell). Returns the versions dropped. Run it where no other build is in flight."""
+        current = self.current_version()
+        doomed = [info.version for info in self.versions() if info.version not in known and info.version != current]
         for name in doomed:
             self.drop(name)
         return doomed

@@ -42,7 +42,7 @@ import re
 import sys
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from urllib.parse import urlsplit
@@ -259,12 +259,20 @@ class MilvusBackend(IndexBackend):
 
     def prune(self, *, keep: int) -> list[str]:
         dropped = super().prune(keep=keep)
-        for name in self._collections():  # and builds that a crashed process left behind
+        self._drop_abandoned_builds()
+        return dropped
+
+    def sweep(self, *, known: Collection[str]) -> list[str]:
+        dropped = super().sweep(known=known)
+        self._drop_abandoned_builds()
+        return dropped
+
+    def _drop_abandoned_builds(self) -> None:
+        for name in self._collections():  # builds that a crashed process left unfinished
             state, _, started = self._describe(name)
             if state == BUILDING and time.time() - started > ABANDONED_BUILD_SECONDS:
                 logger.warning("dropping abandoned Milvus build %s", name)
                 self._drop(name)
-        return dropped
 
     # -- live changes -----------------------------------------------------------------------
 
