@@ -235,9 +235,11 @@ def vectors_of(blobs) -> np.ndarray:
 
 
 class IndexVersionQuerySet(models.QuerySet):
-    def current(self) -> IndexVersion | None:
-        """The version search serves, or ``None`` before the first publish."""
-        return self.filter(is_current=True).first()
+    def current(self, *fields: str) -> IndexVersion | None:
+        """The version search serves, or ``None`` before the first publish; ``fields``: read only
+        those (every search asks, so the web tier reads what it needs)."""
+        rows = self.filter(is_current=True)
+        return (rows.only(*fields) if fields else rows).first()
 
 
 class IndexVersion(models.Model):

@@ -134,7 +134,7 @@ def current_reader() -> IndexReader | None:
     """The current published version, ready to query, or ``None`` before the first publish.
     :class:`NotReady` while the current version is in the engine ``INDEX_BACKEND`` left."""
     global _reader
-    current = IndexVersion.objects.filter(is_current=True).only("version", "checksum", "backend").first()
+    current = IndexVersion.objects.current("version", "checksum", "backend")
     if current is None:
         return None
     if other_engine(current):

@@ -98,7 +98,8 @@ def fingerprint(model_id: str) -> Fingerprint:
         count=Count("pk"), last=Max("embedded_at"), top=Max("pk"), version=Max(Subquery(current))
     )
     if not row["count"]:  # MAX over no rows is NULL: ask for the version itself
-        row["version"] = IndexVersion.objects.filter(is_current=True).values_list("version", flat=True).first()
+        current_row = IndexVersion.objects.current("version")
+        row["version"] = current_row.version if current_row else None
     return Fingerprint(model_id, row["count"], row["last"], row["top"], row["version"])
 
 

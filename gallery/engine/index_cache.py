@@ -39,7 +39,7 @@ def current_index(current: IndexVersion | None = None) -> SearchIndex | None:
     checks that it is an Annoy version)."""
     global _loaded
     if current is None:
-        current = IndexVersion.objects.filter(is_current=True).only("version", "checksum").first()
+        current = IndexVersion.objects.current("version", "checksum")
     if current is None:
         return None
     loaded = _loaded

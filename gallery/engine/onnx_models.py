@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import re
 import shutil
 import tempfile
@@ -18,6 +17,7 @@ from gallery.engine.artifacts import local_copy, local_folder, store_artifact
 from gallery.errors import StorageUnavailable
 from indexer.embedding import ModelLoadError, ModelSpec
 from indexer.embedding.onnx_backend import MANIFEST
+from indexer.files import write_atomically
 from indexer.index import file_sha256
 
 logger = logging.getLogger(__name__)
@@ -94,9 +94,7 @@ class ExportFiles:
         self.folder.mkdir(parents=True, exist_ok=True)
         path = self.folder / f"{hashlib.sha256(data).hexdigest()[:16]}-{MANIFEST}"
         if not path.exists():
-            temporary = self.folder / f".{path.name}.{os.getpid()}"
-            temporary.write_bytes(data)
-            os.replace(temporary, path)
+            write_atomically(path, data)
         return path
 
 
@@ -114,9 +112,7 @@ def fetch_shared_choice(spec: ModelSpec, state: Path) -> None:
             data = handle.read()
     except (OSError, ValueError):
         return
-    temporary = state.with_name(f".{state.name}.{os.getpid()}")
-    temporary.write_bytes(data)
-    os.replace(temporary, state)
+    write_atomically(state, data)
 
 
 def share_choice(spec: ModelSpec, choice) -> None:
