@@ -11,7 +11,7 @@ from django.core.files.storage import default_storage
 from gallery import indexing, search
 from gallery.catalogue.curation import image_delete, images_reembed, images_set_hidden
 from gallery.engine.index_cache import current_index
-from gallery.errors import NotReady
+from gallery.errors import NotReady, StorageUnavailable
 from gallery.models import Image, IndexVersion
 from tests.images import image_bytes
 from tests.searching import by_image, by_text, similar
@@ -215,7 +215,7 @@ def test_a_failed_publish_leaves_no_local_build_behind(upload, settings, monkeyp
         raise OSError("storage refused")
 
     monkeypatch.setattr(storage, "save", refuse)
-    with pytest.raises(OSError):
+    with pytest.raises(StorageUnavailable, match="index could not be stored .storage refused"):  # the gallery's own
         indexing.index_publish()
     assert IndexVersion.objects.count() == 0
     leftovers = [p.name for p in (settings.INDEX_CACHE_DIR / "indexes").glob("*")]

@@ -49,8 +49,9 @@ def images_set_hidden(*, images: QuerySet[Image], hidden: bool) -> int:
     """Hidden images stay in the index but are dropped from results at query time: by the
     database (always), and inside a live engine (Milvus), which hears of it through
     ``images_visibility_changing`` and changes its ``visible`` field once this commits."""
-    images_visibility_changing.send(sender=Image, images=images, visible=not hidden)
-    return images.update(hidden=hidden)
+    with transaction.atomic():  # a live engine is told once this commits, never before
+        images_visibility_changing.send(sender=Image, images=images, visible=not hidden)
+        return images.update(hidden=hidden)
 
 
 def images_reembed(*, images: QuerySet[Image]) -> int:

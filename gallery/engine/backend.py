@@ -42,7 +42,7 @@ from gallery.engine import fresh_segment
 from gallery.engine.artifacts import local_folder, store_artifact
 from gallery.engine.fresh_segment import fresh_rows
 from gallery.engine.index_cache import current_index, local_index_dir
-from gallery.errors import SEARCH_UNAVAILABLE, NotReady, Unavailable
+from gallery.errors import SEARCH_UNAVAILABLE, NotReady, StorageUnavailable, Unavailable
 from gallery.models import Image, IndexVersion, vectors_of
 from indexer import index as annoy_index
 from indexer.backends import IndexBackend, IndexReader, IndexUnavailable, VersionInfo, get_backend
@@ -192,10 +192,11 @@ def drop_version(version: IndexVersion) -> None:
 def sweep_leftovers() -> list[str]:
     """Drop what the configured engine holds that the database does not know: builds whose
     process died before making them current (an Annoy build on this host's disk, a Milvus
-    collection). Only where no build is in flight (under the publish lease)."""
+    collection). Only builds older than the publish lease: a publish in flight holds it for at
+    most that long, so a younger build may still be about to become current."""
     known = set(engine_versions().values_list("version", flat=True))
     with index_errors():
-        swept = index_backend().sweep(known=known)
+        swept = index_backend().sweep(known=known, older_than=settings.INDEX_PUBLISH_LEASE_SECONDS)
     if swept:
         logger.warning("dropped builds that were never made current: %s", ", ".join(swept))
     return swept
@@ -243,28 +244,40 @@ class IndexBuild:
     def store(self) -> dict:
         """Make the build durable before it becomes current; returns its version row's engine
         fields. Annoy: the files go to storage, and the row keeps their checksum, which every
-        host checks its copy against. A live engine's collection is durable already."""
+        host checks its copy against (:class:`StorageUnavailable` when storage refuses). A live
+        engine's collection is durable already."""
         if not self.backend.needs_fresh_segment:
             return {"backend": self.backend.name, "n_trees": 0, "checksum": ""}
         manifest = annoy_index.Manifest.from_json((self.folder / annoy_index.MANIFEST_FILE).read_text())
-        store_artifact(self.folder, self._storage_prefix, annoy_index.FILES)
+        try:
+            store_artifact(self.folder, self._storage_prefix, annoy_index.FILES)
+        except Exception as exc:  # a full disk, a bucket refusing: the run fails and is retried
+            logger.error("index %s could not be stored: %s", self.version, exc)
+            raise StorageUnavailable(f"The index could not be stored ({exc}); nothing was published.") from exc
         return {"backend": self.backend.name, "n_trees": manifest.n_trees, "checksum": manifest.checksum}
 
     def release(self, *, published: bool) -> None:
-        """After activation. Annoy: a published build becomes this host's cached copy (no need to
-        fetch it back), a refused one leaves storage. A live engine drops a refused collection."""
-        if not self.backend.needs_fresh_segment:
-            if not published:
-                self.discard()
-            return
-        if published:
-            target = local_index_dir(self.version)
-            if not target.exists():
-                self.folder.rename(target)
-        else:
-            for name in annoy_index.FILES:
-                default_storage.delete(f"{self._storage_prefix}/{name}")
-        self.discard()
+        """After activation, best effort (it never hides why a publish failed). Annoy: a
+        published build becomes this host's cached copy (no need to fetch it back), a refused
+        one leaves storage. A live engine drops a refused collection. What is left behind is
+        swept by a later prune (:func:`sweep_leftovers`)."""
+        try:
+            if not self.backend.needs_fresh_segment:
+                if not published:
+                    self.discard()
+                return
+            if published:
+                target = local_index_dir(self.version)
+                if not target.exists():
+                    self.folder.rename(target)
+            else:
+                for name in annoy_index.FILES:
+                    default_storage.delete(f"{self._storage_prefix}/{name}")
+        except Exception as exc:
+            logger.warning("build %s was not cleaned up (a later prune does it): %s", self.version, exc)
+        finally:
+            if self.backend.needs_fresh_segment:
+                self.discard()  # a published one was renamed away: nothing left to drop
 
     @property
     def _storage_prefix(self) -> str:

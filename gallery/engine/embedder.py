@@ -8,6 +8,8 @@ storage, otherwise this host's measured choice (indexer.runtime_choice), kept in
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 
@@ -35,18 +37,26 @@ def model_spec() -> ModelSpec:
     )
 
 
+@contextmanager
+def model_errors() -> Iterator[None]:
+    """The model's failures as the gallery's :class:`ModelUnavailable`: weights that cannot be
+    loaded, and an ONNX export whose tower fails on first use (a checksum, a missing file)."""
+    try:
+        yield
+    except ModelLoadError as exc:
+        raise ModelUnavailable(str(exc)) from exc
+
+
 def embedder(*, fallback_to_random: bool | None = None) -> Embedder:
     """Loaded on first use and kept for the life of the process (a fallback to random weights
     too: later calls get the same embedder). :class:`ModelUnavailable` when the configured
     weights (or their ONNX export) cannot be loaded on this host."""
     if fallback_to_random is None:
         fallback_to_random = settings.CLIP_FALLBACK_TO_RANDOM
-    try:
+    with model_errors():
         spec, _ = runtime_spec()
         onnx_files = onnx_models.ExportFiles(spec) if spec.runtime != TORCH else None
         return get_embedder(spec, fallback_to_random=fallback_to_random, onnx_files=onnx_files)
-    except ModelLoadError as exc:
-        raise ModelUnavailable(str(exc)) from exc
 
 
 def runtime_spec(*, measure_again: bool = False) -> tuple[ModelSpec, Choice | None]:
@@ -56,7 +66,7 @@ def runtime_spec(*, measure_again: bool = False) -> tuple[ModelSpec, Choice | No
     if spec.runtime != AUTO:
         return spec, None
     key = (spec, str(settings.INDEX_CACHE_DIR))
-    with _resolve_lock:
+    with _resolve_lock, model_errors():
         if measure_again or key not in _resolved:
             _resolved[key] = _resolve(spec, measure_again)
         return _resolved[key]
@@ -111,6 +121,7 @@ def _text_vector(model_id: str, text: str) -> np.ndarray:
     # Each new query gets a forward pass of its own: sharing passes between concurrent queries
     # (indexer.embedding.batching) measured slower here for every runtime, since one query
     # already fills the text tower's matrices (77 tokens); docs/performance.md, "Runtimes per CPU".
-    vector = embedder().encode_texts([text])[0]
+    with model_errors():
+        vector = embedder().encode_texts([text])[0]
     vector.flags.writeable = False  # shared between callers
     return vector

@@ -121,7 +121,8 @@ def images_embed_pending(
     started = time.perf_counter()
     sources = [(pk, _reader(name)) for pk, name in todo]
     bar = tqdm(total=len(todo), desc="Embedding", unit="img", disable=not progress)
-    for batch in embed_sources(sources, model, batch_size=batch_size or settings.EMBED_BATCH_SIZE):
+    batches = embed_sources(sources, model, batch_size=batch_size or settings.EMBED_BATCH_SIZE)
+    for batch in _translated(batches):
         for pk, exc in batch.failures:
             if isinstance(exc, StorageUnavailable):  # transient: the rows stay pending, the run fails and retries
                 raise exc
@@ -151,6 +152,13 @@ def images_embed_pending(
         report.embedded, report.failed, report.seconds, report.rate, model.model_id,
     )
     return report
+
+
+def _translated(batches):
+    """The embed batches, with the model's failures (a tower that fails on first use) as the
+    gallery's :class:`ModelUnavailable`."""
+    with embedder.model_errors():
+        yield from batches
 
 
 def _reader(name: str):
@@ -374,8 +382,8 @@ def _load_vectors(model_id: str, *, progress: bool) -> tuple[np.ndarray, np.ndar
 def index_prune(*, keep: int | None = None, grace_seconds: int | None = None) -> list[str]:
     """Delete all but the newest ``keep`` versions (the current one always stays), once the
     version that replaced each has been current for ``grace_seconds``: web processes that have
-    not yet swapped may still be reading it. Then, unless a publish is in flight, drop the
-    builds that the engine holds but the database does not know (a publisher died)."""
+    not yet swapped may still be reading it. Then drop the builds that the engine holds but the
+    database does not know, once older than the publish lease (their publisher died)."""
     keep = settings.INDEX_KEEP_VERSIONS if keep is None else keep
     grace = settings.INDEX_PRUNE_GRACE_SECONDS if grace_seconds is None else grace_seconds
     cutoff = timezone.now() - timedelta(seconds=grace)
@@ -389,9 +397,7 @@ def index_prune(*, keep: int | None = None, grace_seconds: int | None = None) ->
         removed.append(version.version)
     if removed:
         logger.info("pruned index versions %s", ", ".join(removed))
-    with publish_lease() as held:
-        if held:  # no build in flight: a complete build the database does not know was abandoned
-            sweep_leftovers()
+    sweep_leftovers()  # builds the database does not know, older than any publish in flight
     return removed
 
 

@@ -236,7 +236,8 @@ def embed_query_image(*, file: BinaryIO) -> np.ndarray:
         _, picture = decode_upload(read_upload(file), min_size=model.image_size)
     except UploadRejected as exc:
         raise BadQuery(str(exc)) from None
-    return model.encode_images([picture])[0]
+    with embedder.model_errors():
+        return model.encode_images([picture])[0]
 
 
 def search(query: SearchQuery, options: ResultOptions = ResultOptions()) -> SearchResults:

@@ -39,6 +39,7 @@ logger = logging.getLogger(__name__)
 
 NAME_MAX_LENGTH = 200
 NEW_COUNT_MAX = 100  # new matches counted one by one; past it, "100+"
+BLOCK = 500  # new images scored per matrix product when recording matches
 
 
 def saved_search_create(*, user, query: SearchQuery, name: str = "") -> SavedSearch:
@@ -159,9 +160,12 @@ def saved_searches_record_matches(*, image_ids: Iterable[int], model_id: str) ->
         return 0
     queries = vectors_of(blob for _, blob, _ in searches)
     saved_at = np.array([at.timestamp() for _, _, at in searches])
-    new = Image.objects.visible().embedded(model_id).filter(pk_among(wanted))
-    rows = list(new.values_list("pk", "embedding", "uploaded_at"))
-    recorded = _record(rows, searches, queries, saved_at) if rows else 0
+    recorded = 0
+    for start in range(0, len(wanted), BLOCK):  # bounded memory after a bulk import
+        new = Image.objects.visible().embedded(model_id).filter(pk_among(wanted[start : start + BLOCK]))
+        rows = list(new.values_list("pk", "embedding", "uploaded_at"))
+        if rows:
+            recorded += _record(rows, searches, queries, saved_at)
     if recorded:
         logger.info("saved searches: %d new match(es) recorded", recorded)
     return recorded
