@@ -312,3 +312,11 @@ def test_tag_names_are_normalised_and_merged_by_slug(db):
         tags.tag_names_parse("!!!")
     with pytest.raises(tags.InvalidInput):
         tags.tag_names_parse([f"t{n}" for n in range(tags.MAX_TAGS_PER_IMAGE + 1)])
+
+
+def test_a_but_not_query_is_ranked_by_clip_alone_as_pins_see_it(catalogue):
+    """The full-text index cannot match "but not" words: such a query is CLIP's alone, by the
+    one rule of what a plain text query is (SearchQuery.plain_text), which pins use too."""
+    query = search.SearchQuery.build(text="seaside", negative_text="boats")
+    assert query.plain_text == "" and search.text_query("seaside").plain_text == "seaside"
+    assert {hit.matched for hit in search.search(query)} == {"looks"}

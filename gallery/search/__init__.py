@@ -143,12 +143,19 @@ class SearchQuery:
     def similar(cls, image: Image) -> SearchQuery:
         return cls(similar_to=image.pk)
 
+    @property
+    def plain_text(self) -> str:
+        """The text of a plain text query ("red running shoes": no example image, not "more
+        like this", no "but not" words, which the full-text index cannot match), or "". Only
+        those are matched by their words and pinned."""
+        if self.image_vector is not None or self.similar_to is not None or self.negative_text:
+            return ""
+        return self.text
+
     def ranking_mode(self) -> str:
-        """How this query is ranked: only a text query (no image, not "more like") has words
-        to match; every other query is CLIP's alone."""
-        if not self.text or self.image_vector is not None or self.similar_to is not None:
-            return ranking.CLIP
-        return self.ranking or settings.SEARCH_RANKING
+        """How this query is ranked: a plain text query as asked (hybrid by default); every
+        other query by CLIP alone."""
+        return (self.ranking or settings.SEARCH_RANKING) if self.plain_text else ranking.CLIP
 
     def check_weights(self) -> None:
         if (self.text and self.text_weight > 0) or (self.image_vector is not None and self.image_weight > 0):
@@ -275,7 +282,7 @@ def search(query: SearchQuery, options: ResultOptions = ResultOptions()) -> Sear
     ranked = [hit for hit in ranked if hit[0] in taken]
     if options.sort == "relevance":
         if filtered is None:  # a pinned image outside a filter would not belong in its results
-            ranked = pins.apply_pins(pins.pinnable_text(query), ranked)
+            ranked = pins.apply_pins(query.plain_text, ranked)  # only a plain text query is pinned
     else:  # by date taken; equal dates keep their relevance order (sorted() is stable)
         ranked = sorted(ranked, key=lambda hit: taken[hit[0]], reverse=options.sort == "newest")
     return SearchResults(ranked, text=query.text if mode != ranking.CLIP else "", relevant=relevant)

@@ -34,13 +34,6 @@ def normalise_query(text: str) -> str:
     return " ".join((text or "").split()).casefold()
 
 
-def pinnable_text(query) -> str:
-    """The text a :class:`gallery.search.SearchQuery` is pinned under, or "" when pins do not apply."""
-    if query.image_vector is not None or query.similar_to is not None or query.negative_text:
-        return ""
-    return query.text
-
-
 def apply_pins(query_text: str, ranked_pairs: list[tuple[int, float]]) -> PinnedRanking:
     """``ranked_pairs`` (visible images, best first) with the pin of ``query_text`` applied:
     its visible pinned images first in the curator's order, then the rest without the pinned
