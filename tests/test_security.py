@@ -132,7 +132,7 @@ def test_guesses_sent_all_at_once_are_all_counted(db, monkeypatch, rf):
     reach a password check (a read-then-write count let every one of them through)."""
     from django.contrib.auth.backends import ModelBackend
 
-    from gallery.web.throttles import SignInThrottled, ThrottledModelBackend
+    from gallery.http.throttles import SignInThrottled, ThrottledModelBackend
 
     checked, start = [], threading.Barrier(20)
 

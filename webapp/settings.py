@@ -82,7 +82,7 @@ MIDDLEWARE = [
     "gallery.web.middleware.SignInThrottleMiddleware",
 ]
 # Every password sign-in (page, admin, token endpoint) passes the one sign-in limit.
-AUTHENTICATION_BACKENDS = ["gallery.web.throttles.ThrottledModelBackend"]
+AUTHENTICATION_BACKENDS = ["gallery.http.throttles.ThrottledModelBackend"]
 
 ROOT_URLCONF = "webapp.urls"
 WSGI_APPLICATION = "webapp.wsgi.application"
@@ -240,7 +240,7 @@ UPLOAD_MAX_FILES = env.int("UPLOAD_MAX_FILES", default=50)  # files in one page 
 FILE_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
 # A file part stops at UPLOAD_MAX_BYTES while it streams in, before the rest reaches a temporary file.
 FILE_UPLOAD_HANDLERS = [
-    "gallery.web.request_limits.StreamingLimitHandler",
+    "gallery.http.request_limits.StreamingLimitHandler",
     "django.core.files.uploadhandler.MemoryFileUploadHandler",
     "django.core.files.uploadhandler.TemporaryFileUploadHandler",
 ]
@@ -292,7 +292,7 @@ REST_FRAMEWORK = {
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_PAGINATION_CLASS": "gallery.api.pagination.GalleryPagination",
-    # DRF's own use of X-Forwarded-For follows the gallery's (gallery.web.throttles.client_address).
+    # DRF's own use of X-Forwarded-For follows the gallery's (gallery.http.throttles.client_address).
     "NUM_PROXIES": GALLERY_TRUSTED_PROXIES,
 }
 # The access policy (gallery/catalogue/access.py): reading and searching need a login too when set, on

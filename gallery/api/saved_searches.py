@@ -17,7 +17,7 @@ from gallery.api.serializers import CombinedSearchSerializer, ImageSerializer
 from gallery.api.views import BODY_ERRORS, READ_ERRORS, _valid
 from gallery.models import SavedSearch, SavedSearchMatch
 from gallery.search import saved_searches
-from gallery.web.throttles import SavedSearchThrottle
+from gallery.http.throttles import SavedSearchThrottle
 
 
 class SavedSearchSerializer(serializers.ModelSerializer):

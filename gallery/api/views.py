@@ -39,7 +39,7 @@ from gallery.catalogue.filters import BrowseFilter
 from gallery.catalogue.status import index_status
 from gallery.catalogue.uploads import image_create
 from gallery.models import Image
-from gallery.web.throttles import SearchThrottle, UploadThrottle
+from gallery.http.throttles import SearchThrottle, UploadThrottle
 
 ERROR = OpenApiResponse(ErrorSerializer, description="what is wrong, in `detail`")
 INVALID = OpenApiResponse(OpenApiTypes.OBJECT, description="field name -> list of problems, or `detail`")
@@ -266,7 +266,7 @@ class TokenView(ObtainAuthToken):
     It lasts API_TOKEN_LIFETIME_DAYS; DELETE (with the token) revokes it, and asking again after
     it expired gives a new one."""
 
-    # Password guesses meet the one sign-in limit inside authenticate() (gallery.web.throttles).
+    # Password guesses meet the one sign-in limit inside authenticate() (gallery.http.throttles).
     throttle_classes = []
     parser_classes = [JSONParser]  # ObtainAuthToken also takes forms: one content type for generated clients
 

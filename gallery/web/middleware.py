@@ -1,13 +1,13 @@
 """Two answers given before (or instead of) a view: a body too large to read, and a sign-in
-refused by the sign-in limit (``gallery.web.throttles``)."""
+refused by the sign-in limit (``gallery.http.throttles``)."""
 
 from __future__ import annotations
 
 from django.http import JsonResponse
 from django.shortcuts import render
 
-from gallery.web.request_limits import BODY_TOO_LARGE, body_limit, too_large_message
-from gallery.web.throttles import SignInThrottled
+from gallery.http.request_limits import BODY_TOO_LARGE, body_limit, too_large_message
+from gallery.http.throttles import SignInThrottled
 
 
 def _error(request, message: str, status: int):

@@ -39,8 +39,8 @@ from gallery.search import facets
 from gallery.search.facets import Facets
 from gallery.search.ranking import RANKINGS
 from gallery.web.forms import ImageSearchForm, UploadForm
-from gallery.web.request_limits import BodyTooLarge
-from gallery.web.throttles import SearchThrottle, UploadThrottle, throttled
+from gallery.http.request_limits import BodyTooLarge
+from gallery.http.throttles import SearchThrottle, UploadThrottle, throttled
 
 
 def viewers_only(view):
@@ -305,7 +305,7 @@ def _upload_one(request, file, form) -> dict:
 
 class SignInView(LoginView):
     """Django's sign-in page; password guesses meet the one sign-in limit inside
-    ``authenticate()`` (``gallery.web.throttles.ThrottledModelBackend``), as on the admin's and the
+    ``authenticate()`` (``gallery.http.throttles.ThrottledModelBackend``), as on the admin's and the
     token endpoint."""
 
     template_name = "gallery/login.html"
@@ -339,7 +339,7 @@ def page_not_found(request, exception):
 
 
 def bad_request(request, exception):
-    """A body over its limit found while streaming (``gallery.web.request_limits``) says so; other
+    """A body over its limit found while streaming (``gallery.http.request_limits``) says so; other
     malformed requests get a plain sentence."""
     too_large = isinstance(exception, BodyTooLarge)
     message, status = (str(exception), 413) if too_large else ("The request could not be understood.", 400)
