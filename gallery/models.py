@@ -34,6 +34,7 @@ class Tag(models.Model):
 
         return reverse("gallery:gallery") + "?" + urlencode({"tag": self.name})
 
+
 # A text query's length in characters, wherever one is typed or kept (search, pins, golden and
 # saved searches); CLIP reads at most 77 tokens anyway.
 MAX_QUERY_LENGTH = 300
@@ -390,6 +391,7 @@ class RefusedBuild(models.Model):
 
     def __str__(self):
         return self.version
+
 
 class DuplicateGroup(models.Model):
     """Images that look like copies of one another (resized, re-compressed, cropped a little),

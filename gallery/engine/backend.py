@@ -211,7 +211,6 @@ def activate(version: str) -> None:
             index_backend().activate(version)
 
 
-
 @dataclass
 class IndexBuild:
     """A complete version that is not current: an Annoy version on this host's disk, not yet
