@@ -10,6 +10,7 @@ from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from indexer.backends import BACKENDS
+from indexer.embedding import same_weights
 
 
 class Tag(models.Model):
@@ -60,10 +61,15 @@ class ImageQuerySet(models.QuerySet):
         return self.embedded(model_id).exclude(status=Image.Status.FAILED)
 
     def fresh(self, model_id: str | None = None) -> ImageQuerySet:
-        """Rows with a vector (of ``model_id``, or of any model) that no current index holds yet:
-        rows become indexed exactly when a version containing them is made current."""
+        """Rows with a vector (of ``model_id`` in any runtime, or of any model) that no current
+        index holds yet: rows become indexed exactly when a version containing them is made
+        current. Any runtime, as the index itself answers queries of another runtime of the same
+        weights (``indexer.index.check_model``): a web tier on ONNX finds what a torch indexer
+        embedded."""
         rows = self.filter(status=Image.Status.PENDING, embedding__isnull=False)
-        return rows if model_id is None else rows.filter(embedding_model=model_id)
+        if model_id is None:
+            return rows
+        return rows.filter(embedding_model__in=same_weights(model_id))
 
 
 class Image(models.Model):

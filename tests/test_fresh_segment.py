@@ -9,7 +9,8 @@ from gallery.catalogue.curation import image_delete, images_set_hidden
 from gallery.engine import fresh_segment
 from gallery.engine.fresh_segment import clear_fresh_cache, current_segment
 from gallery.models import Image, IndexVersion
-from tests.searching import by_text, similar
+from tests.images import image_bytes
+from tests.searching import by_image, by_text, similar
 
 pytestmark = pytest.mark.django_db
 API = "/api/v1"
@@ -214,3 +215,15 @@ def test_a_quick_run_finds_new_uploads_and_skips_compaction_without_building_the
         # ...and when nothing was embedded, the current version does.
         assert indexing.index_compact_if_due(scheduled=False, embed_report=indexing.EmbedReport.total([])) is None
     assert IndexVersion.objects.get(is_current=True) == before
+
+
+@pytest.mark.usefixtures("fresh_embedders")
+def test_a_web_tier_on_another_runtime_finds_what_the_indexer_embedded(fresh_gallery, settings, stored_onnx_export):
+    """The indexer embeds with torch, the web tier queries with ONNX (as compose.yaml may run
+    them): the index answers both runtimes of one model, and so does the fresh segment."""
+    built, fresh = fresh_gallery
+    assert {image.embedding_model for image in fresh} == {"tiny-test/random"}
+    settings.CLIP_RUNTIME = "onnx"
+    first = by_image(image_bytes(102))[0]  # the fresh upload of seed 102, by its own picture
+    assert first.image.pk == fresh[2].pk and first.score > 0.99
+    assert len(search.search(search.text_query("a red square"))) == 25

@@ -19,11 +19,12 @@ from indexer.embedding.base import (
     Embedder,
     ModelLoadError,
     ModelSpec,
+    same_weights,
     weights_id,
 )
 from indexer.embedding.factory import clear_embedders, get_embedder
 
 __all__ = [
     "AUTO", "DEFAULT_MODEL", "DEFAULT_PRETRAINED", "RANDOM", "RUNTIMES", "TORCH",
-    "Embedder", "ModelLoadError", "ModelSpec", "clear_embedders", "get_embedder", "weights_id",
+    "Embedder", "ModelLoadError", "ModelSpec", "clear_embedders", "get_embedder", "same_weights", "weights_id",
 ]

@@ -30,6 +30,18 @@ RUNTIMES = (TORCH, *ONNX_PRECISIONS)
 AUTO = "auto"  # measured once per host (indexer.runtime_choice); resolved before get_embedder
 
 
+def onnx_model_id(torch_model_id: str, precision: str) -> str:
+    """The vectors' model id on ONNX Runtime: the weights', then the runtime after "#"."""
+    return f"{torch_model_id}#onnx-{precision}"
+
+
+def same_weights(model_id: str) -> tuple[str, ...]:
+    """The model ids of every runtime of the weights behind ``model_id`` (``m``, ``m#onnx-fp32``,
+    ``m#onnx-int8``): their vectors answer one another's queries (``indexer.index.check_model``)."""
+    weights = model_id.split("#")[0]
+    return (weights, *(onnx_model_id(weights, precision) for precision in ONNX_PRECISIONS.values()))
+
+
 class ModelLoadError(RuntimeError):
     """The configured model or its weights cannot be loaded. The message says what to set."""
 

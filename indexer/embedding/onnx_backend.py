@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Callable, Sequence, Union
 
 import numpy as np
 
-from indexer.embedding.base import ONNX_PRECISIONS, ModelLoadError, ModelSpec, empty, normalise
+from indexer.embedding.base import ONNX_PRECISIONS, ModelLoadError, ModelSpec, empty, normalise, onnx_model_id
 from indexer.embedding.preprocess import PreprocessConfig, Preprocessor
 from indexer.embedding.tokenizer import ClipTokenizer
 from indexer.index import file_sha256
@@ -85,7 +85,7 @@ class OnnxEmbedder:
 
     @property
     def model_id(self) -> str:
-        return f"{self.torch_model_id}#onnx-{self.precision}"
+        return onnx_model_id(self.torch_model_id, self.precision)
 
     @property
     def is_random(self) -> bool:
