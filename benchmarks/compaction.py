@@ -65,29 +65,29 @@ def measure(items: int, fresh: int, model: str, config_dir: str) -> tuple[int, l
 
         from benchmarks.fresh_segment import add_rows
         from benchmarks.index import clip_like_vectors
-        from gallery import clip
+        from gallery.engine import embedder
         from gallery.indexing import EmbedReport, index_activate, index_build
         from gallery.models import Image
 
         call_command("migrate", verbosity=0)
-        embedder = clip.embedder()
+        model = embedder.embedder()
         chunk = 100_000  # rows are generated and inserted a chunk at a time, as uploads would arrive
         for start in range(0, items, chunk):
             count = min(chunk, items - start)
-            add_rows(clip_like_vectors(count, dim=embedder.dim, seed=start), model_id=embedder.model_id,
+            add_rows(clip_like_vectors(count, dim=model.dim, seed=start), model_id=model.model_id,
                      status=Image.Status.INDEXED, start=start)
-        add_rows(clip_like_vectors(fresh, dim=embedder.dim, seed=items + 1), model_id=embedder.model_id,
+        add_rows(clip_like_vectors(fresh, dim=model.dim, seed=items + 1), model_id=model.model_id,
                  status=Image.Status.PENDING, start=items)
         print(f"{items:,} + {fresh:,} rows inserted; compacting", file=sys.stderr)
         started = time.perf_counter()
-        build = index_build(embedder.model_id)
+        build = index_build(model.model_id)
         built = time.perf_counter()
         size_mb = sum(path.stat().st_size for path in build.folder.iterdir()) / 2**20
         version = index_activate(build, embed_report=EmbedReport())
         done = time.perf_counter()
         assert version is not None and version.item_count == items + fresh, version
         peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        return embedder.dim, [items + fresh, built - started, done - built, done - started, size_mb, peak_mb]
+        return model.dim, [items + fresh, built - started, done - built, done - started, size_mb, peak_mb]
 
 
 if __name__ == "__main__":

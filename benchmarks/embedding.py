@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image
 
 from benchmarks.report import machine, table
-from gallery.samples import available_samples
+from gallery.catalogue.samples import available_samples
 from indexer.embedding import ModelSpec, get_embedder
 from indexer.images import open_rgb
 from indexer.pipeline import embed_sources

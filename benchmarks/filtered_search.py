@@ -1,4 +1,4 @@
-"""Filtered search (gallery.filtered_search): recall@16 against an exact filtered search, and
+"""Filtered search (gallery.search.filtered_search): recall@16 against an exact filtered search, and
 latency against the same search without a filter, at shares of 100%, 10%, 1% and 0.1%.
 
     .venv/bin/python -m benchmarks.filtered_search [--sizes 100000] [--queries 30]
@@ -61,15 +61,17 @@ def run(queries: int) -> dict:
     import django
 
     django.setup()
-    from gallery import clip, filtered_search, search
+    from gallery import search
+    from gallery.engine import embedder
     from gallery.models import Image
+    from gallery.search import filtered_search
 
     tag_rows()
     if os.environ.get("INDEX_BACKEND") == "milvus":
         from gallery.indexing import index_publish
 
         index_publish(force=True)  # this copy's rows into Milvus
-    model = clip.embedder().model_id
+    model = embedder.embedder().model_id
     rows = list(Image.objects.filter(hidden=False, embedding_model=model).values_list("pk", "embedding"))
     ids = np.array([pk for pk, _ in rows])
     vectors = np.frombuffer(b"".join(bytes(blob) for _, blob in rows), dtype=np.float32).reshape(len(rows), -1)
@@ -78,7 +80,7 @@ def run(queries: int) -> dict:
     asked = vectors[picks] + 0.05 * rng.normal(size=(queries, vectors.shape[1])).astype(np.float32)
     asked /= np.linalg.norm(asked, axis=1, keepdims=True)
 
-    # The ways each filtered search took, as gallery.filtered_search chose them: "exact" unless
+    # The ways each filtered search took, as gallery.search.filtered_search chose them: "exact" unless
     # it asked the engine among the ids ("engine") or for candidates ("index"; also after an
     # engine search that came back short). The last one answered.
     taken: list[list[str]] = []

@@ -62,13 +62,14 @@ def run(args) -> str:
 
     from benchmarks.index import clip_like_vectors
     from benchmarks.report import machine, percentile_ms, table
-    from gallery import clip, fresh_segment, search
+    from gallery import search
+    from gallery.engine import embedder, fresh_segment
     from gallery.indexing import index_publish
     from gallery.models import Image
 
     call_command("migrate", verbosity=0)
-    embedder = clip.embedder()
-    model_id, dim = embedder.model_id, embedder.dim
+    model = embedder.embedder()
+    model_id, dim = model.model_id, model.dim
     add_rows(clip_like_vectors(args.items, dim=dim, seed=1), model_id=model_id, status=Image.Status.PENDING, start=0)
     started = time.perf_counter()
     index_publish(force=True)
@@ -105,11 +106,11 @@ def run(args) -> str:
              reload_s * 1000, round(fresh_hits / len(queries), 2)]
         )
     texts = [f"a photo of a {word} number {n}" for n, word in enumerate(["cat", "dog", "car", "beach", "city"] * 4)]
-    embedder.encode_texts(["warm up"])
+    model.encode_texts(["warm up"])
     floor = []
     for text in texts:
         started = time.perf_counter()
-        embedder.encode_texts([text])
+        model.encode_texts([text])
         floor.append(time.perf_counter() - started)
 
     out = "\n".join(

@@ -36,14 +36,13 @@ def setup_database(var: Path, items: int) -> None:
     from django.core.management import call_command
 
     from benchmarks.index import clip_like_vectors
+    from gallery.engine import embedder
     from gallery.indexing import index_publish
     from gallery.models import Image
 
-    from gallery import clip
-
     call_command("migrate", verbosity=0)
-    vectors = clip_like_vectors(items, dim=clip.embedder().dim)
-    model_id = clip.embedder().model_id
+    vectors = clip_like_vectors(items, dim=embedder.embedder().dim)
+    model_id = embedder.embedder().model_id
     batch = []
     for n, vector in enumerate(vectors):
         batch.append(Image(
@@ -133,14 +132,14 @@ def main(argv=None) -> str:
             from django.conf import settings
 
             settings.CLIP_RUNTIME = args.runtime
-        from gallery import clip
+        from gallery.engine import embedder
 
-        embedder = clip.embedder()
-        embedder.encode_texts(["warm up"])
+        model = embedder.embedder()
+        model.encode_texts(["warm up"])
         floor = []
         for n in range(args.requests):
             started = time.perf_counter()
-            embedder.encode_texts([f"floor query {n} {WORDS[n % len(WORDS)]}"])
+            model.encode_texts([f"floor query {n} {WORDS[n % len(WORDS)]}"])
             floor.append(time.perf_counter() - started)
 
         server = subprocess.Popen(
@@ -171,7 +170,7 @@ def main(argv=None) -> str:
             photo = io.BytesIO()
             from PIL import Image
 
-            from gallery.samples import available_samples
+            from gallery.catalogue.samples import available_samples
 
             Image.open(available_samples()[1].path).convert("RGB").save(photo, format="JPEG", quality=90)
             body, content_type = multipart(photo.getvalue())

@@ -2,7 +2,7 @@
 
     .venv/bin/python -m benchmarks.hybrid [--generated 200] [--model ViT-B-32] [--database-url URL]
 
-The labelled set: the sample photographs (gallery/samples.py) with their titles and
+The labelled set: the sample photographs (gallery/catalogue/samples.py) with their titles and
 descriptions, plus ``--generated`` pictures of coloured shapes (as tests/images.py makes them)
 whose titles carry a product code and whose descriptions name a person. Each query has one
 right image:
@@ -59,8 +59,8 @@ def build(generated: int) -> list[tuple[str, str, int]]:
     """Upload the set; return the queries as (kind, text, right image id)."""
     from PIL import Image as PILImage
 
-    from gallery.samples import available_samples
-    from gallery.uploads import image_create
+    from gallery.catalogue.samples import available_samples
+    from gallery.catalogue.uploads import image_create
 
     queries = []
     for sample in available_samples():
@@ -119,25 +119,26 @@ def run(args) -> str:
     from django.core.management import call_command
     from django.db import connection
 
-    from benchmarks.report import machine
-    from benchmarks.report import percentile_ms, table
-    from gallery import clip, keywords, search
+    from benchmarks.report import machine, percentile_ms, table
+    from gallery import search
+    from gallery.catalogue import keywords
+    from gallery.engine import embedder
     from gallery.indexing import index_refresh
-    from gallery.ranking import RANKINGS
+    from gallery.search.ranking import RANKINGS
 
     call_command("migrate", verbosity=0)
     queries = build(args.generated)
     started = time.perf_counter()
     assert index_refresh().published is not None
     print(f"{len(queries)} queries; embedded and published in {time.perf_counter() - started:.1f} s", file=sys.stderr)
-    clip.embed_text("warm up")
+    embedder.embed_text("warm up")
 
     kinds = ["caption", "title", "code", "name"]
     ranks: dict[tuple[str, str], list[int]] = {}
     seconds: dict[str, list[float]] = {mode: [] for mode in RANKINGS}
     for kind, text, target in queries:
         for mode in RANKINGS:
-            clip._text_vector.cache_clear()  # every query pays for its encoding
+            embedder._text_vector.cache_clear()  # every query pays for its encoding
             started = time.perf_counter()
             results = search.search(search.text_query(text, ranking_name=mode))
             ids = [pk for pk, *_ in results._ranked]
@@ -164,7 +165,7 @@ def run(args) -> str:
     out = "\n".join(
         [
             f"Hybrid ranking on {images} images ({connection.vendor}), {len(queries)} queries "
-            f"({', '.join(f'{counts[k]} {k}' for k in kinds)}), {clip.embedder().model_id} (random weights: CLIP at chance)",
+            f"({', '.join(f'{counts[k]} {k}' for k in kinds)}), {embedder.embedder().model_id} (random weights: CLIP at chance)",
             f"CPU: {machine()}",
             "",
             table(

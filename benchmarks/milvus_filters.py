@@ -5,7 +5,7 @@ filter asked three ways, on the same collection, the same queries, in one run:
   inside the HNSW search as a bitset;
 - *id expression*: the ids that pass, from the database, as ``id in [...]``;
 - *candidates*: the unfiltered search asked for ``320 / share x 3`` rows (at most 16,384) and
-  the filter checked afterwards, as ``gallery.filtered_search`` does on Annoy.
+  the filter checked afterwards, as ``gallery.search.filtered_search`` does on Annoy.
 
     scripts/milvus-server start
     MILVUS_URI=http://127.0.0.1:19540 .venv/bin/python -m benchmarks.milvus_filters [--size 100000] [--queries 30]

@@ -1,9 +1,9 @@
-"""Precision and recall of near-duplicate detection (gallery/duplicates.py) on a generated set.
+"""Precision and recall of near-duplicate detection (gallery/indexing/duplicates.py) on a generated set.
 
     .venv/bin/python -m benchmarks.near_duplicates [--seed N] [--faces 100] [--first-face 0]
         [--sweep] [--config-dir DIR]
 
-Each sample photo (gallery/samples.py) comes with five copies. Without ``--seed``, the issue's
+Each sample photo (gallery/catalogue/samples.py) comes with five copies. Without ``--seed``, the issue's
 fixed copies: resized to half, re-compressed as a JPEG at quality 35, cropped by 5% a side,
 colour-shifted (saturation +15%, brightness +6%, a small per-channel offset), and resized to
 60% plus re-compressed. With ``--seed N``, copies of the same five kinds whose parameters are
@@ -103,7 +103,7 @@ def random_variants(image: Image.Image, rng: np.random.Generator) -> dict[str, b
 def generated_set(faces: int, *, seed: int | None = None, first_face: int = 0) -> list[tuple[str, str, bytes]]:
     """``(label, name, file bytes)``: images with one label are copies of one photo. ``seed``
     None gives the issue's fixed copies; a number, copies drawn at random with that seed."""
-    from gallery.samples import available_samples
+    from gallery.catalogue.samples import available_samples
 
     rng = np.random.default_rng(seed)
     rows = []
@@ -130,7 +130,7 @@ def generated_set(faces: int, *, seed: int | None = None, first_face: int = 0) -
 def describe(rows, embedder):
     """Hashes and vector of each file, through the upload's and the embedding pipeline's code,
     and the seconds each file's hashing took: ``(all three hashes, the 64-bit one alone)``."""
-    from gallery.perceptual_hash import perceptual_hashes, phash
+    from gallery.catalogue.perceptual_hash import perceptual_hashes, phash
     from indexer.images import make_thumbnail, open_rgb, prepare_image
 
     hashes, vectors, seconds = [], [], []
@@ -148,7 +148,7 @@ def describe(rows, embedder):
 
 
 def evaluate(labels: list[str], names: list[str], hashes: list, vectors: np.ndarray, rule) -> dict:
-    from gallery.duplicates import connected_groups, near_duplicate_pairs
+    from gallery.indexing.duplicates import connected_groups, near_duplicate_pairs
 
     ids = np.arange(len(labels))
     found = near_duplicate_pairs(ids, vectors, hashes, range(len(labels)), rule=rule)
@@ -190,12 +190,12 @@ def main(argv=None) -> str:
     parser.add_argument("--config-dir", default=os.environ.get("CLIP_MODEL_CONFIG_DIR", ""))
     args = parser.parse_args(argv)
     _setup_django()
-    from gallery.duplicates import DuplicateRule
-    from gallery.perceptual_hash import (
+    from gallery.catalogue.perceptual_hash import (
         PerceptualHashes,
         crop_tolerant_distance,
         hash_distance,
     )
+    from gallery.indexing.duplicates import DuplicateRule
     from indexer.embedding import ModelSpec, get_embedder
 
     spec = ModelSpec(

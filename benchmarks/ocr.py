@@ -9,7 +9,7 @@ degrees, seen in perspective, blurred and saved at JPEG quality 35-95, pasted on
 photographs (scikit-image and scikit-learn samples). ``--plain`` photographs carry no text.
 
 Every picture goes through the upload service; each engine then reads them all through
-``gallery.ocr.images_read_text`` (the DAG task's path: decode bounds, shrinking, time limit),
+``gallery.indexing.ocr.images_read_text`` (the DAG task's path: decode bounds, shrinking, time limit),
 and each code and name is searched through ``gallery.search`` with the keyword ranking (CLIP
 plays no part in finding words). Reported per engine: character accuracy (1 - edit distance /
 length of the true text, per picture, floored at 0), search R@1 and R@10 for codes as printed,
@@ -199,8 +199,8 @@ def evaluate(engine: str, uploaded: list[tuple[Sample, int]]) -> dict:
     import numpy as np
     from django.conf import settings
 
+    from gallery.indexing.ocr import images_read_text
     from gallery.models import Image, ImageText
-    from gallery.ocr import images_read_text
 
     settings.OCR_ENGINE = engine
     report = images_read_text(again=True, progress=True)
@@ -263,7 +263,7 @@ def run(args) -> str:
     from django.db import connection
 
     from benchmarks.report import machine, table
-    from gallery.uploads import image_create
+    from gallery.catalogue.uploads import image_create
 
     call_command("migrate", verbosity=0)
     started = time.perf_counter()

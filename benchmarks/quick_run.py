@@ -95,27 +95,27 @@ def build_gallery(folder: str, items: int, model: str, config_dir: str) -> None:
     from django.contrib.auth import get_user_model
 
     from benchmarks.index import clip_like_vectors
-    from gallery import clip
+    from gallery.engine import embedder
     from gallery.indexing import EmbedReport, index_activate, index_build
     from gallery.models import Image
-    from gallery.saved_searches import saved_search_create
     from gallery.search import text_query
+    from gallery.search.saved_searches import saved_search_create
 
     started = time.perf_counter()
-    embedder = clip.embedder()
+    model = embedder.embedder()
     if not Image.objects.exists():
         for start in range(0, items, 100_000):
             count = min(100_000, items - start)
-            insert_rows(clip_like_vectors(count, dim=embedder.dim, seed=start), model_id=embedder.model_id, start=start)
+            insert_rows(clip_like_vectors(count, dim=model.dim, seed=start), model_id=model.model_id, start=start)
             print(f"{start + count:,} rows", file=sys.stderr)
-    version = index_activate(index_build(embedder.model_id), embed_report=EmbedReport())
+    version = index_activate(index_build(model.model_id), embed_report=EmbedReport())
     assert version is not None and version.item_count == items, version
     member = get_user_model().objects.create_user("member", password="benchmark-member")
     for text in SAVED:
         saved_search_create(user=member, query=text_query(text))
     # The first process on a host to load a copy of the index checks its files (seconds at 1M);
-    # later ones trust it (gallery.index_cache). Done here, so the runs measure every later upload.
-    from gallery.index_cache import current_index
+    # later ones trust it (gallery.engine.index_cache). Done here, so the runs measure every later upload.
+    from gallery.engine.index_cache import current_index
 
     assert len(current_index()) == items
     ready.write_text(str(Image.objects.order_by("-pk").values_list("pk", flat=True).first()))
@@ -166,14 +166,15 @@ def _file_mb() -> float:
 
 def one_run(folder: str, model: str, config_dir: str) -> dict:
     _django(folder, model, config_dir)
-    from gallery import clip, indexing
-    from gallery.duplicates import near_duplicates_find
-    from gallery.fresh_segment import clear_fresh_cache
-    from gallery.index_cache import clear_index_cache
+    from gallery import indexing
+    from gallery.catalogue.samples import available_samples
+    from gallery.catalogue.uploads import image_create
+    from gallery.engine import embedder
+    from gallery.engine.fresh_segment import clear_fresh_cache
+    from gallery.engine.index_cache import clear_index_cache
+    from gallery.indexing.duplicates import near_duplicates_find
     from gallery.models import DuplicateGroup, Image, SavedSearchMatch
-    from gallery.samples import available_samples
-    from gallery.saved_searches import saved_searches_record_matches
-    from gallery.uploads import image_create
+    from gallery.search.saved_searches import saved_searches_record_matches
 
     last = int((Path(folder) / "READY").read_text())
     for image in Image.objects.filter(pk__gt=last):  # what earlier runs added (files too)
@@ -182,7 +183,7 @@ def one_run(folder: str, model: str, config_dir: str) -> dict:
     DuplicateGroup.objects.all().delete()
 
     started = time.perf_counter()
-    clip.embedder()
+    embedder.embedder()
     model_load = time.perf_counter() - started
     baseline = _peak_mb()
     sample = available_samples()[0]
@@ -194,7 +195,7 @@ def one_run(folder: str, model: str, config_dir: str) -> dict:
         "embed": lambda: state.update(
             report=indexing.EmbedReport.total([indexing.images_embed_pending(ids=ids).as_dict() for ids in state["chunks"]])
         ),
-        "publish": lambda: indexing.index_compact_if_due(force_hourly=False, embed_report=state["report"]),
+        "publish": lambda: indexing.index_compact_if_due(scheduled=False, embed_report=state["report"]),
         "near_duplicates": lambda: near_duplicates_find(image_ids=state["report"].ids),
         "saved_search_matches": lambda: saved_searches_record_matches(
             image_ids=state["report"].ids, model_id=state["report"].model_id
@@ -215,7 +216,7 @@ def one_run(folder: str, model: str, config_dir: str) -> dict:
 
     return {
         "seconds": seconds, "rises": rises, "mapped": mapped, "model_load": model_load, "baseline_mb": baseline,
-        "peak_mb": _peak_mb(), "dim": clip.embedder().dim, "vendor": connection.vendor,
+        "peak_mb": _peak_mb(), "dim": embedder.embedder().dim, "vendor": connection.vendor,
         "matches": SavedSearchMatch.objects.count(),
     }
 

@@ -10,7 +10,7 @@ CLIP_PRETRAINED from the environment (random ViT-B-32 weights when unset, which 
 nothing but the harness). Search is exact (numpy), so this measures the model, not the index.
 
 Without a folder the harness uses the sample photographs, each with a fitting caption
-(gallery/samples.py), plus three variants of each (crop, mirror, small low-quality JPEG)
+(gallery/catalogue/samples.py), plus three variants of each (crop, mirror, small low-quality JPEG)
 labelled like their original, for image->image precision@3.
 """
 
@@ -26,7 +26,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from benchmarks.report import table
-from gallery.samples import available_samples
+from gallery.catalogue.samples import available_samples
 from indexer.embedding import ModelSpec, get_embedder
 from indexer.images import open_rgb
 

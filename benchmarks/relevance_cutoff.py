@@ -23,7 +23,7 @@ from benchmarks.report import machine, table
 from indexer.relevance import relevant_count
 
 CANDIDATES = 320  # SEARCH_MAX_RESULTS
-SAMPLE = 2000  # background scores per query (gallery.relevance samples as many)
+SAMPLE = 2000  # background scores per query (gallery.search.relevance samples as many)
 
 
 def planted(items: int, group: int, rng) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

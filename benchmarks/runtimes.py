@@ -33,7 +33,7 @@ def main(argv=None) -> str:
         folder = args.export_dir or Path(tmp) / "onnx"
         export_note = f"export reused from {folder}"
         if not (folder / MANIFEST).exists():
-            from gallery.samples import available_samples
+            from gallery.catalogue.samples import available_samples
             from indexer.images import open_rgb
             from indexer.onnx_export import export_onnx
 

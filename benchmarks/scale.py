@@ -66,7 +66,7 @@ def build(size: int, info_path: Path) -> dict:
     from django.core.management import call_command
     from django.db import connection
 
-    from gallery import clip
+    from gallery.engine import embedder
     from gallery.indexing import index_publish
     from gallery.models import Image
 
@@ -75,8 +75,8 @@ def build(size: int, info_path: Path) -> dict:
     call_command("migrate", verbosity=0)
     if not (Path(os.environ["DJANGO_STATIC_ROOT"]) / "staticfiles.json").exists():
         call_command("collectstatic", interactive=False, verbosity=0)  # the pages' manifest storage needs it
-    embedder = clip.embedder()
-    model_id, dim = embedder.model_id, embedder.dim
+    model = embedder.embedder()
+    model_id, dim = model.model_id, model.dim
     if Image.objects.exists():
         raise SystemExit(f"{connection.settings_dict['NAME']} already holds images; remove it to build again")
     started = time.perf_counter()
@@ -104,7 +104,7 @@ def insert_rows(start: int, count: int, *, model_id: str, dim: int, status: str)
     from django.db import connection, transaction
 
     from benchmarks.index import clip_like_vectors
-    from gallery.keywords import FTS_TABLE
+    from gallery.catalogue.keywords import FTS_TABLE
     from gallery.models import Image
 
     fields = [field for field in Image._meta.concrete_fields]
@@ -229,7 +229,7 @@ def status_count_ms(rounds: int = 3) -> float:
     from django.core.cache import cache
     from django.core.management import call_command
 
-    from gallery.listing import index_counts
+    from gallery.catalogue.status import index_counts
 
     call_command("migrate", verbosity=0)  # a gallery cached before a new migration gets it
 
@@ -350,14 +350,14 @@ def text_floor(model: str, config_dir: str, folder: str):
     import django
 
     django.setup()
-    from gallery import clip
+    from gallery.engine import embedder
 
-    embedder = clip.embedder()
-    embedder.encode_texts(["warm up"])
+    model = embedder.embedder()
+    model.encode_texts(["warm up"])
 
     def floor(n: int) -> float:
         started = time.perf_counter()
-        embedder.encode_texts([f"floor query {n} {time.time()} {WORDS[n % len(WORDS)]}"])
+        model.encode_texts([f"floor query {n} {time.time()} {WORDS[n % len(WORDS)]}"])
         return time.perf_counter() - started
 
     return floor

@@ -60,13 +60,13 @@ def main(argv=None) -> str:
         import django
 
         django.setup()
-        from gallery import clip
-        from gallery.onnx_models import storage_prefix
-        from gallery.artifacts import store_artifact
+        from gallery.engine import embedder
+        from gallery.engine.artifacts import store_artifact
+        from gallery.engine.onnx_models import storage_prefix
         from indexer.embedding.onnx_backend import read_manifest
         from indexer.onnx_export import manifest_files
 
-        store_artifact(args.export_dir, storage_prefix(clip.model_spec()), manifest_files(read_manifest(args.export_dir)))
+        store_artifact(args.export_dir, storage_prefix(embedder.model_spec()), manifest_files(read_manifest(args.export_dir)))
         from benchmarks.http_search import setup_database
 
         setup_database(var, args.items)  # vectors of the onnx runtime: every runtime may search them

@@ -5,7 +5,7 @@ Configuration only: every task is a few lines calling ``gallery.indexing`` servi
 ones the management commands run. Nothing heavy happens at import (Airflow parses this file
 often); Django is set up inside the tasks.
 
-Uploads post an event for the ``gallery_uploads`` asset (``indexer.signals``); a run starts on
+Uploads post an event for the ``gallery_uploads`` asset (``indexer.dag_names``); a run starts on
 the first event or on the hour, whichever comes first. With ``max_active_runs=1`` events that
 arrive during a run wait, and the next run consumes all of them: a burst of uploads gives a
 handful of runs, not one per photo.
@@ -35,7 +35,7 @@ ROOT = str(Path(__file__).resolve().parent.parent)
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-from indexer.signals import INDEX_DAG_ID, NEW_UPLOADS_ASSET_NAME, NEW_UPLOADS_ASSET_URI  # noqa: E402
+from indexer.dag_names import INDEX_DAG_ID, NEW_UPLOADS_ASSET_NAME, NEW_UPLOADS_ASSET_URI  # noqa: E402
 
 NEW_UPLOADS = Asset(name=NEW_UPLOADS_ASSET_NAME, uri=NEW_UPLOADS_ASSET_URI)
 CHUNK_SIZE = int(os.environ.get("INDEX_EMBED_CHUNK_SIZE", "1000"))
@@ -104,7 +104,7 @@ def search_index():
         from gallery.indexing import EmbedReport, index_compact_if_due
 
         version = index_compact_if_due(
-            force_hourly=not _started_by_uploads(), embed_report=EmbedReport.total(reports)
+            scheduled=not _started_by_uploads(), embed_report=EmbedReport.total(reports)
         )  # logs what it did
         return version.version if version else None
 
@@ -129,7 +129,7 @@ def search_index():
         ids = EmbedReport.total(reports).ids
         if not ids:
             return 0
-        from gallery.duplicates import near_duplicates_find
+        from gallery.indexing.duplicates import near_duplicates_find
 
         return len(near_duplicates_find(image_ids=ids))  # logs the groups
 
@@ -138,7 +138,7 @@ def search_index():
         """Record the new images that match members' saved searches (their stored vectors)."""
         _django()
         from gallery.indexing import EmbedReport
-        from gallery.saved_searches import saved_searches_record_matches
+        from gallery.search.saved_searches import saved_searches_record_matches
 
         total = EmbedReport.total(reports)
         if not total.ids:
@@ -153,7 +153,7 @@ def search_index():
         whose embedding failed leaves it to the next run, as near_duplicates does."""
         _django()
         from gallery.indexing import EmbedReport
-        from gallery.ocr import images_read_text_after_embedding
+        from gallery.indexing.ocr import images_read_text_after_embedding
 
         return images_read_text_after_embedding(
             embed_report=EmbedReport.total(reports), new_only=_started_by_uploads()

@@ -1,15 +1,15 @@
 """The gallery's errors, each with the HTTP status that pages and the API both answer with.
 
 Services raise these with a message meant for people; ``gallery.api.exceptions`` (DRF) and
-``gallery.views`` (pages) turn them into responses through :func:`http_status`, so one input
-gets one status on both sides.
+``gallery.web.views`` (pages) turn them into responses through :func:`http_status`, so one input
+gets one status on both sides. The libraries' own errors are translated where the gallery calls
+them: the model's in ``gallery.engine.embedder``, the index engine's in ``gallery.engine.backend``,
+storage's where it is read or written; so pages, the API and commands catch these alone.
 """
 
 from __future__ import annotations
 
 import logging
-
-from indexer.embedding import ModelLoadError
 
 logger = logging.getLogger(__name__)
 
@@ -19,6 +19,11 @@ class GalleryError(Exception):
 
     status = 500
     field = ""  # the input field at fault, when there is one
+
+    @property
+    def detail(self) -> str:
+        """What an operator is told (commands, logs): the same words, unless the error knows more."""
+        return str(self)
 
 
 class InvalidInput(GalleryError):
@@ -35,6 +40,18 @@ class BadQuery(InvalidInput):
     """The search query itself is wrong (empty, too long, weights that cancel out...)."""
 
 
+class PageNotFound(GalleryError):
+    """A page number past the results (or not a number)."""
+
+    status = 404
+
+
+class NoVersion(GalleryError):
+    """No index version to go to: none is current, or none older is kept (a rollback)."""
+
+    status = 409
+
+
 class NotReady(GalleryError):
     """Search cannot answer yet: no index, or one built with another model."""
 
@@ -48,6 +65,22 @@ class Unavailable(GalleryError):
     """A service the request needs (storage, the model, the index) failed; try again later."""
 
     status = 503
+
+
+MODEL_UNAVAILABLE = "Search is unavailable: the search model could not be loaded. The administrators have the details."
+
+
+class ModelUnavailable(Unavailable):
+    """The configured CLIP weights cannot be loaded on this host. ``str()`` is for people;
+    ``detail`` (paths, settings) is for the operator: commands print it, the log has it."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(MODEL_UNAVAILABLE)
+        self._detail = detail
+
+    @property
+    def detail(self) -> str:
+        return self._detail
 
 
 class StorageUnavailable(Unavailable):
@@ -70,20 +103,12 @@ class AirflowUnavailable(Unavailable):
 
 def http_status(exc: Exception) -> int | None:
     """The status for an error a service raised, or ``None`` for a bug (a 500)."""
-    if isinstance(exc, GalleryError):
-        return exc.status
-    if isinstance(exc, ModelLoadError):  # the configured weights cannot be loaded on this host
-        return Unavailable.status
-    return None
-
-
-MODEL_UNAVAILABLE = "Search is unavailable: the search model could not be loaded. The administrators have the details."
+    return exc.status if isinstance(exc, GalleryError) else None
 
 
 def public_message(exc: Exception) -> str:
     """What pages and the API say about an error a service raised. A model that cannot be loaded
     says why in server terms (paths, settings): that goes to the log, people get a plain sentence."""
-    if isinstance(exc, ModelLoadError):
-        logger.error("the CLIP model could not be loaded: %s", exc)
-        return MODEL_UNAVAILABLE
+    if isinstance(exc, ModelUnavailable):
+        logger.error("the CLIP model could not be loaded: %s", exc.detail)
     return str(exc)

@@ -9,10 +9,12 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
+from indexer.backends import BACKENDS
+
 
 class Tag(models.Model):
     """A word or short phrase curators and uploaders attach to images. Names are kept
-    normalised (lower case, single spaces: see ``gallery.tags``), so "Sunset" and "sunset " are one tag."""
+    normalised (lower case, single spaces: see ``gallery.catalogue.tags``), so "Sunset" and "sunset " are one tag."""
 
     NAME_MAX_LENGTH = 50
 
@@ -33,9 +35,42 @@ class Tag(models.Model):
         return reverse("gallery:gallery") + "?" + urlencode({"tag": self.name})
 
 
+# A text query's length in characters, wherever one is typed or kept (search, pins, golden and
+# saved searches); CLIP reads at most 77 tokens anyway.
+MAX_QUERY_LENGTH = 300
+
+
+def decode_vector(blob) -> np.ndarray:
+    """A stored float32 vector (``Image.embedding``, a saved search's image vector)."""
+    return np.frombuffer(bytes(blob), dtype=np.float32)
+
+
+class ImageQuerySet(models.QuerySet):
+    def visible(self) -> ImageQuerySet:
+        """Images nobody hid: all that anyone but a curator asking about hidden ones sees."""
+        return self.filter(hidden=False)
+
+    def embedded(self, model_id: str) -> ImageQuerySet:
+        """Rows with a vector of ``model_id``."""
+        return self.filter(embedding_model=model_id, embedding__isnull=False)
+
+    def indexable(self, model_id: str) -> ImageQuerySet:
+        """The rows an index of ``model_id`` is built from: its vectors, failed rows left out;
+        hidden rows are built in, marked invisible."""
+        return self.embedded(model_id).exclude(status=Image.Status.FAILED)
+
+    def fresh(self, model_id: str | None = None) -> ImageQuerySet:
+        """Rows with a vector (of ``model_id``, or of any model) that no current index holds yet:
+        rows become indexed exactly when a version containing them is made current."""
+        rows = self.filter(status=Image.Status.PENDING, embedding__isnull=False)
+        return rows if model_id is None else rows.filter(embedding_model=model_id)
+
+
 class Image(models.Model):
     TITLE_MAX_LENGTH = 200
     DESCRIPTION_MAX_LENGTH = 5000  # a caption or a product text, not a document
+
+    objects = ImageQuerySet.as_manager()
 
     class Status(models.TextChoices):
         PENDING = "pending", _("pending")  # waiting for the next index run
@@ -58,7 +93,7 @@ class Image(models.Model):
         UPLOAD = "upload", _("upload time")  # the photo holds no readable date
         UNREAD = "", _("not read yet")  # uploaded before dates were read: manage.py read_photo_facts
 
-    # When the photo was taken (gallery.photo_facts reads it from EXIF at upload), else when it was
+    # When the photo was taken (gallery.catalogue.photo_facts reads it from EXIF at upload), else when it was
     # uploaded: the timeline's order, so never empty. ``taken_at_offset`` keeps the camera's UTC
     # offset in minutes, to show the time as it was where the photo was taken.
     taken_at = models.DateTimeField(_("taken at"), default=timezone.now)
@@ -81,8 +116,8 @@ class Image(models.Model):
     embedding_model = models.CharField(_("embedding model"), max_length=200, blank=True, editable=False)
     embedded_at = models.DateTimeField(_("embedded at"), null=True, editable=False)
     hidden = models.BooleanField(_("hidden"), default=False, db_index=True)
-    # DCT perceptual hashes (gallery.perceptual_hash) as hex digits, taken at upload from the
-    # decoded picture; they confirm near-duplicates (gallery.duplicates). 64 bits of the whole
+    # DCT perceptual hashes (gallery.catalogue.perceptual_hash) as hex digits, taken at upload from the
+    # decoded picture; they confirm near-duplicates (gallery.indexing.duplicates). 64 bits of the whole
     # frame, and 256 bits of the whole frame and of its middle 90% (crop-tolerant). Null for
     # rows uploaded before each existed until ``manage.py hash_images`` fills them in.
     phash = models.CharField(_("perceptual hash"), max_length=16, null=True, blank=True, editable=False)
@@ -93,12 +128,12 @@ class Image(models.Model):
     tags = models.ManyToManyField(Tag, verbose_name=_("tags"), related_name="images", blank=True)
     # The tag names as one text, so full-text search reads title, tags and description from one
     # row (PostgreSQL's GIN index covers an expression over this table only). Written by
-    # ``gallery.tags`` whenever the tags change; never edited by hand.
+    # ``gallery.catalogue.tags`` whenever the tags change; never edited by hand.
     tag_names = models.TextField(_("tag names"), blank=True, editable=False)
-    # The words read in the picture (OCR: gallery.ocr), one line per line read, and the other
+    # The words read in the picture (OCR: gallery.indexing.ocr), one line per line read, and the other
     # spellings of the codes among them ("SKU-10473": "SKU10473 SKU 10473"), so people find a
     # code however they type it. Both are searched with the title, tags and description; the
-    # boxes and confidences are in ImageText. Written by gallery.ocr only.
+    # boxes and confidences are in ImageText. Written by gallery.indexing.ocr only.
     ocr_text = models.TextField(_("text in the picture"), blank=True, editable=False)
     ocr_terms = models.TextField(_("code spellings"), blank=True, editable=False)
 
@@ -108,7 +143,7 @@ class Image(models.Model):
         ordering = ["-uploaded_at", "-pk"]
         permissions = [("reindex_image", _("Can start an index run"))]
         indexes = [
-            # Every search asks whether the fresh segment changed (gallery.fresh_segment's
+            # Every search asks whether the fresh segment changed (gallery.engine.fresh_segment's
             # fingerprint: count and maxima over the embedded pending rows of one model). This
             # covers that query, which otherwise reads each of those rows: 27 ms per search at
             # 10,000 fresh rows on SQLite.
@@ -122,7 +157,7 @@ class Image(models.Model):
             # A run started by uploads lists the rows no model has embedded yet (the new
             # uploads): a few rows, found without reading the embedded ones, the whole gallery.
             models.Index(fields=["status"], condition=models.Q(embedding__isnull=True), name="image_without_vector"),
-            # /media/ finds the row a path belongs to (gallery.views.media): one index lookup
+            # /media/ finds the row a path belongs to (gallery.web.views.media): one index lookup
             # per file, for a made-up path too, instead of reading the table.
             models.Index(fields=["file"], name="image_file"),
             models.Index(fields=["thumbnail"], name="image_thumbnail"),
@@ -130,7 +165,7 @@ class Image(models.Model):
             # (gallery.api.pagination.ImageListPagination): the same cost for the first page and
             # the millionth row.
             models.Index(fields=["uploaded_at", "id"], name="image_newest_first"),
-            # The status line's counts (gallery.listing.index_counts, cached) read this index
+            # The status line's counts (gallery.catalogue.status.index_counts, cached) read this index
             # alone, not the rows with their vectors: ~20 bytes a row instead of ~2 KB.
             models.Index(fields=["status", "hidden", "embedded_at"], name="image_status_counts"),
         ]
@@ -188,9 +223,7 @@ class Image(models.Model):
 
     @property
     def vector(self) -> np.ndarray | None:
-        if self.embedding is None:
-            return None
-        return np.frombuffer(bytes(self.embedding), dtype=np.float32)
+        return None if self.embedding is None else decode_vector(self.embedding)
 
 
 def vectors_of(blobs) -> np.ndarray:
@@ -203,9 +236,11 @@ def vectors_of(blobs) -> np.ndarray:
 
 
 class IndexVersionQuerySet(models.QuerySet):
-    def current(self) -> IndexVersion | None:
-        """The version search serves, or ``None`` before the first publish."""
-        return self.filter(is_current=True).first()
+    def current(self, *fields: str) -> IndexVersion | None:
+        """The version search serves, or ``None`` before the first publish; ``fields``: read only
+        those (every search asks, so the web tier reads what it needs)."""
+        rows = self.filter(is_current=True)
+        return (rows.only(*fields) if fields else rows).first()
 
 
 class IndexVersion(models.Model):
@@ -213,8 +248,9 @@ class IndexVersion(models.Model):
     Exactly one row is current once anything was published."""
 
     version = models.CharField(_("version"), max_length=64, unique=True)
-    # INDEX_BACKEND when it was published: after a switch, a version of the other one serves nothing.
-    backend = models.CharField(_("backend"), max_length=20, default="annoy")
+    # The engine it was built in (gallery.engine.backend): after a switch, a version of the other
+    # one serves nothing. The default is the first engine's, for rows made before there were two.
+    backend = models.CharField(_("backend"), max_length=20, default=BACKENDS[0])
     model = models.CharField(_("model"), max_length=200)
     dim = models.PositiveIntegerField(_("dimensions"))
     item_count = models.PositiveIntegerField(_("images"))
@@ -276,10 +312,10 @@ class CuratorRecord(models.Model):
 
 class QueryPin(CuratorRecord):
     """A curator's decision for one text query: these images first, in this order, and those
-    never. ``query`` is stored normalised (``gallery.pins.normalise_query``), so " Red  Shoes "
+    never. ``query`` is stored normalised (``gallery.search.pins.normalise_query``), so " Red  Shoes "
     and "red shoes" are one query."""
 
-    query = models.CharField(_("query"), max_length=300, unique=True)
+    query = models.CharField(_("query"), max_length=MAX_QUERY_LENGTH, unique=True)
     pinned = models.ManyToManyField(
         Image, through="PinnedImage", related_name="pinned_for", verbose_name=_("pinned images"), blank=True
     )
@@ -316,9 +352,9 @@ class PinnedImage(models.Model):
 
 class GoldenQuery(CuratorRecord):
     """A query curators know the answer to: a new index is published only if it finds at least
-    as many of the expected images in its top ``k`` as the current one (``gallery.recall_gate``)."""
+    as many of the expected images in its top ``k`` as the current one (``gallery.indexing.recall_gate``)."""
 
-    text = models.CharField(_("query"), max_length=300, unique=True)
+    text = models.CharField(_("query"), max_length=MAX_QUERY_LENGTH, unique=True)
     expected = models.ManyToManyField(Image, related_name="+", verbose_name=_("expected images"))
     k = models.PositiveSmallIntegerField(_("found within the top"), default=10)
 
@@ -356,9 +392,10 @@ class RefusedBuild(models.Model):
     def __str__(self):
         return self.version
 
+
 class DuplicateGroup(models.Model):
     """Images that look like copies of one another (resized, re-compressed, cropped a little),
-    found after embedding (``gallery.duplicates``). A curator keeps one; the others are hidden
+    found after embedding (``gallery.indexing.duplicates``). A curator keeps one; the others are hidden
     and the group is resolved."""
 
     members = models.ManyToManyField(Image, related_name="duplicate_groups", verbose_name=_("images"))
@@ -384,14 +421,14 @@ class SavedSearch(models.Model):
 
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="saved_searches", verbose_name=_("user"))
     name = models.CharField(_("name"), max_length=200, blank=True)
-    text = models.CharField(_("text"), max_length=300, blank=True)
+    text = models.CharField(_("text"), max_length=MAX_QUERY_LENGTH, blank=True)
     text_weight = models.FloatField(_("text weight"), default=1.0)
     image_vector = models.BinaryField(_("example image vector"), null=True, editable=False)  # float32 bytes
     image_model = models.CharField(_("vector space of the example image"), max_length=200, blank=True, editable=False)
     image_weight = models.FloatField(_("image weight"), default=1.0)
-    negative_text = models.CharField(_("but not"), max_length=300, blank=True)
+    negative_text = models.CharField(_("but not"), max_length=MAX_QUERY_LENGTH, blank=True)
     negative_weight = models.FloatField(_("negative weight"), default=0.5)
-    # The combined query vector, encoded once when saved (gallery.saved_searches) and again only
+    # The combined query vector, encoded once when saved (gallery.search.saved_searches) and again only
     # when the gallery's model changes: matching new images never runs the text encoder.
     query_vector = models.BinaryField(_("query vector"), null=True, editable=False)  # float32 bytes
     query_model = models.CharField(_("vector space of the query vector"), max_length=200, blank=True, editable=False)

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from gallery import saved_views, views
+from gallery.web import saved_search_pages, views
 
 app_name = "gallery"
 urlpatterns = [
@@ -10,6 +10,6 @@ urlpatterns = [
     path("images/<int:pk>/", views.image_detail, name="image-detail"),
     path("images/<int:pk>/curate/", views.image_curate, name="image-curate"),
     path("upload/", views.upload, name="upload"),
-    path("saved/", saved_views.saved_list, name="saved-searches"),
-    path("saved/<int:pk>/delete/", saved_views.saved_delete, name="saved-search-delete"),
+    path("saved/", saved_search_pages.saved_list, name="saved-searches"),
+    path("saved/<int:pk>/delete/", saved_search_pages.saved_delete, name="saved-search-delete"),
 ]

@@ -139,11 +139,6 @@ def manifest_files(manifest: dict) -> tuple[str, ...]:
     return (*manifest["files"], MANIFEST)
 
 
-def load_reference(folder: Path) -> dict:
-    with np.load(folder / REFERENCE) as data:
-        return {name: data[name] for name in data.files}
-
-
 def _tokenizer_entry(embedder: TorchEmbedder, out_dir: Path) -> dict:
     """Copy the vocabulary next to the towers, after checking that the model's tokenizer is the
     plain CLIP BPE tokenizer that :mod:`indexer.embedding.tokenizer` reproduces."""

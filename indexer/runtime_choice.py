@@ -30,8 +30,9 @@ import numpy as np
 
 from indexer.embedding.agreement import MIN_COSINE, MIN_TOP_K, agreement, combined
 from indexer.embedding.base import ONNX_PRECISIONS, TORCH, ModelLoadError, ModelSpec
-from indexer.embedding.onnx_backend import MANIFEST, REFERENCE, ExportFiles, export_file
 from indexer.embedding.factory import load_embedder
+from indexer.embedding.onnx_backend import MANIFEST, REFERENCE, ExportFiles, export_file
+from indexer.files import write_atomically
 
 logger = logging.getLogger(__name__)
 
@@ -154,9 +155,7 @@ def choose_runtime(
         figures = measure(spec, files, runtimes)
         runtime, reason = pick(figures)
         choice = Choice(runtime, reason, cpu, export, datetime.now(timezone.utc).isoformat(timespec="seconds"), figures)
-        temporary = state.with_name(f".{state.name}.{os.getpid()}")
-        temporary.write_text(choice.to_json())
-        os.replace(temporary, state)
+        write_atomically(state, choice.to_json())
     logger.info("CLIP_RUNTIME=auto chose %s: %s", runtime, reason)
     return choice
 

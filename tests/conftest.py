@@ -7,11 +7,11 @@ import pytest
 from django.core.cache import cache
 from django.core.files.uploadedfile import SimpleUploadedFile
 
-from gallery.fresh_segment import clear_fresh_cache
-from gallery.index_backend import clear_backend_cache
-from gallery.index_cache import clear_index_cache
-from gallery.relevance import forget as forget_relevance_backgrounds
-from gallery.sampling import forget as forget_id_sample
+from gallery.catalogue.sampling import forget as forget_id_sample
+from gallery.engine.backend import clear_backend_cache
+from gallery.engine.fresh_segment import clear_fresh_cache
+from gallery.engine.index_cache import clear_index_cache
+from gallery.search.relevance import forget as forget_relevance_backgrounds
 from indexer.embedding import ModelSpec, clear_embedders
 from tests.images import image_bytes
 
@@ -41,8 +41,8 @@ def tiny_onnx_export(tmp_path_factory):
 @pytest.fixture
 def stored_onnx_export(tiny_onnx_export, media):
     """That export in this test's storage, where `manage.py export_onnx` puts it."""
-    from gallery.onnx_models import storage_prefix
-    from gallery.artifacts import store_artifact
+    from gallery.engine.artifacts import store_artifact
+    from gallery.engine.onnx_models import storage_prefix
     from indexer.onnx_export import manifest_files
 
     folder, manifest = tiny_onnx_export
@@ -184,7 +184,7 @@ def on_object_storage() -> bool:
 @pytest.fixture
 def upload():
     """upload(seed) -> (image, created): a generated photo through the upload service."""
-    from gallery.uploads import image_create
+    from gallery.catalogue.uploads import image_create
 
     def _upload(seed=0, *, title="", data=None, filename=None, **kwargs):
         data = data if data is not None else image_bytes(seed, **kwargs)
@@ -197,7 +197,6 @@ def upload():
 def indexed_gallery(db, upload):
     """20 images, embedded and published: more than one page of results."""
     from gallery.indexing import index_refresh
-
     from gallery.models import Image
 
     pks = [upload(seed, title=f"Photo {seed}")[0].pk for seed in range(20)]

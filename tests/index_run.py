@@ -2,8 +2,8 @@
 embed, then the near-duplicate and saved-search tasks on the ids the embed step reports."""
 
 from gallery import indexing
-from gallery.duplicates import near_duplicates_find
-from gallery.saved_searches import saved_searches_record_matches
+from gallery.indexing.duplicates import near_duplicates_find
+from gallery.search.saved_searches import saved_searches_record_matches
 
 
 def embed_and_match(**kwargs) -> indexing.EmbedReport:

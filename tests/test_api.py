@@ -85,7 +85,7 @@ def test_retrieve_gives_urls_and_metadata(anon, indexed_gallery):
 
 
 def test_upload_needs_a_user_and_dedupes(anon, member, media):
-    assert anon.post(f"{API}/images/", {"file": as_upload(image_bytes(1))}).status_code in (401, 403)
+    assert anon.post(f"{API}/images/", {"file": as_upload(image_bytes(1))}).status_code == 401
     assert Image.objects.count() == 0
     created = member.post(f"{API}/images/", {"file": as_upload(image_bytes(1)), "title": "Shoes"})
     assert created.status_code == 201 and created.json()["created"] is True and created.json()["status"] == "pending"
@@ -197,7 +197,7 @@ def test_index_status_and_refresh(index_engine, anon, staff, indexed_gallery, up
     status = anon.get(f"{API}/index/").json()
     assert (status["searchable"], status["waiting"], status["failed"]) == (20, 1, 0)
     assert status["version"] and status["model"] == "tiny-test/random" and status["random_weights"] is True
-    assert anon.post(f"{API}/index/refresh/").status_code in (401, 403)
+    assert anon.post(f"{API}/index/refresh/").status_code == 401
     refreshed = staff.post(f"{API}/index/refresh/")
     # Annoy publishes a new version; Milvus takes the new vector into the current one.
     says = "published index" if index_engine == "annoy" else "searchable now in the current index"
@@ -207,8 +207,8 @@ def test_index_status_and_refresh(index_engine, anon, staff, indexed_gallery, up
 
 def test_login_can_be_required_for_reading(anon, member, indexed_gallery, settings):
     settings.GALLERY_REQUIRE_LOGIN = True
-    assert anon.get(f"{API}/images/").status_code in (401, 403)
-    assert anon.get(f"{API}/search/", {"q": "x"}).status_code in (401, 403)
+    assert anon.get(f"{API}/images/").status_code == 401
+    assert anon.get(f"{API}/search/", {"q": "x"}).status_code == 401
     assert len(member.get(f"{API}/images/", {"page_size": 100}).json()["results"]) == 20
 
 

@@ -118,24 +118,13 @@ def test_a_failed_publish_leaves_nothing_and_the_current_version_serves_on(backe
     assert backend.current_version() == "v1" and backend.open().query(VECTORS[3], 1)[0][0] == IDS[3]
 
 
-def test_rollback_makes_the_previous_version_current(backend):
-    backend.activate(backend.publish(IDS[:200], VECTORS[:200], model_id="m", version="v1").version)
-    backend.activate(backend.publish(IDS[200:], VECTORS[200:], model_id="m", version="v2").version)
-    assert backend.rollback() == "v1"
-    assert backend.current_version() == "v1"
-    assert backend.open().query(VECTORS[5], 1)[0][0] == IDS[5]
-    with pytest.raises(VersionNotFound, match="roll back"):
-        backend.rollback()
-    backend.activate("v2")  # and forward again
-    assert backend.open().query(VECTORS[205], 1)[0][0] == IDS[205]
-
-
-def test_prune_keeps_the_newest_and_always_the_current_version(backend):
+def test_sweep_drops_old_versions_the_caller_does_not_know_never_the_current_one(backend):
     for n in (1, 2, 3):
         backend.publish(IDS, VECTORS, model_id="m", version=f"v{n}")
     backend.activate("v1")
-    assert backend.prune(keep=1) == ["v2"]
-    assert [info.version for info in backend.versions()] == ["v1", "v3"]
+    assert backend.sweep(known={"v2"}, older_than=3600) == []  # younger than an hour: maybe in flight
+    assert backend.sweep(known={"v2"}, older_than=0) == ["v3"]  # v1 is current, v2 is known
+    assert [info.version for info in backend.versions()] == ["v1", "v2"]
     with pytest.raises(ValueError, match="current"):
         backend.drop("v1")
     assert backend.open().query(VECTORS[0], 1)[0][0] == IDS[0]

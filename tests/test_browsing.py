@@ -9,8 +9,8 @@ import pytest
 from PIL import Image as PILImage
 from rest_framework.test import APIClient
 
-from gallery.tags import tags_set
-from gallery.uploads import image_create
+from gallery.catalogue.tags import tags_set
+from gallery.catalogue.uploads import image_create
 from tests.test_photo_facts import camera_exif
 
 API = "/api/v1"
@@ -110,7 +110,7 @@ def test_page_and_api_filter_alike_and_filters_combine(client, archive, params, 
 
 
 def test_filters_keep_hidden_images_out_for_visitors(client, archive):
-    from gallery.curation import image_update
+    from gallery.catalogue.curation import image_update
 
     image_update(image=archive["Beach"], hidden=True)
     assert page_titles(client, order="taken", camera="Pixel 7") == api_titles(order="taken", camera="Pixel 7") == ["Harbour"]

@@ -5,8 +5,8 @@ import io
 import pytest
 from django.core.management import CommandError, call_command
 
+from gallery.catalogue.samples import available_samples
 from gallery.models import Image, IndexVersion
-from gallery.samples import available_samples
 from tests.images import image_bytes
 
 pytestmark = pytest.mark.django_db

@@ -20,12 +20,12 @@ from django.core.files.storage import default_storage
 from django.db import connection
 
 from gallery import search
-from tests.searching import similar
-from gallery.index_cache import current_index
+from gallery.engine.index_cache import current_index
 from gallery.models import Image, IndexVersion
-from indexer.signals import NEW_UPLOADS_ASSET_URI
+from indexer.dag_names import NEW_UPLOADS_ASSET_URI
 from tests.conftest import on_object_storage
 from tests.images import image_bytes
+from tests.searching import similar
 
 ROOT = Path(__file__).resolve().parent.parent
 AIRFLOW = [str(ROOT / "scripts" / "airflow")]
@@ -120,7 +120,7 @@ def airflow_api(airflow_env):
 
 
 def upload(seed, **kwargs):
-    from gallery.uploads import image_create
+    from gallery.catalogue.uploads import image_create
 
     return image_create(file=io.BytesIO(image_bytes(seed)), filename=f"photo_{seed}.jpg", **kwargs)[0]
 
@@ -208,7 +208,7 @@ def test_a_broken_image_fails_alone_and_a_crashed_publish_is_finished_next_run(r
 
 def test_a_run_groups_near_duplicates_and_records_saved_search_matches_in_tasks_of_their_own(run_dag, django_user_model):
     from gallery.models import DuplicateGroup, SavedSearchMatch
-    from gallery.saved_searches import saved_search_create
+    from gallery.search.saved_searches import saved_search_create
     from tests.test_duplicates import photo
 
     member = django_user_model.objects.create_user("member", password="member-password")
@@ -227,7 +227,7 @@ def test_a_run_groups_near_duplicates_and_records_saved_search_matches_in_tasks_
 
 
 def upload_bytes(data: bytes, filename: str):
-    from gallery.uploads import image_create
+    from gallery.catalogue.uploads import image_create
 
     return image_create(file=io.BytesIO(data), filename=filename)[0]
 

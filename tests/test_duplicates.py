@@ -11,10 +11,10 @@ from django.core.management import call_command
 from PIL import Image as PILImage
 from rest_framework.test import APIClient
 
-from gallery import duplicates
+from gallery.catalogue.perceptual_hash import perceptual_hashes
+from gallery.catalogue.samples import available_samples
+from gallery.indexing import duplicates
 from gallery.models import DuplicateGroup, Image
-from gallery.perceptual_hash import perceptual_hashes
-from gallery.samples import available_samples
 from tests.index_run import embed_and_match
 from tests.searching import by_text
 
@@ -161,7 +161,7 @@ def test_api_lists_groups_for_curators_and_keep_hides_the_others(copies):
     group = DuplicateGroup.objects.get()
     curator, member = user_with("curator", "view_image", "change_image"), user_with("member")
     assert api_as(member).get(f"{API}/").status_code == 403
-    assert APIClient().get(f"{API}/").status_code in (401, 403)
+    assert APIClient().get(f"{API}/").status_code == 401
     listed = api_as(curator).get(f"{API}/").json()
     assert listed["count"] == 1 and {m["id"] for m in listed["results"][0]["members"]} == {cat.pk, copy.pk}
     assert all(m["thumbnail_url"] for m in listed["results"][0]["members"])

@@ -89,13 +89,6 @@ def test_fallback_to_random_weights_when_asked():
     assert get_embedder(spec) is embedder  # the rest of the process uses the same fallback
 
 
-def test_spec_from_environment():
-    spec = ModelSpec.from_env({"CLIP_MODEL": "ViT-L-14", "CLIP_PRETRAINED": "/w/model.safetensors"})
-    assert (spec.model, spec.pretrained, spec.is_checkpoint_file) == ("ViT-L-14", "/w/model.safetensors", True)
-    default = ModelSpec.from_env({})
-    assert (default.model, default.pretrained) == ("ViT-B-32", "laion2b_s34b_b79k")
-
-
 def test_torchvision_imports_with_the_cpu_torch():
     from indexer.torch_compat import ensure_torchvision_importable
 

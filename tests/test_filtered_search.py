@@ -1,7 +1,7 @@
 """Filters inside search (issue 23, item 3): a filter that keeps a few images of the gallery
 still gets their best matches, not the few of them among everyone's first 320; the same on the
 search page and the API, for every kind of search. Which way search takes (exact over the
-filtered rows, or the index asked for more) is gallery.filtered_search's choice; both are run
+filtered rows, or the index asked for more) is gallery.search.filtered_search's choice; both are run
 here against an exact ranking computed from the stored vectors. Recall at scale:
 benchmarks/filtered_search.py."""
 
@@ -12,8 +12,9 @@ import pytest
 from django.core.cache import cache
 from rest_framework.test import APIClient
 
-from gallery import filtered_search, search
+from gallery import search
 from gallery.models import Image
+from gallery.search import filtered_search
 from tests.conftest import on_real_milvus
 
 API = "/api/v1"
@@ -29,9 +30,9 @@ def gallery(db, media):
     vector, and the 15 taken with a "Rare Cam": all of them far from the query, so none is among
     its 320 nearest."""
     from benchmarks.fresh_segment import add_rows
-    from gallery import clip
+    from gallery.engine import embedder
 
-    model, dim = clip.embedder().model_id, clip.embed_text("x").shape[0]
+    model, dim = embedder.embedder().model_id, embedder.embed_text("x").shape[0]
     rng = np.random.default_rng(11)
     query = _unit(rng.normal(size=dim))
     vectors = _unit(rng.normal(size=(3000, dim)))
@@ -116,7 +117,7 @@ def test_filters_combine_with_a_search_on_page_and_api_alike(client, gallery):
 def test_words_found_outside_the_filter_are_left_out(gallery):
     Image.objects.filter(pk=gallery["ids"][20]).update(title="lighthouse at dusk")
     Image.objects.filter(pk=gallery["ids"][3]).update(title="lighthouse keeper")  # a Rare Cam photo
-    from gallery.keywords import images_reindex
+    from gallery.catalogue.keywords import images_reindex
 
     images_reindex([int(gallery["ids"][20]), int(gallery["ids"][3])])
     hits = search.search(search.text_query("lighthouse"), search.ResultOptions.from_params({"camera": "Rare Cam"}))
@@ -143,7 +144,7 @@ def test_a_bad_filter_on_a_search_is_a_400_saying_which(client, gallery, params,
 def test_facets_count_the_results_by_year_camera_and_tag_on_api_and_page(client, gallery):
     import datetime as dt
 
-    from gallery.tags import tags_set
+    from gallery.catalogue.tags import tags_set
 
     rare = [int(pk) for pk in gallery["ids"][:15]]
     Image.objects.filter(pk__in=rare[:5]).update(taken_at=dt.datetime(2021, 5, 1, tzinfo=dt.timezone.utc))
@@ -175,7 +176,7 @@ def test_facets_count_the_results_by_year_camera_and_tag_on_api_and_page(client,
 def test_the_filtered_gallery_shows_its_facets_exact_or_estimated(client, gallery, monkeypatch, settings):
     import datetime as dt
 
-    from gallery import sampling
+    from gallery.catalogue import sampling
 
     rare = [int(pk) for pk in gallery["ids"][:15]]
     Image.objects.filter(pk__in=rare[:5]).update(taken_at=dt.datetime(2021, 5, 1, tzinfo=dt.timezone.utc))
@@ -263,7 +264,7 @@ def test_on_each_engine_the_index_way_finds_the_filtered_best(gallery, monkeypat
 @pytest.mark.usefixtures("index_engine")
 def test_on_each_engine_a_curator_finds_hidden_images_inside_the_search(gallery, monkeypatch, curator, django_capture_on_commit_callbacks, index_engine):
     """Milvus leaves hidden rows out of its searches unless asked: a curator's hidden=true asks."""
-    from gallery import curation
+    from gallery.catalogue import curation
     from gallery.indexing import index_publish
 
     index_publish(force=True)

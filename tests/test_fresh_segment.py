@@ -4,9 +4,10 @@ and merged with the index's results, with the real model code, real Annoy and a 
 import numpy as np
 import pytest
 
-from gallery import fresh_segment, indexing, search
-from gallery.curation import image_delete, images_set_hidden
-from gallery.fresh_segment import clear_fresh_cache, current_segment
+from gallery import indexing, search
+from gallery.catalogue.curation import image_delete, images_set_hidden
+from gallery.engine import fresh_segment
+from gallery.engine.fresh_segment import clear_fresh_cache, current_segment
 from gallery.models import Image, IndexVersion
 from tests.searching import by_text, similar
 
@@ -70,7 +71,7 @@ def test_pages_hold_together_when_an_image_moves_from_fresh_to_built_between_the
     first = search.paginate(search.search(query), 1)
     ranking_before = [(hit.image.pk, hit.score) for hit in search.search(query)]
     # A compaction between page 1 and page 2: the fresh rows are now in the built index.
-    version = indexing.index_compact_if_due(force_hourly=True)
+    version = indexing.index_compact_if_due(scheduled=True)
     assert version.item_count == 25 and not Image.objects.filter(status="pending").exists()
     assert len(current_segment(MODEL)) == 0 and current_segment(MODEL).version == version.version
     second = search.paginate(search.search(query), 2)
@@ -180,18 +181,18 @@ def test_compaction_runs_hourly_or_when_the_segment_is_too_big(fresh_gallery, se
     assert indexing.fresh_segment_size() == 5
     before = IndexVersion.objects.get(is_current=True)
     settings.FRESH_SEGMENT_MAX = 5
-    assert indexing.index_compact_if_due(force_hourly=False) is None  # 5 is not past 5
+    assert indexing.index_compact_if_due(scheduled=False) is None  # 5 is not past 5
     assert IndexVersion.objects.get(is_current=True) == before and indexing.fresh_segment_size() == 5
     settings.FRESH_SEGMENT_MAX = 4
-    version = indexing.index_compact_if_due(force_hourly=False)
+    version = indexing.index_compact_if_due(scheduled=False)
     assert version.item_count == 25 and indexing.fresh_segment_size() == 0
     assert set(Image.objects.values_list("status", flat=True)) == {"indexed"}
     # The hourly run publishes whatever changed, even with a small segment; nothing new: nothing.
     Image.objects.filter(pk=built[0].pk).delete()
     settings.FRESH_SEGMENT_MAX = 20_000
-    assert indexing.index_compact_if_due(force_hourly=False) is None
-    assert indexing.index_compact_if_due(force_hourly=True).item_count == 24
-    assert indexing.index_compact_if_due(force_hourly=True) is None
+    assert indexing.index_compact_if_due(scheduled=False) is None
+    assert indexing.index_compact_if_due(scheduled=True).item_count == 24
+    assert indexing.index_compact_if_due(scheduled=True) is None
 
 
 def test_a_quick_run_finds_new_uploads_and_skips_compaction_without_building_the_model(fresh_gallery, upload):
@@ -203,13 +204,13 @@ def test_a_quick_run_finds_new_uploads_and_skips_compaction_without_building_the
     before = IndexVersion.objects.get(is_current=True)
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(indexing.clip, "embedder", lambda **kwargs: pytest.fail("the model was built"))
+        patch.setattr(indexing.embedder, "embedder", lambda **kwargs: pytest.fail("the model was built"))
         assert indexing.pending_chunks(chunk_size=2, new_only=True) == [[new[0].pk, new[1].pk], [new[2].pk]]
         # Publish after a quick run: the embed tasks' reports name the model...
         chunks = [{"embedded": 3, "failed": 0, "seconds": 1.0, "model_id": MODEL}, indexing.EmbedReport().as_dict()]
         report = indexing.EmbedReport.total(chunks)
         assert (report.embedded, report.model_id) == (3, MODEL)
-        assert indexing.index_compact_if_due(force_hourly=False, embed_report=report) is None
+        assert indexing.index_compact_if_due(scheduled=False, embed_report=report) is None
         # ...and when nothing was embedded, the current version does.
-        assert indexing.index_compact_if_due(force_hourly=False, embed_report=indexing.EmbedReport.total([])) is None
+        assert indexing.index_compact_if_due(scheduled=False, embed_report=indexing.EmbedReport.total([])) is None
     assert IndexVersion.objects.get(is_current=True) == before

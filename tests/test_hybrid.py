@@ -9,11 +9,12 @@ from django.core.cache import cache
 from django.db import connection
 from rest_framework.test import APIClient
 
-from gallery import curation, keywords, search, tags
+from gallery import search
+from gallery.catalogue import curation, keywords, tags
+from gallery.catalogue.uploads import image_create
 from gallery.indexing import index_refresh
 from gallery.models import Image, Tag
-from gallery.ranking import BOTH, LOOKS, WORDS, fuse
-from gallery.uploads import image_create
+from gallery.search.ranking import BOTH, LOOKS, WORDS, fuse
 from tests.conftest import as_upload
 from tests.images import image_bytes
 
@@ -208,7 +209,8 @@ def test_search_page_shows_matched_and_switches_ranking(client, catalogue):
     page = client.get("/search/", {"q": "SKU-10482"}).content.decode()
     grid = page[page.index('id="results"'):]
     assert grid.index('href="/images/') == grid.index(f'href="/images/{catalogue["sku"].pk}/"')
-    assert 'data-matched="both"' in page or 'data-matched="words"' in page
+    # Twelve images: CLIP's candidates are all of them, so the code's word match is in both rankings.
+    assert 'data-matched="both"' in page
     assert 'id="ranking-switch"' in page and "ranking=clip" in page and "ranking=keywords" in page
     words_only = client.get("/search/", {"q": "seaside", "ranking": "keywords"}).content.decode()
     assert words_only.count('data-matched="words"') == 2 and 'data-matched="looks"' not in words_only
@@ -222,7 +224,7 @@ def test_api_search_says_what_matched(catalogue):
     api = APIClient()
     body = api.get(f"{API}/search/", {"q": "SKU-10482"}).json()
     assert body["results"][0]["image"]["id"] == catalogue["sku"].pk
-    assert body["results"][0]["matched"] in ("words", "both") and body["results"][0]["image"]["tags"] == ["furniture", "garden"]
+    assert body["results"][0]["matched"] == "both" and body["results"][0]["image"]["tags"] == ["furniture", "garden"]
     words = api.get(f"{API}/search/", {"q": "seaside", "ranking": "keywords"}).json()["results"]
     assert {row["image"]["id"] for row in words} == {catalogue["lighthouse"].pk, catalogue["harbour"].pk}
     assert all(row["matched"] == "words" and row["score"] is None for row in words)
@@ -310,3 +312,11 @@ def test_tag_names_are_normalised_and_merged_by_slug(db):
         tags.tag_names_parse("!!!")
     with pytest.raises(tags.InvalidInput):
         tags.tag_names_parse([f"t{n}" for n in range(tags.MAX_TAGS_PER_IMAGE + 1)])
+
+
+def test_a_but_not_query_is_ranked_by_clip_alone_as_pins_see_it(catalogue):
+    """The full-text index cannot match "but not" words: such a query is CLIP's alone, by the
+    one rule of what a plain text query is (SearchQuery.plain_text), which pins use too."""
+    query = search.SearchQuery.build(text="seaside", negative_text="boats")
+    assert query.plain_text == "" and search.text_query("seaside").plain_text == "seaside"
+    assert {hit.matched for hit in search.search(query)} == {"looks"}

@@ -15,10 +15,11 @@ from django.core.management import CommandError, call_command
 from django.db import transaction
 from rest_framework.test import APIClient
 
-from gallery import indexing, recall_gate, search
-from gallery.curation import image_delete, images_set_hidden
+from gallery import indexing, search
+from gallery.catalogue.curation import image_delete, images_set_hidden
+from gallery.engine.backend import current_reader, index_backend, reconcile_visibility
 from gallery.errors import SEARCH_UNAVAILABLE, Unavailable
-from gallery.index_backend import current_reader, index_backend
+from gallery.indexing import recall_gate
 from gallery.models import Image, IndexVersion
 from tests.conftest import as_upload
 from tests.images import image_bytes
@@ -48,7 +49,7 @@ def test_new_vectors_are_searchable_at_once_without_a_publish(milvus_gallery, up
     assert similar(image)[0].image.pk == image.pk
     assert len(by_text("anything")) == 21
     # Nothing to compact: the hourly run publishes no new version on a live engine.
-    assert indexing.index_compact_if_due(force_hourly=True) is None and IndexVersion.objects.count() == 1
+    assert indexing.index_compact_if_due(scheduled=True) is None and IndexVersion.objects.count() == 1
 
 
 def test_hidden_rows_are_filtered_inside_milvus_so_a_page_of_sixteen_is_full(
@@ -95,14 +96,14 @@ def test_a_hide_that_rolls_back_leaves_milvus_alone_and_the_hourly_run_repairs_a
     # ... and an engine row hidden that the database shows (as the old in-transaction write left):
     index_backend().set_visible([stale.pk], False)
     assert engine_hidden(vector) == {stale.pk}
-    assert indexing.index_compact_if_due(force_hourly=False) is None  # an upload's run leaves it
+    assert indexing.index_compact_if_due(scheduled=False) is None  # an upload's run leaves it
     assert engine_hidden(vector) == {stale.pk}
-    assert indexing.index_compact_if_due(force_hourly=True) is None  # the hourly run: no new version ...
+    assert indexing.index_compact_if_due(scheduled=True) is None  # the hourly run: no new version ...
     assert engine_hidden(vector) == {missed.pk}  # ... but the engine matches the database again
     assert index_backend().hidden_ids() == {missed.pk}
     results = [hit.image.pk for hit in by_text("a red square")]
     assert len(results) == 19 and missed.pk not in results and stale.pk in results
-    assert indexing.index_reconcile_visibility() == (0, 0)  # nothing left to repair
+    assert reconcile_visibility() == (0, 0)  # nothing left to repair
 
 
 def test_milvus_uri_naming_a_lite_file_works_for_the_commands(tmp_path):
@@ -210,10 +211,10 @@ def test_an_unreachable_milvus_fails_the_indexing_run_and_the_next_run_catches_u
     stored = Image.objects.get(pk=image.pk)
     assert stored.status == "pending" and stored.embedding is not None  # the vector is kept
     with pytest.raises(Unavailable):
-        indexing.index_compact_if_due(force_hourly=False)
+        indexing.index_compact_if_due(scheduled=False)
     settings.MILVUS_URI = lite  # back again
     assert indexing.images_embed_pending().embedded == 0  # nothing embedded twice
-    assert indexing.index_compact_if_due(force_hourly=False) is None  # caught up, no rebuild
+    assert indexing.index_compact_if_due(scheduled=False) is None  # caught up, no rebuild
     assert Image.objects.get(pk=image.pk).status == "indexed" and similar(image)[0].image.pk == image.pk
     assert np.isclose(similar(image)[0].score, 1, atol=1e-4)
 
@@ -234,6 +235,23 @@ def test_a_rollback_serves_the_previous_version_and_keeps_later_images_searchabl
         call_command_output("rollback_index")
 
 
+@pytest.mark.usefixtures("index_engine")
+def test_a_build_whose_publisher_died_is_dropped_by_the_next_prune(indexed_gallery, settings):
+    """The database is the one registry of versions: a complete build it does not know (the
+    process died between building and activating it) is dropped by the next prune, on both
+    engines, once it is older than a publish may take; the current version keeps serving."""
+    current = IndexVersion.objects.get(is_current=True)
+    build = indexing.index_build(MODEL)  # built, never made current
+    engine_holds = lambda: {info.version for info in index_backend().versions()}  # noqa: E731
+    indexing.index_prune()
+    assert build.version in engine_holds()  # younger than the publish lease: maybe still in flight
+    settings.INDEX_PUBLISH_LEASE_SECONDS = 0  # now no publish can still be making it current
+    indexing.index_prune()
+    assert build.version not in engine_holds()
+    assert IndexVersion.objects.get(is_current=True) == current and current_reader().version == current.version
+    assert len(by_text("anything")) == 20
+
+
 def call_command_output(*args):
     out = io.StringIO()
     call_command(*args, stdout=out)
@@ -245,7 +263,7 @@ def test_switching_to_milvus_builds_a_first_collection_at_the_next_run(indexed_g
     assert annoy.backend == "annoy"
     response = client.get("/search/", {"q": "a red square"})
     assert response.status_code == 409 and "the current index is in annoy" in response.content.decode()
-    version = indexing.index_compact_if_due(force_hourly=False)  # an upload's run, not the hourly one
+    version = indexing.index_compact_if_due(scheduled=False)  # an upload's run, not the hourly one
     assert version.backend == "milvus" and version.item_count == 20
     assert index_backend().current_version() == version.version and len(by_text("a red square")) == 20
     assert indexing.index_prune(keep=1, grace_seconds=0) == [annoy.version]

@@ -9,11 +9,11 @@ import os
 
 import pytest
 
-from tests.searching import by_text
+from gallery.catalogue.samples import available_samples
+from gallery.catalogue.uploads import image_create
 from gallery.indexing import index_refresh
-from gallery.samples import available_samples
-from gallery.uploads import image_create
 from indexer.embedding import RANDOM
+from tests.searching import by_text
 
 REAL_WEIGHTS = os.environ.get("CLIP_PRETRAINED", RANDOM)
 # The unmistakable ones must be first; the whole set must be mostly right.
@@ -55,7 +55,7 @@ def test_sample_photos_are_found_by_fitting_text(real_model):
 
 
 def test_relevant_only_keeps_the_fitting_photo_and_drops_the_rest(real_model):
-    """The query-adaptive cut (gallery.relevance) with real weights: among the samples and 240
+    """The query-adaptive cut (gallery.search.relevance) with real weights: among the samples and 240
     generated pictures (noise and shapes, which no description fits), each unmistakable sample's
     query keeps its photo and drops nearly everything else; a query nothing fits keeps little."""
     from tests.images import image_bytes

@@ -144,7 +144,7 @@ def test_a_connection_dropped_in_the_middle_of_an_indexing_run_fails_it_and_the_
     settings.MILVUS_TIMEOUT = 30
     until_answered(lambda: indexing.index_backend().current_version())
     assert indexing.images_embed_pending().embedded == 0  # nothing embedded twice
-    assert indexing.index_compact_if_due(force_hourly=False) is None  # upserted, no rebuild
+    assert indexing.index_compact_if_due(scheduled=False) is None  # upserted, no rebuild
     assert IndexVersion.objects.count() == 1
     assert set(Image.objects.filter(pk__in=[i.pk for i in late]).values_list("status", flat=True)) == {"indexed"}
     assert similar(late[1])[0].image.pk == late[1].pk and len(by_text("anything")) == 23

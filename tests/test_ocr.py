@@ -20,10 +20,11 @@ from PIL import Image as PILImage
 from PIL import ImageDraw, ImageFont
 
 from benchmarks.ocr import code_queries, make_samples
-from gallery import keywords, search
+from gallery import search
+from gallery.catalogue import keywords
 from gallery.indexing import index_refresh
+from gallery.indexing.ocr import images_needing_text, images_read_text
 from gallery.models import Image, ImageText
-from gallery.ocr import images_needing_text, images_read_text
 from indexer.ocr import OcrTimeout, TesseractEngine, TimedReader, bounded_picture
 from tests.conftest import as_upload
 from tests.test_dag import airflow_env, run_dag  # noqa: F401 (fixtures: real Airflow runs the DAG)
@@ -54,7 +55,7 @@ def label_photo(lines=("SKU-10473", "Trail Runner 2"), *, angle=8.0, size=(640, 
 
 
 def stored(data: bytes, name="label.jpg", title="A photo"):
-    from gallery.uploads import image_create
+    from gallery.catalogue.uploads import image_create
 
     return image_create(file=io.BytesIO(data), filename=name, title=title)[0]
 
@@ -65,7 +66,7 @@ def keyword_ids(text):
 
 def replace_original(image, data: bytes, extension="jpg"):
     """Write a new original for ``image``, as replacing or rotating a picture does: a new file
-    name (every write gets its own: gallery.uploads) in the row."""
+    name (every write gets its own: gallery.catalogue.uploads) in the row."""
     image.file.name = default_storage.save(f"originals/replaced-{image.pk}.{extension}", ContentFile(data))
     image.save(update_fields=["file"])
 

@@ -117,3 +117,27 @@ def test_switching_runtime_reembeds_without_serving_mixed_vectors(indexed_galler
     assert report.published.item_count == 20
     assert set(Image.objects.values_list("embedding_model", flat=True)) == {"tiny-test/random#onnx-fp32"}
     assert [hit.image.pk for hit in by_text("a green circle")[:5]] == torch_top
+
+
+@pytest.mark.django_db
+def test_a_tower_damaged_in_storage_is_a_503_for_people_and_the_reason_for_operators(
+    indexed_gallery, settings, stored_onnx_export, client
+):
+    """The text tower loads on first use, after the embedder itself: its failure is still the
+    gallery's ModelUnavailable (a 503 saying the model could not be loaded), not a 500."""
+    from django.core.files.base import ContentFile
+    from rest_framework.test import APIClient
+
+    from gallery.engine.onnx_models import storage_prefix
+
+    name = f"{storage_prefix(TINY)}/text.onnx"
+    default_storage.delete(name)
+    default_storage.save(name, ContentFile(b"damaged"))
+    settings.CLIP_RUNTIME = "onnx"
+    api = APIClient().get("/api/v1/search/", {"q": "a cat"})
+    page = client.get("/search/", {"q": "a cat"})
+    assert api.status_code == 503 and "could not be loaded" in api.json()["detail"]
+    assert page.status_code == 503 and "could not be loaded" in page.content.decode()
+    assert "checksum" not in api.json()["detail"]  # the details are for the operator ...
+    with pytest.raises(CommandError, match="does not match the checksum"):  # ... whom the command tells
+        call_command("search", "a cat")

@@ -24,15 +24,21 @@ from django.core.files.storage import default_storage
 from django.db import connection
 from rest_framework.test import APIClient
 
-from gallery import airflow_api
-from gallery.airflow_api import announcements_flush
+from gallery.indexing import airflow_api
+from gallery.indexing.airflow_api import announcements_flush
 from gallery.models import Image
-from indexer.signals import NEW_UPLOADS_ASSET_URI
+from indexer.dag_names import NEW_UPLOADS_ASSET_URI
 from tests.conftest import CLIP_CONFIGS, as_upload, on_object_storage
 from tests.images import image_bytes
 from tests.searching import similar
-from tests.test_dag import AIRFLOW, ROOT, airflow_get, airflow_token, dag_env
-from tests.test_dag import airflow_env  # noqa: F401 (a fixture: an Airflow home of this module's own)
+from tests.test_dag import (
+    AIRFLOW,
+    ROOT,
+    airflow_env,  # noqa: F401 (a fixture: an Airflow home of this module's own)
+    airflow_get,
+    airflow_token,
+    dag_env,
+)
 from tests.test_security import FakeAirflow
 
 pytestmark = pytest.mark.django_db(transaction=True)  # uploads announce after their commit
@@ -55,8 +61,8 @@ class Records(logging.Handler):
 
 @pytest.fixture
 def announcer_log():
-    """announcer_log() -> the log records of gallery.airflow_api so far."""
-    logger, handler = logging.getLogger("gallery.airflow_api"), Records()
+    """announcer_log() -> the log records of gallery.indexing.airflow_api so far."""
+    logger, handler = logging.getLogger("gallery.indexing.airflow_api"), Records()
     logger.addHandler(handler)
     yield lambda: list(handler.records)
     logger.removeHandler(handler)
@@ -180,7 +186,7 @@ def test_a_rolled_back_upload_announces_nothing(settings, announcer_log, monkeyp
     monkeypatch.setattr(airflow_api, "ANNOUNCE_PATIENCE", 0)
     from django.db import transaction
 
-    from gallery.uploads import image_create
+    from gallery.catalogue.uploads import image_create
 
     airflow = SilentServer()
     settings.AIRFLOW_API_URL = airflow.url

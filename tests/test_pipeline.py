@@ -9,12 +9,12 @@ import pytest
 from django.core.files.storage import default_storage
 
 from gallery import indexing, search
-from tests.searching import by_image, by_text, similar
-from gallery.index_cache import current_index
+from gallery.catalogue.curation import image_delete, images_reembed, images_set_hidden
+from gallery.engine.index_cache import current_index
+from gallery.errors import NotReady, StorageUnavailable
 from gallery.models import Image, IndexVersion
-from gallery.curation import image_delete, images_reembed, images_set_hidden
-from gallery.errors import NotReady
 from tests.images import image_bytes
+from tests.searching import by_image, by_text, similar
 
 pytestmark = pytest.mark.django_db
 
@@ -115,7 +115,7 @@ def test_a_process_with_only_storage_and_database_loads_the_index(indexed_galler
     """The local cache is only a cache: the published version comes back from storage."""
     version = IndexVersion.objects.get(is_current=True).version
     shutil.rmtree(settings.INDEX_CACHE_DIR)
-    from gallery.index_cache import clear_index_cache
+    from gallery.engine.index_cache import clear_index_cache
 
     clear_index_cache()
     assert current_index().version == version
@@ -177,7 +177,7 @@ def test_processes_on_one_host_share_one_download(indexed_gallery, settings, mon
 
     from django.core.files.storage import storages
 
-    from gallery.artifacts import local_copy
+    from gallery.engine.artifacts import local_copy
     from indexer.index import FILES
 
     version = IndexVersion.objects.get(is_current=True)
@@ -193,7 +193,7 @@ def test_processes_on_one_host_share_one_download(indexed_gallery, settings, mon
 
 
 def test_a_damaged_local_copy_is_fetched_again(indexed_gallery, settings):
-    from gallery.index_cache import clear_index_cache
+    from gallery.engine.index_cache import clear_index_cache
 
     version = IndexVersion.objects.get(is_current=True).version
     with open(settings.INDEX_CACHE_DIR / "indexes" / version / "index.ann", "r+b") as handle:
@@ -215,7 +215,7 @@ def test_a_failed_publish_leaves_no_local_build_behind(upload, settings, monkeyp
         raise OSError("storage refused")
 
     monkeypatch.setattr(storage, "save", refuse)
-    with pytest.raises(OSError):
+    with pytest.raises(StorageUnavailable, match="index could not be stored .storage refused"):  # the gallery's own
         indexing.index_publish()
     assert IndexVersion.objects.count() == 0
     leftovers = [p.name for p in (settings.INDEX_CACHE_DIR / "indexes").glob("*")]

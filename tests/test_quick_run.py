@@ -13,12 +13,13 @@ from django.test.utils import CaptureQueriesContext
 
 from benchmarks.fresh_segment import add_rows
 from benchmarks.index import clip_like_vectors
-from gallery import clip, indexing
-from gallery.duplicates import near_duplicates_find
+from gallery import indexing
+from gallery.engine import embedder
+from gallery.indexing.duplicates import near_duplicates_find
+from gallery.indexing.ocr import images_read_text_after_embedding
 from gallery.models import DuplicateGroup, Image, ImageText, SavedSearch, SavedSearchMatch
-from gallery.ocr import images_read_text_after_embedding
-from gallery.saved_searches import saved_search_create, saved_searches_record_matches
 from gallery.search import text_query
+from gallery.search.saved_searches import saved_search_create, saved_searches_record_matches
 from tests.test_duplicates import members, photo
 
 pytestmark = pytest.mark.django_db
@@ -28,7 +29,7 @@ def quick_run() -> indexing.EmbedReport:
     """The tasks of a run started by uploads, in order, calling what they call."""
     chunks = indexing.pending_chunks(chunk_size=1000, new_only=True)
     report = indexing.EmbedReport.total([indexing.images_embed_pending(ids=ids).as_dict() for ids in chunks])
-    indexing.index_compact_if_due(force_hourly=False, embed_report=report)
+    indexing.index_compact_if_due(scheduled=False, embed_report=report)
     near_duplicates_find(image_ids=report.ids)
     saved_searches_record_matches(image_ids=report.ids, model_id=report.model_id)
     images_read_text_after_embedding(embed_report=report, new_only=True)
@@ -37,10 +38,10 @@ def quick_run() -> indexing.EmbedReport:
 
 def grow_gallery(count: int, *, start: int) -> None:
     """``count`` more indexed rows with synthetic vectors, then an hourly compaction over all."""
-    model = clip.embedder()
+    model = embedder.embedder()
     add_rows(clip_like_vectors(count, dim=model.dim, seed=start), model_id=model.model_id,
              status=Image.Status.INDEXED, start=start)
-    assert indexing.index_compact_if_due(force_hourly=True) is not None
+    assert indexing.index_compact_if_due(scheduled=True) is not None
 
 
 IMAGE_TABLE = re.compile(r'FROM "?gallery_image"?\b', re.I)
@@ -165,24 +166,24 @@ def test_two_copies_are_grouped_even_when_a_publish_took_the_fresh_segment_away(
 @pytest.fixture
 def counted_text_encoder(monkeypatch):
     """The real embedder, its text encoder counting its calls; no cached text vectors."""
-    embedder = clip.embedder()
+    model = embedder.embedder()
     calls = []
-    real = embedder.encode_texts
+    real = model.encode_texts
 
     def encode_texts(texts, *args, **kwargs):
         calls.append(list(texts))
         return real(texts, *args, **kwargs)
 
-    monkeypatch.setattr(embedder, "encode_texts", encode_texts)
-    clip._text_vector.cache_clear()  # as in a new task process
+    monkeypatch.setattr(model, "encode_texts", encode_texts)
+    embedder._text_vector.cache_clear()  # as in a new task process
     yield calls
-    clip._text_vector.cache_clear()
+    embedder._text_vector.cache_clear()
 
 
 def test_saved_searches_are_matched_with_their_stored_vectors(member, published_cat, upload, settings, counted_text_encoder):
     saved = saved_search_create(user=member, query=text_query("a cat on a sofa"))
     assert counted_text_encoder == [["a cat on a sofa"]]  # encoded once, when saved
-    assert saved.query_model == clip.embedder().model_id and saved.query_vector is not None
+    assert saved.query_model == embedder.embedder().model_id and saved.query_vector is not None
     settings.SEARCH_WEAK_SCORE = -1.0  # every new image matches
     new, _ = upload(seed=7, title="New")
     quick_run()
@@ -192,13 +193,13 @@ def test_saved_searches_are_matched_with_their_stored_vectors(member, published_
     # After a model change each saved search is encoded once more, by the first run that needs it.
     SavedSearch.objects.filter(pk=saved.pk).update(query_model="an older model")
     later, _ = upload(seed=8, title="Later")
-    clip._text_vector.cache_clear()  # a new task process
+    embedder._text_vector.cache_clear()  # a new task process
     quick_run()
     assert counted_text_encoder == [["a cat on a sofa"], ["a cat on a sofa"]]
-    assert SavedSearch.objects.get(pk=saved.pk).query_model == clip.embedder().model_id
+    assert SavedSearch.objects.get(pk=saved.pk).query_model == embedder.embedder().model_id
     assert SavedSearchMatch.objects.filter(saved_search=saved, image=later).exists()
     upload(seed=9, title="Latest")
-    clip._text_vector.cache_clear()
+    embedder._text_vector.cache_clear()
     quick_run()
     assert len(counted_text_encoder) == 2
 
@@ -215,7 +216,7 @@ def test_the_embed_step_alone_neither_groups_nor_matches(member, published_cat, 
 def test_a_local_index_copy_is_checked_once_and_again_when_its_files_change(published_cat, monkeypatch):
     """Each task process loads the index: reading all of its files every time would cost
     seconds at a million images, so a copy is checked once, and again once it changed."""
-    from gallery import index_cache
+    from gallery.engine import index_cache
     from indexer import index as annoy_index
 
     checked = []

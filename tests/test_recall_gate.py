@@ -11,9 +11,12 @@ from django.contrib.auth.models import Permission, User
 from django.core.management import call_command
 from django.utils import timezone
 
-from gallery import clip, curation, indexing, recall_gate
-from gallery.index_backend import current_reader
-from gallery.index_cache import current_index
+from gallery import indexing
+from gallery.catalogue import curation
+from gallery.engine import embedder
+from gallery.engine.backend import current_reader
+from gallery.engine.index_cache import current_index
+from gallery.indexing import recall_gate
 from gallery.models import GoldenQuery, Image, IndexVersion, RefusedBuild
 from tests.conftest import stored_files
 from tests.searching import by_text
@@ -31,7 +34,7 @@ def gate_log(caplog):
 @pytest.fixture
 def golden(indexed_gallery):
     """A golden query whose expected image is the current version's best match (k=3)."""
-    best = current_index().query(clip.embed_text(GOLDEN), 1)[0][0]
+    best = current_index().query(embedder.embed_text(GOLDEN), 1)[0][0]
     query = GoldenQuery.objects.create(text=GOLDEN, k=3)
     query.expected.set([best])
     return Image.objects.get(pk=best)
@@ -40,7 +43,7 @@ def golden(indexed_gallery):
 def move_away(image):
     """Re-embed ``image`` with a vector pointing away from the golden query: a build holding it
     no longer finds it for that query (what a worse model or a broken embed run would do)."""
-    vector = -clip.embed_text(GOLDEN)
+    vector = -embedder.embed_text(GOLDEN)
     Image.objects.filter(pk=image.pk).update(
         embedding=vector.astype(np.float32).tobytes(), status=Image.Status.PENDING, embedded_at=timezone.now()
     )
@@ -140,7 +143,7 @@ def test_the_gate_can_be_turned_off(indexed_gallery, upload, settings):
 
 def test_check_build_samples_a_fixed_number_of_vectors(golden, settings):
     settings.RECALL_GATE_SAMPLE = 7
-    model_id = clip.embedder().model_id
+    model_id = embedder.embedder().model_id
     build = indexing.index_build(model_id)
     try:
         first = recall_gate.check_build(build, current_reader())

@@ -68,10 +68,10 @@ def planted(db, media):
     import datetime as dt
 
     from benchmarks.fresh_segment import add_rows
-    from gallery import clip
+    from gallery.engine import embedder
     from gallery.models import Image
 
-    model, dim = clip.embedder().model_id, clip.embed_text("x").shape[0]
+    model, dim = embedder.embedder().model_id, embedder.embed_text("x").shape[0]
     rng = np.random.default_rng(5)
     centre = _unit(rng.normal(size=dim))
     group, noise = _unit(centre + 0.05 * rng.normal(size=(12, dim))), _unit(rng.normal(size=(1000, dim)))

@@ -17,11 +17,13 @@ from botocore.exceptions import ClientError
 from django.core.files.storage import default_storage
 from django.db import connection
 from django.utils import timezone
-from PIL import Image as PILImage, ImageDraw
+from PIL import Image as PILImage
+from PIL import ImageDraw
 
-from gallery import indexing, uploads
+from gallery import indexing
+from gallery.catalogue import uploads
+from gallery.engine.index_cache import current_index
 from gallery.errors import StorageUnavailable
-from gallery.index_cache import current_index
 from gallery.indexing import (
     EmbedReport,
     images_embed_pending,
@@ -102,7 +104,7 @@ MEMORY_SCRIPT = r"""
 import io, json, sys, django
 django.setup()
 from gallery.errors import UploadRejected
-from gallery.uploads import image_create
+from gallery.catalogue.uploads import image_create
 from tests.images import image_bytes
 
 def status(field):

@@ -6,10 +6,10 @@ import json
 import pytest
 from django.core.management import call_command
 
-from gallery import clip
-from tests.searching import by_text
+from gallery.engine import embedder
 from indexer import runtime_choice
 from indexer.runtime_choice import CHOICE_FILE, RELEVANT_FLAGS, Figures, cpu_description, pick
+from tests.searching import by_text
 
 pytestmark = pytest.mark.usefixtures("fresh_embedders")
 
@@ -17,14 +17,14 @@ pytestmark = pytest.mark.usefixtures("fresh_embedders")
 @pytest.fixture(autouse=True)
 def auto(settings):
     settings.CLIP_RUNTIME = "auto"
-    clip.clear_runtime_choice()
+    embedder.clear_runtime_choice()
     yield
-    clip.clear_runtime_choice()
+    embedder.clear_runtime_choice()
 
 
 @pytest.mark.django_db
 def test_without_an_export_auto_is_torch(indexed_gallery):
-    assert clip.embedder().model_id == "tiny-test/random"
+    assert embedder.embedder().model_id == "tiny-test/random"
     assert by_text("a green circle")[0].image in indexed_gallery
     out = io.StringIO()
     call_command("runtime", stdout=out)
@@ -48,26 +48,26 @@ def test_auto_measures_once_per_host_and_export_and_keeps_the_figures(indexed_ga
     assert kept["runtime"] in [row["runtime"] for row in kept["figures"] if row["passes"]]
 
     # Another process on this host reads the kept choice instead of measuring again...
-    clip.clear_runtime_choice()
+    embedder.clear_runtime_choice()
     monkeypatch.setattr(runtime_choice, "measure", lambda *a, **k: pytest.fail("measured again"))
     suffix = {"torch": "", "onnx": "#onnx-fp32", "onnx-int8": "#onnx-int8"}[kept["runtime"]]
-    assert clip.embedder().model_id == f"tiny-test/random{suffix}"
+    assert embedder.embedder().model_id == f"tiny-test/random{suffix}"
     # ...and searches the index (built with torch) through it: runtimes that pass the rule agree.
     assert by_text("a green circle")[0].image in indexed_gallery
-    assert kept["reason"] in clip.runtime_summary()
+    assert kept["reason"] in embedder.runtime_summary()
     monkeypatch.undo()
 
     # A new host of the same kind (a fresh serverless instance: empty cache) takes the choice from storage.
     (settings.INDEX_CACHE_DIR / CHOICE_FILE).unlink()
-    clip.clear_runtime_choice()
+    embedder.clear_runtime_choice()
     monkeypatch.setattr(runtime_choice, "measure", lambda *a, **k: pytest.fail("measured again"))
-    assert clip.runtime_spec()[1].measured_at == kept["measured_at"]
+    assert embedder.runtime_spec()[1].measured_at == kept["measured_at"]
     monkeypatch.undo()
 
     # A choice kept for another export (or CPU) is measured again.
     (settings.INDEX_CACHE_DIR / CHOICE_FILE).write_text(json.dumps({**kept, "export": "an older export"}))
-    clip.clear_runtime_choice()
-    clip.runtime_spec()
+    embedder.clear_runtime_choice()
+    embedder.runtime_spec()
     assert json.loads((settings.INDEX_CACHE_DIR / CHOICE_FILE).read_text())["export"] == kept["export"]
 
 
@@ -75,7 +75,7 @@ def test_auto_measures_once_per_host_and_export_and_keeps_the_figures(indexed_ga
 def test_index_versions_page_says_which_runtime_and_why(admin_client, indexed_gallery):
     page = admin_client.get("/admin/gallery/indexversion/").content.decode()
     assert "CLIP runtime: not chosen yet on this host" in page or "no ONNX export exists" in page
-    clip.runtime_spec()
+    embedder.runtime_spec()
     page = admin_client.get("/admin/gallery/indexversion/").content.decode()
     assert "torch (CLIP_RUNTIME=auto, and no ONNX export exists" in page
 

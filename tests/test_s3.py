@@ -16,14 +16,14 @@ from django.db import connection
 from rest_framework.test import APIClient
 
 from gallery import indexing
-from tests.searching import similar
-from gallery.index_cache import clear_index_cache, current_index
-from gallery.models import Image, IndexVersion
-from gallery.curation import image_delete
+from gallery.catalogue.curation import image_delete
+from gallery.catalogue.uploads import image_create
+from gallery.engine.index_cache import clear_index_cache, current_index
 from gallery.errors import StorageUnavailable, Unavailable
-from gallery.uploads import image_create
+from gallery.models import Image, IndexVersion
 from tests.conftest import as_upload, s3_client
 from tests.images import image_bytes
+from tests.searching import similar
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = [

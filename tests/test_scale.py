@@ -15,7 +15,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from rest_framework.authtoken.models import Token
 
-from gallery.listing import STATUS_COUNTS_KEY
+from gallery.catalogue.status import STATUS_COUNTS_KEY
 from gallery.models import Image, SavedSearch, SavedSearchMatch
 from tests.conftest import on_object_storage
 
@@ -207,10 +207,11 @@ def test_the_status_count_on_a_cache_miss_reads_one_small_index_not_the_rows(cli
 
 
 def test_gallery_facets_read_the_id_sample_by_key(indexed_gallery):
-    """A filtered gallery's facets (gallery.facets) read the sampled ids' rows by primary key:
+    """A filtered gallery's facets (gallery.search.facets) read the sampled ids' rows by primary key:
     three queries, none of them over the whole table, whatever the filter."""
-    from gallery import facets, sampling
-    from gallery.filters import BrowseFilter
+    from gallery.catalogue import sampling
+    from gallery.catalogue.filters import BrowseFilter
+    from gallery.search import facets
 
     sampling.id_sample()  # the process's sample, drawn before (two lookups, a count; every SAMPLE_SECONDS)
     images = BrowseFilter({"orientation": "landscape"}, queryset=Image.objects.filter(hidden=False)).qs

@@ -12,11 +12,11 @@ import pytest
 from django.db import connection
 from PIL import Image
 
-from gallery.samples import available_samples
+from gallery.catalogue.samples import available_samples
 from indexer.embedding.preprocess import PreprocessConfig, Preprocessor
 from indexer.embedding.tokenizer import ClipTokenizer, open_clip_vocab_file
-from tests.searching import by_text
 from tests.conftest import on_object_storage
+from tests.searching import by_text
 
 ROOT = Path(__file__).resolve().parent.parent
 

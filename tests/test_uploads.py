@@ -4,10 +4,10 @@ import io
 
 import pytest
 
-from gallery.models import Image
-from gallery.curation import image_delete
+from gallery.catalogue.curation import image_delete
+from gallery.catalogue.uploads import image_create
 from gallery.errors import StorageUnavailable, UploadRejected
-from gallery.uploads import image_create
+from gallery.models import Image
 from tests.conftest import stored_files
 from tests.images import image_bytes
 

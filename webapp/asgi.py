@@ -1,5 +1,5 @@
 """ASGI entry point: Django's, with request bodies limited while they stream in
-(``gallery.request_limits.LimitedASGIHandler``)."""
+(``gallery.http.request_limits.LimitedASGIHandler``)."""
 import os
 
 import django
@@ -7,6 +7,6 @@ import django
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "webapp.settings")
 django.setup(set_prefix=False)
 
-from gallery.request_limits import LimitedASGIHandler  # noqa: E402
+from gallery.http.request_limits import LimitedASGIHandler  # noqa: E402
 
 application = LimitedASGIHandler()

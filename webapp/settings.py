@@ -8,9 +8,10 @@ from pathlib import Path
 
 import environ
 from django.core.exceptions import ImproperlyConfigured
-from indexer.embedding import DEFAULT_MODEL, DEFAULT_PRETRAINED
-from indexer.signals import INDEX_DAG_ID
 from xstatic.pkg import bootstrap as xstatic_bootstrap
+
+from indexer.dag_names import INDEX_DAG_ID
+from indexer.embedding import DEFAULT_MODEL, DEFAULT_PRETRAINED
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 env = environ.Env()
@@ -77,11 +78,11 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     # Last, so pages can render their answer (user, messages); still before any view or the CSRF
     # check reads a body.
-    "gallery.middleware.RequestBodyLimitMiddleware",
-    "gallery.middleware.SignInThrottleMiddleware",
+    "gallery.web.middleware.RequestBodyLimitMiddleware",
+    "gallery.web.middleware.SignInThrottleMiddleware",
 ]
 # Every password sign-in (page, admin, token endpoint) passes the one sign-in limit.
-AUTHENTICATION_BACKENDS = ["gallery.throttles.ThrottledModelBackend"]
+AUTHENTICATION_BACKENDS = ["gallery.http.throttles.ThrottledModelBackend"]
 
 ROOT_URLCONF = "webapp.urls"
 WSGI_APPLICATION = "webapp.wsgi.application"
@@ -96,7 +97,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
-                "gallery.context_processors.index_status",
+                "gallery.web.context_processors.index_status",
             ],
         },
     },
@@ -180,7 +181,7 @@ CLIP_RUNTIME = env.str("CLIP_RUNTIME", default="auto")
 ONNX_STORAGE_PREFIX = env.str("ONNX_STORAGE_PREFIX", default="onnx")
 EMBED_BATCH_SIZE = env.int("EMBED_BATCH_SIZE", default=16)
 
-# Where the index lives (gallery/index_backend.py): "annoy" files in storage, memory-mapped on
+# Where the index lives (gallery/engine/backend.py): "annoy" files in storage, memory-mapped on
 # each web host, or "milvus" collections on a Milvus server (or Milvus Lite on a *.db path).
 INDEX_BACKEND = env.str("INDEX_BACKEND", default="annoy")
 if INDEX_BACKEND not in ("annoy", "milvus"):
@@ -203,15 +204,15 @@ INDEX_KEEP_VERSIONS = env.int("INDEX_KEEP_VERSIONS", default=3)
 INDEX_PRUNE_GRACE_SECONDS = env.int("INDEX_PRUNE_GRACE_SECONDS", default=3600)
 # One publisher at a time; a crashed one's lease runs out after this long.
 INDEX_PUBLISH_LEASE_SECONDS = env.int("INDEX_PUBLISH_LEASE_SECONDS", default=1800)
-# Vectors embedded since the last build are searched exactly (gallery/fresh_segment.py); past
+# Vectors embedded since the last build are searched exactly (gallery/engine/fresh_segment.py); past
 # this many, the next run rebuilds the index rather than waiting for the hourly compaction.
 FRESH_SEGMENT_MAX = env.int("FRESH_SEGMENT_MAX", default=20_000)
-# The recall gate (gallery/recall_gate.py): a new build becomes current only if sampled stored
+# The recall gate (gallery/indexing/recall_gate.py): a new build becomes current only if sampled stored
 # vectors find their own image in its top 10 and curators' golden queries do no worse.
 RECALL_GATE = env.bool("RECALL_GATE", default=True)
 RECALL_GATE_SAMPLE = env.int("RECALL_GATE_SAMPLE", default=1000)
 RECALL_GATE_MIN_STRUCTURAL = env.float("RECALL_GATE_MIN_STRUCTURAL", default=0.99)
-# Near-duplicates (gallery/duplicates.py): CLIP cosine at least this, and the crop-tolerant
+# Near-duplicates (gallery/indexing/duplicates.py): CLIP cosine at least this, and the crop-tolerant
 # 256-bit perceptual hashes at most this many bits apart of 256 (64-bit hashes, for rows from
 # before the 256-bit ones: of 64); images without a hash need DUPLICATE_COSINE_ALONE. Chosen on
 # generated copies (docs/performance.md, "Near-duplicates"); re-check them with real weights.
@@ -228,7 +229,7 @@ DUPLICATE_CANDIDATES = env.int("DUPLICATE_CANDIDATES", default=32)
 AIRFLOW_API_URL = env.str("AIRFLOW_API_URL", default="")
 AIRFLOW_API_USERNAME = env.str("AIRFLOW_API_USERNAME", default="")
 AIRFLOW_API_PASSWORD = env.str("AIRFLOW_API_PASSWORD", default="")
-AIRFLOW_DAG_ID = INDEX_DAG_ID  # indexer/signals.py: the DAG file uses the same constant
+AIRFLOW_DAG_ID = INDEX_DAG_ID  # indexer/dag_names.py: the DAG file uses the same constant
 
 UPLOAD_MAX_BYTES = env.int("UPLOAD_MAX_BYTES", default=50 * 1024 * 1024)
 # JPEGs decode at a reduced scale, so a 100 MP photo costs a few MB; the other formats decode
@@ -239,7 +240,7 @@ UPLOAD_MAX_FILES = env.int("UPLOAD_MAX_FILES", default=50)  # files in one page 
 FILE_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
 # A file part stops at UPLOAD_MAX_BYTES while it streams in, before the rest reaches a temporary file.
 FILE_UPLOAD_HANDLERS = [
-    "gallery.request_limits.StreamingLimitHandler",
+    "gallery.http.request_limits.StreamingLimitHandler",
     "django.core.files.uploadhandler.MemoryFileUploadHandler",
     "django.core.files.uploadhandler.TemporaryFileUploadHandler",
 ]
@@ -259,10 +260,10 @@ if SEARCH_RANKING not in ("hybrid", "clip", "keywords"):
 # database at most once per this many seconds per cache (Django's default cache: per process),
 # so a page never counts a million rows; they may be this old. 0 counts on every request.
 INDEX_STATUS_CACHE_SECONDS = env.int("INDEX_STATUS_CACHE_SECONDS", default=30)
-# Reciprocal rank fusion's constant: 60, as in Cormack et al. (2009); see gallery/ranking.py.
+# Reciprocal rank fusion's constant: 60, as in Cormack et al. (2009); see gallery/search/ranking.py.
 SEARCH_RRF_K = env.int("SEARCH_RRF_K", default=60)
 
-# Words in the picture (OCR, gallery/ocr.py): read after embedding by the DAG's read_text task
+# Words in the picture (OCR, gallery/indexing/ocr.py): read after embedding by the DAG's read_text task
 # and `manage.py read_text`. The engine was chosen on benchmarks/ocr.py (docs/performance.md, "OCR").
 OCR_ENABLED = env.bool("OCR_ENABLED", default=True)
 OCR_ENGINE = env.str("OCR_ENGINE", default="rapidocr")
@@ -291,10 +292,10 @@ REST_FRAMEWORK = {
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_PAGINATION_CLASS": "gallery.api.pagination.GalleryPagination",
-    # DRF's own use of X-Forwarded-For follows the gallery's (gallery.throttles.client_address).
+    # DRF's own use of X-Forwarded-For follows the gallery's (gallery.http.throttles.client_address).
     "NUM_PROXIES": GALLERY_TRUSTED_PROXIES,
 }
-# The access policy (gallery/access.py): reading and searching need a login too when set, on
+# The access policy (gallery/catalogue/access.py): reading and searching need a login too when set, on
 # pages, API and media alike. API_REQUIRE_LOGIN is its former, API-only name.
 GALLERY_REQUIRE_LOGIN = env.bool("GALLERY_REQUIRE_LOGIN", default=env.bool("API_REQUIRE_LOGIN", default=False))
 # Throttles for pages and API together, per user (or address): searches, uploads, password guesses.

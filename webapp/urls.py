@@ -3,7 +3,7 @@ from django.contrib import admin
 from django.contrib.auth.views import LogoutView
 from django.urls import include, path, re_path
 
-from gallery.views import SignInView, media
+from gallery.web.views import SignInView, media
 
 urlpatterns = [
     path("admin/", admin.site.urls),
@@ -18,5 +18,5 @@ if settings.GALLERY_SERVE_MEDIA:
     # serves its own presigned URLs, which only people who may see an image are given).
     urlpatterns += [re_path(r"^media/(?P<path>.*)$", media, name="media")]
 
-handler400 = "gallery.views.bad_request"
-handler404 = "gallery.views.page_not_found"
+handler400 = "gallery.web.views.bad_request"
+handler404 = "gallery.web.views.page_not_found"

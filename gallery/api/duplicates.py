@@ -8,11 +8,11 @@ from rest_framework.decorators import action
 from rest_framework.parsers import JSONParser
 from rest_framework.response import Response
 
-from gallery import duplicates
 from gallery.api.pagination import GalleryPagination
 from gallery.api.permissions import CanCurate, CanView
 from gallery.api.serializers import ImageSerializer
 from gallery.api.views import BODY_ERRORS, READ_ERRORS, _valid
+from gallery.indexing import duplicates
 from gallery.models import DuplicateGroup, Image
 
 

@@ -6,8 +6,8 @@ from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from gallery.errors import http_status, public_message
-from gallery.request_limits import BodyTooLarge
-from gallery.throttles import SignInThrottled
+from gallery.http.request_limits import BodyTooLarge
+from gallery.http.throttles import SignInThrottled
 
 
 def exception_handler(exc, context):

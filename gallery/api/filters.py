@@ -4,7 +4,7 @@ import django_filters
 from django import forms
 from django_filters.fields import IsoDateTimeField
 
-from gallery.filters import BrowseFilter
+from gallery.catalogue.filters import BrowseFilter
 
 
 class UtcIsoDateTimeField(IsoDateTimeField):

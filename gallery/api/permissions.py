@@ -1,8 +1,8 @@
-"""DRF's side of the access policy: each class asks ``gallery.access``."""
+"""DRF's side of the access policy: each class asks ``gallery.catalogue.access``."""
 
 from rest_framework.permissions import BasePermission
 
-from gallery import access
+from gallery.catalogue import access
 
 
 class CanView(BasePermission):

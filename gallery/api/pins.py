@@ -1,5 +1,5 @@
 """Curator pins over the API (``gallery.change_image``): list, read, create, change, delete.
-The views validate, call ``gallery.pins``' service and serialize; search applies the pins."""
+The views validate, call ``gallery.search.pins``' service and serialize; search applies the pins."""
 
 from django.db.models import Prefetch, QuerySet
 from drf_spectacular.utils import OpenApiParameter, extend_schema
@@ -7,11 +7,11 @@ from rest_framework import serializers, status, viewsets
 from rest_framework.parsers import JSONParser
 from rest_framework.response import Response
 
-from gallery import pins
 from gallery.api.pagination import GalleryPagination
 from gallery.api.permissions import CanCurate, CanView
 from gallery.api.views import BODY_ERRORS, READ_ERRORS
-from gallery.models import PinnedImage, QueryPin
+from gallery.models import MAX_QUERY_LENGTH, PinnedImage, QueryPin
+from gallery.search import pins
 
 IDS_HELP = "image ids"
 
@@ -37,13 +37,13 @@ class PinSerializer(serializers.ModelSerializer):
 
 
 class PinInputSerializer(serializers.Serializer):
-    query = serializers.CharField(max_length=pins.MAX_QUERY_LENGTH, help_text='matched ignoring case and spaces: " Red  Shoes " is "red shoes"')
+    query = serializers.CharField(max_length=MAX_QUERY_LENGTH, help_text='matched ignoring case and spaces: " Red  Shoes " is "red shoes"')
     pinned = serializers.ListField(child=serializers.IntegerField(min_value=1), required=False, help_text=IDS_HELP + ", first to last")
     excluded = serializers.ListField(child=serializers.IntegerField(min_value=1), required=False, help_text=IDS_HELP)
 
 
 class PinChangeSerializer(PinInputSerializer):
-    query = serializers.CharField(max_length=pins.MAX_QUERY_LENGTH, required=False)
+    query = serializers.CharField(max_length=MAX_QUERY_LENGTH, required=False)
 
 
 @extend_schema(tags=["pins"])

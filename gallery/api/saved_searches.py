@@ -10,13 +10,14 @@ from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
 
-from gallery import saved_searches, search
+from gallery import search
 from gallery.api.pagination import CappedPagination, GalleryPagination
 from gallery.api.permissions import CanView
 from gallery.api.serializers import CombinedSearchSerializer, ImageSerializer
 from gallery.api.views import BODY_ERRORS, READ_ERRORS, _valid
 from gallery.models import SavedSearch, SavedSearchMatch
-from gallery.throttles import SavedSearchThrottle
+from gallery.search import saved_searches
+from gallery.http.throttles import SavedSearchThrottle
 
 
 class SavedSearchSerializer(serializers.ModelSerializer):

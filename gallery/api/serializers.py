@@ -1,12 +1,12 @@
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from gallery import access
+from gallery.catalogue import access
+from gallery.catalogue.tags import tag_names_parse
 from gallery.errors import GalleryError
-from gallery.models import Image
-from gallery.ranking import BOTH, LOOKS, RANKINGS, WORDS
-from gallery.search import DEFAULT_NEGATIVE_WEIGHT, MAX_QUERY_LENGTH
-from gallery.tags import tag_names_parse
+from gallery.models import MAX_QUERY_LENGTH, Image
+from gallery.search import DEFAULT_NEGATIVE_WEIGHT
+from gallery.search.ranking import BOTH, LOOKS, RANKINGS, WORDS
 
 
 @extend_schema_field({"oneOf": [{"type": "array", "items": {"type": "string"}}, {"type": "string"}]})

@@ -1,4 +1,4 @@
-"""REST API v1. Each view validates its input with a serializer, asks ``gallery.access`` (through
+"""REST API v1. Each view validates its input with a serializer, asks ``gallery.catalogue.access`` (through
 the permission classes), calls the same services and search as the web pages, and serializes
 the result; gallery errors become responses in ``gallery.api.exceptions``."""
 
@@ -16,10 +16,9 @@ from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.permissions import AllowAny, IsAuthenticated
 from rest_framework.response import Response
 
-from gallery import access, curation, listing, search
+from gallery import search
 from gallery.api.authentication import token_expires_at
 from gallery.api.filters import ImageFilter
-from gallery.filters import BrowseFilter
 from gallery.api.pagination import ImageListPagination, SearchPagination
 from gallery.api.permissions import CanCurate, CanDelete, CanReindex, CanUpload, CanView
 from gallery.api.serializers import (
@@ -35,9 +34,12 @@ from gallery.api.serializers import (
     TokenSerializer,
     UploadedImageSerializer,
 )
+from gallery.catalogue import access, curation
+from gallery.catalogue.filters import BrowseFilter
+from gallery.catalogue.status import index_status
+from gallery.catalogue.uploads import image_create
 from gallery.models import Image
-from gallery.throttles import SearchThrottle, UploadThrottle
-from gallery.uploads import image_create
+from gallery.http.throttles import SearchThrottle, UploadThrottle
 
 ERROR = OpenApiResponse(ErrorSerializer, description="what is wrong, in `detail`")
 INVALID = OpenApiResponse(OpenApiTypes.OBJECT, description="field name -> list of problems, or `detail`")
@@ -52,7 +54,7 @@ RESULT_OPTIONS = [  # query parameters of every search (search.ResultOptions)
     OpenApiParameter("relevant", OpenApiTypes.BOOL, description="only the results that stand out from the query's own scores over the collection (no fixed threshold); what the words found stays"),
     OpenApiParameter("sort", OpenApiTypes.STR, enum=search.SORTS, description="relevance (default), or newest/oldest by date taken, over the relevant results"),
     OpenApiParameter("facets", OpenApiTypes.BOOL, description="add `facets`: how the results spread over years taken, cameras and tags"),
-    # The gallery's filters, applied inside the search (gallery.filtered_search).
+    # The gallery's filters, applied inside the search (gallery.search.filtered_search).
     OpenApiParameter("taken_after", OpenApiTypes.DATE, description="taken on or after this day"),
     OpenApiParameter("taken_before", OpenApiTypes.DATE, description="taken on or before this day"),
     *(
@@ -240,7 +242,7 @@ class IndexStatusView(GenericAPIView):
 
     @extend_schema(responses={200: IndexStatusSerializer, **READ_ERRORS})
     def get(self, request):
-        return Response(IndexStatusSerializer(listing.index_status()).data)
+        return Response(IndexStatusSerializer(index_status()).data)
 
 
 @extend_schema(tags=["index"])
@@ -264,7 +266,7 @@ class TokenView(ObtainAuthToken):
     It lasts API_TOKEN_LIFETIME_DAYS; DELETE (with the token) revokes it, and asking again after
     it expired gives a new one."""
 
-    # Password guesses meet the one sign-in limit inside authenticate() (gallery.throttles).
+    # Password guesses meet the one sign-in limit inside authenticate() (gallery.http.throttles).
     throttle_classes = []
     parser_classes = [JSONParser]  # ObtainAuthToken also takes forms: one content type for generated clients
 

@@ -10,7 +10,6 @@ pointer in the database and uses this directory as a host's local copy.
 
 from __future__ import annotations
 
-import os
 import shutil
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -25,6 +24,7 @@ from indexer.backends.base import (
     VersionNotFound,
     check_batch,
 )
+from indexer.files import write_atomically
 from indexer.index import (
     DEFAULT_SEARCH_K,
     DEFAULT_TREES,
@@ -142,9 +142,7 @@ class AnnoyBackend(IndexBackend):
     def activate(self, version: str) -> None:
         if not (self.directory(version) / MANIFEST_FILE).is_file():
             raise VersionNotFound(f"no complete version {version} in {self.root}")
-        temporary = self.root / f".{CURRENT_FILE}.{os.getpid()}"
-        temporary.write_text(version + "\n")
-        os.replace(temporary, self.root / CURRENT_FILE)  # readers see the old line or the new one
+        write_atomically(self.root / CURRENT_FILE, version + "\n")  # readers see the old line or the new one
 
     def open(self, version: str | None = None) -> AnnoyReader:
         version = version or self.current_version()

@@ -17,9 +17,11 @@ never as the engine's own exception types.
 
 from __future__ import annotations
 
+import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import ClassVar
 
 import numpy as np
@@ -59,7 +61,7 @@ class IndexReader(ABC):
 
     info: VersionInfo
     # query(among_ids=...) searches those rows only, inside the engine (a filter expression);
-    # elsewhere the caller narrows the nearest itself (gallery.filtered_search).
+    # elsewhere the caller narrows the nearest itself (gallery.search.filtered_search).
     filters_ids: ClassVar[bool] = False
 
     @property
@@ -161,28 +163,32 @@ class IndexBackend(ABC):
         to reconcile them with the database; empty on a snapshot engine."""
         return set()
 
-    def rollback(self) -> str:
-        """Make the version published before the current one current again, and return it."""
-        current = self.current_version()
-        if current is None:
-            raise VersionNotFound("no version is current: nothing to roll back from")
-        earlier = [info.version for info in self.versions() if info.version < current]
-        if not earlier:
-            raise VersionNotFound(f"no version older than {current} to roll back to")
-        self.activate(earlier[-1])
-        return earlier[-1]
-
-    def prune(self, *, keep: int) -> list[str]:
-        """Drop all but the newest ``keep`` versions; the current one always stays."""
-        current = self.current_version()
-        names = [info.version for info in self.versions()]
-        doomed = [name for name in names[: max(len(names) - keep, 0)] if name != current]
+    def sweep(self, *, known: Collection[str], older_than: float) -> list[str]:
+        """For a caller whose own registry (the gallery's database) is the truth: drop complete
+        versions it does not know that were made more than ``older_than`` seconds ago (a build
+        whose process died before making it current; one in flight is younger: give the longest
+        a publish may take), never the current one, and builds that a crashed process left
+        unfinished (engines that can tell). Returns the versions dropped."""
+        current, cutoff = self.current_version(), time.time() - older_than
+        doomed = [
+            info.version
+            for info in self.versions()
+            if info.version not in known and info.version != current and _made_at(info) <= cutoff
+        ]
         for name in doomed:
             self.drop(name)
         return doomed
 
     def close(self) -> None:
         pass
+
+
+def _made_at(info: VersionInfo) -> float:
+    """When a version was made (seconds since the epoch); 0 when it does not say."""
+    try:
+        return datetime.fromisoformat(info.created_at).timestamp()
+    except ValueError:
+        return 0.0
 
 
 def check_batch(ids: np.ndarray, vectors: np.ndarray, visible: np.ndarray | None) -> Batch:

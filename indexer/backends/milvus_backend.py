@@ -12,8 +12,8 @@ complete, and only a complete one can be made current. The mark is an alias of i
 forgets altered properties when it restarts, while it keeps aliases: checked). Switching the
 alias is a single operation on the server, so every process and host searching
 ``<prefix>_current`` moves at the same moment, with nothing to copy or reload; the previous
-collection stays, so a rollback is one more switch (``rollback()``), and ``prune(keep=...)``
-drops the older ones. A collection per version (rather than one collection rebuilt in place) is
+collection stays, so a rollback is one more switch (``activate``), and ``drop`` removes an old
+one; ``sweep`` removes what the caller's registry does not know and builds a crash left behind. A collection per version (rather than one collection rebuilt in place) is
 what makes a half-built state unreachable and a rollback instant; it costs the disk of the
 versions kept.
 
@@ -42,7 +42,7 @@ import re
 import sys
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from urllib.parse import urlsplit
@@ -257,14 +257,17 @@ class MilvusBackend(IndexBackend):
                 self.client.drop_collection(name, timeout=self.timeout)
         self._complete.clear()
 
-    def prune(self, *, keep: int) -> list[str]:
-        dropped = super().prune(keep=keep)
-        for name in self._collections():  # and builds that a crashed process left behind
+    def sweep(self, *, known: Collection[str], older_than: float) -> list[str]:
+        dropped = super().sweep(known=known, older_than=older_than)
+        self._drop_abandoned_builds()
+        return dropped
+
+    def _drop_abandoned_builds(self) -> None:
+        for name in self._collections():  # builds that a crashed process left unfinished
             state, _, started = self._describe(name)
             if state == BUILDING and time.time() - started > ABANDONED_BUILD_SECONDS:
                 logger.warning("dropping abandoned Milvus build %s", name)
                 self._drop(name)
-        return dropped
 
     # -- live changes -----------------------------------------------------------------------
 

@@ -10,7 +10,7 @@ import hashlib
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Mapping, Protocol, Sequence
+from typing import TYPE_CHECKING, Protocol, Sequence
 
 import numpy as np
 
@@ -44,17 +44,6 @@ class ModelSpec:
     config_dir: str = ""  # extra open_clip model configs (JSON) to register
     cache_dir: str = ""  # where open_clip keeps downloaded weights
     runtime: str = TORCH  # one of RUNTIMES, or AUTO before it is resolved
-
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str] = os.environ) -> ModelSpec:
-        return cls(
-            model=environ.get("CLIP_MODEL") or DEFAULT_MODEL,
-            pretrained=environ.get("CLIP_PRETRAINED") or DEFAULT_PRETRAINED,
-            device=environ.get("CLIP_DEVICE", ""),
-            config_dir=environ.get("CLIP_MODEL_CONFIG_DIR", ""),
-            cache_dir=environ.get("CLIP_CACHE_DIR", ""),
-            runtime=environ.get("CLIP_RUNTIME") or TORCH,
-        )
 
     @property
     def is_random(self) -> bool:

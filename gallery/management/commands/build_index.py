@@ -1,7 +1,7 @@
 from django.core.management.base import BaseCommand, CommandError
 
+from gallery.errors import GalleryError
 from gallery.indexing import index_prune, index_publish
-from indexer.embedding import ModelLoadError
 
 
 class Command(BaseCommand):
@@ -13,8 +13,8 @@ class Command(BaseCommand):
     def handle(self, *args, force, **options):
         try:
             version = index_publish(force=force, progress=options["verbosity"] > 0)
-        except ModelLoadError as exc:
-            raise CommandError(str(exc)) from None
+        except GalleryError as exc:
+            raise CommandError(exc.detail) from None
         if version is None:
             self.stdout.write("Nothing to publish: the current index is up to date (use --force to rebuild).")
             return

@@ -5,12 +5,11 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
-from gallery import clip
+from gallery.catalogue.samples import available_samples
+from gallery.catalogue.uploads import image_create
+from gallery.engine import embedder
+from gallery.errors import GalleryError, ModelUnavailable
 from gallery.indexing import index_refresh
-from gallery.errors import GalleryError
-from gallery.samples import available_samples
-from gallery.uploads import image_create
-from indexer.embedding import ModelLoadError
 
 
 class Command(BaseCommand):
@@ -18,14 +17,14 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options):
         try:
-            clip.embedder()
-        except ModelLoadError as exc:
+            embedder.embedder()
+        except ModelUnavailable as exc:
             self.stdout.write(self.style.WARNING(
-                f"{exc}\nThe demo continues with RANDOM weights: search works end to end, but results "
+                f"{exc.detail}\nThe demo continues with RANDOM weights: search works end to end, but results "
                 "mean nothing until real weights are configured (the pages say so too)."
             ))
             # Registers the random model under the configured spec for the rest of this process.
-            clip.embedder(fallback_to_random=True)
+            embedder.embedder(fallback_to_random=True)
         samples = available_samples()
         if not samples:
             raise CommandError("No sample photographs found: install scikit-image and scikit-learn.")

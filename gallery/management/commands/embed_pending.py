@@ -1,7 +1,7 @@
 from django.core.management.base import BaseCommand, CommandError
 
+from gallery.errors import GalleryError
 from gallery.indexing import images_embed_pending, new_images_match
-from indexer.embedding import ModelLoadError
 
 
 class Command(BaseCommand):
@@ -17,8 +17,8 @@ class Command(BaseCommand):
         try:
             report = images_embed_pending(batch_size=batch_size, progress=options["verbosity"] > 0)
             new_images_match(report)  # near-duplicates and saved searches, as the DAG does after embedding
-        except ModelLoadError as exc:
-            raise CommandError(str(exc)) from None
+        except GalleryError as exc:
+            raise CommandError(exc.detail) from None
         self.stdout.write(
             self.style.SUCCESS(
                 f"Embedded {report.embedded} images ({report.failed} failed) "

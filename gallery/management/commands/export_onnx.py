@@ -1,7 +1,7 @@
 from django.core.management.base import BaseCommand, CommandError
 
-from gallery import clip
-from gallery.onnx_models import onnx_export, storage_prefix
+from gallery.engine import embedder
+from gallery.engine.onnx_models import onnx_export, storage_prefix
 from indexer.embedding import ModelLoadError, get_embedder
 from indexer.onnx_export import INT8_VARIANTS
 
@@ -20,15 +20,15 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, no_int8, int8_variants, **options):
-        spec = clip.model_spec().as_torch()
+        spec = embedder.model_spec().as_torch()
         variants = [v.strip() for v in int8_variants.split(",") if v.strip()]
         unknown = set(variants) - set(INT8_VARIANTS)
         if unknown:
             raise CommandError(f"Unknown int8 variant(s) {', '.join(sorted(unknown))}; choose from {', '.join(INT8_VARIANTS)}.")
         try:
-            embedder = get_embedder(spec)
-            self.stdout.write(f"Exporting {embedder.model_id} (opset 18)...")
-            manifest = onnx_export(embedder=embedder, int8=not no_int8, variants=variants)
+            model = get_embedder(spec)
+            self.stdout.write(f"Exporting {model.model_id} (opset 18)...")
+            manifest = onnx_export(embedder=model, int8=not no_int8, variants=variants)
         except (ModelLoadError, ValueError) as exc:
             raise CommandError(str(exc)) from None
         if manifest["int8_variants"]:

@@ -1,6 +1,6 @@
 from django.core.management.base import BaseCommand
 
-from gallery.duplicates import images_hash_missing, near_duplicates_find
+from gallery.indexing.duplicates import images_hash_missing, near_duplicates_find
 
 
 class Command(BaseCommand):

@@ -3,11 +3,10 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
+from gallery.catalogue.uploads import image_create
 from gallery.errors import GalleryError
-from gallery.uploads import image_create
-from indexer.images import IMAGE_SUFFIXES as SUFFIXES
 from indexer.images import ALLOWED_FORMATS
-
+from indexer.images import IMAGE_SUFFIXES as SUFFIXES
 
 
 class Command(BaseCommand):

@@ -1,8 +1,8 @@
 from django.core.management.base import BaseCommand
 from tqdm import tqdm
 
+from gallery.catalogue.photo_facts import images_read_photo_facts
 from gallery.models import Image
-from gallery.photo_facts import images_read_photo_facts
 
 
 class Command(BaseCommand):

@@ -2,7 +2,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from gallery.errors import StorageUnavailable
-from gallery.ocr import images_needing_text, images_read_text
+from gallery.indexing.ocr import images_needing_text, images_read_text
 from indexer.ocr import OcrUnavailable
 
 

@@ -1,8 +1,7 @@
 from django.core.management.base import BaseCommand, CommandError
 
-from gallery.errors import AirflowUnavailable
+from gallery.errors import GalleryError
 from gallery.indexing import index_refresh_now
-from indexer.embedding import ModelLoadError
 
 
 class Command(BaseCommand):
@@ -11,5 +10,5 @@ class Command(BaseCommand):
     def handle(self, *args, **options):
         try:
             self.stdout.write(self.style.SUCCESS(index_refresh_now()))
-        except (AirflowUnavailable, ModelLoadError) as exc:
-            raise CommandError(str(exc)) from None
+        except GalleryError as exc:
+            raise CommandError(exc.detail) from None

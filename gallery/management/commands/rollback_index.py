@@ -1,8 +1,7 @@
 from django.core.management.base import BaseCommand, CommandError
 
-from gallery.errors import Unavailable
+from gallery.errors import GalleryError
 from gallery.indexing import index_rollback
-from indexer.backends import VersionNotFound
 
 
 class Command(BaseCommand):
@@ -11,6 +10,6 @@ class Command(BaseCommand):
     def handle(self, *args, **options):
         try:
             version = index_rollback()
-        except (VersionNotFound, Unavailable) as exc:
-            raise CommandError(str(exc)) from None
+        except GalleryError as exc:
+            raise CommandError(exc.detail) from None
         self.stdout.write(self.style.SUCCESS(f"Index {version.version} is current again ({version.item_count} images)."))

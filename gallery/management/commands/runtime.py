@@ -3,8 +3,9 @@
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from gallery import clip
-from indexer.embedding import AUTO, ModelLoadError
+from gallery.engine import embedder
+from gallery.errors import GalleryError
+from indexer.embedding import AUTO
 
 
 class Command(BaseCommand):
@@ -17,10 +18,10 @@ class Command(BaseCommand):
         if measure and settings.CLIP_RUNTIME != AUTO:
             raise CommandError(f"CLIP_RUNTIME={settings.CLIP_RUNTIME} is set explicitly; --measure is for CLIP_RUNTIME=auto.")
         try:
-            _, choice = clip.runtime_spec(measure_again=measure)
-        except ModelLoadError as exc:
-            raise CommandError(str(exc)) from None
-        self.stdout.write(clip.runtime_summary())
+            _, choice = embedder.runtime_spec(measure_again=measure)
+        except GalleryError as exc:
+            raise CommandError(exc.detail) from None
+        self.stdout.write(embedder.runtime_summary())
         if choice is not None:
             self.stdout.write("")
             self.stdout.write(choice.table())

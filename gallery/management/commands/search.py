@@ -4,7 +4,6 @@ from django.core.management.base import BaseCommand, CommandError
 
 from gallery import search
 from gallery.errors import GalleryError
-from indexer.embedding import ModelLoadError
 
 
 class Command(BaseCommand):
@@ -25,7 +24,9 @@ class Command(BaseCommand):
             else:
                 query = search.text_query(text)
             hits = search.search(query)
-        except (GalleryError, ModelLoadError, OSError) as exc:
+        except GalleryError as exc:
+            raise CommandError(exc.detail) from None
+        except OSError as exc:  # the --image file
             raise CommandError(str(exc)) from None
         if not hits:
             self.stdout.write("No matches.")

@@ -5,10 +5,10 @@ from pathlib import Path
 import numpy as np
 from django.core.management.base import BaseCommand, CommandError
 
-from gallery import clip, onnx_models
-from gallery.samples import available_samples
+from gallery.catalogue.samples import available_samples
+from gallery.engine import embedder, onnx_models
 from indexer.embedding import ModelLoadError, get_embedder
-from indexer.embedding.agreement import K, MIN_COSINE, MIN_TOP_K, top_k_overlap
+from indexer.embedding.agreement import MIN_COSINE, MIN_TOP_K, K, top_k_overlap
 from indexer.images import open_rgb
 
 SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
@@ -24,7 +24,7 @@ class Command(BaseCommand):
         parser.add_argument("-k", type=int, default=K)
 
     def handle(self, *args, runtime, folder, limit, k, **options):
-        spec = clip.model_spec()
+        spec = embedder.model_spec()
         try:
             torch_model = get_embedder(spec.as_torch())
             onnx_spec = spec.with_runtime(runtime)

@@ -1,0 +1,74 @@
+"""The status line's figures: how many images search finds, how many wait, which index serves.
+Pages (``gallery.web.context_processors``), the API's status and search's own sizing read them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from django.conf import settings
+from django.core.cache import cache
+from django.db.models import Count, Q
+
+from gallery.models import Image, IndexVersion
+from indexer.embedding import RANDOM
+
+
+@dataclass(frozen=True)
+class IndexStatus:
+    searchable: int  # visible images search finds: in the current index or the fresh segment
+    fresh: int  # of those, embedded since the index was built (found by exact search until compaction)
+    waiting: int  # not embedded yet
+    failed: int
+    built_at: datetime | None
+    version: str | None
+    model: str | None
+    random_weights: bool  # results carry no meaning
+
+
+STATUS_COUNTS_KEY = "gallery:index-status-counts"
+
+
+def index_status() -> IndexStatus:
+    """The status line's figures. The version is read each time (one indexed query); the
+    counts come from :func:`index_counts`, at most INDEX_STATUS_CACHE_SECONDS old."""
+    current = IndexVersion.objects.current()
+    model = current.model if current else None
+    counts = index_counts()
+    return IndexStatus(
+        searchable=searchable_count(counts),
+        fresh=counts["fresh"],
+        waiting=counts["waiting"],
+        failed=counts["failed"],
+        built_at=current.created_at if current else None,
+        version=current.version if current else None,
+        model=model,
+        random_weights=settings.CLIP_PRETRAINED == RANDOM or bool(model and model.endswith("/" + RANDOM)),
+    )
+
+
+def searchable_count(counts: dict[str, int] | None = None) -> int:
+    """Visible images search finds: in the current index or the fresh segment."""
+    counts = counts or index_counts()
+    return counts["indexed"] + counts["fresh"]
+
+
+def index_counts() -> dict[str, int]:
+    """How many images are indexed, fresh, waiting and failed. Counting reads every row (there
+    is no index that answers four counts at once, and a maintained counter would be one more
+    hot row every write touches), so the figures are cached for INDEX_STATUS_CACHE_SECONDS in
+    Django's cache: a page costs a cache lookup, and one request per period (per process with
+    the default local-memory cache) pays for the count."""
+    counts = cache.get(STATUS_COUNTS_KEY)
+    if counts is None:
+        pending, indexed = Q(status=Image.Status.PENDING), Q(status=Image.Status.INDEXED)
+        embedded, visible = Q(embedded_at__isnull=False), Q(hidden=False)
+        counts = Image.objects.aggregate(  # one query for all four; COUNT(status), never null, so the index covers it
+            indexed=Count("status", filter=indexed & visible),
+            fresh=Count("status", filter=pending & embedded & visible),
+            waiting=Count("status", filter=pending & ~embedded),
+            failed=Count("status", filter=Q(status=Image.Status.FAILED)),
+        )
+        if settings.INDEX_STATUS_CACHE_SECONDS > 0:
+            cache.set(STATUS_COUNTS_KEY, counts, settings.INDEX_STATUS_CACHE_SECONDS)
+    return counts

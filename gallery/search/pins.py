@@ -1,0 +1,111 @@
+"""Curator pins: for one text query, some images first (in the curator's order) and some never.
+
+Search ranks as usual; :func:`apply_pins` then rewrites that ranking for the query, once, in
+``gallery.search.search``: pages, the API and the ``search`` command all see the same result.
+Queries match after :func:`normalise_query` (case and spaces), so " Red  Shoes " finds the pin
+saved for "red shoes". Pins apply to text searches only: a search with an example image, a
+"but not" text, or "more like this" is a different question than the one the curator answered.
+
+A pinned image keeps its CLIP score when search ranked it, and has no score (``None``) when it
+did not; hidden images are skipped (deleted ones leave the pin with their row), and excluded
+images never appear.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from django.db import transaction
+
+from gallery.errors import InvalidInput
+from gallery.models import MAX_QUERY_LENGTH, Image, PinnedImage, QueryPin
+
+
+class PinnedRanking(list):
+    """(image id, score or ``None``) pairs, best first, knowing which ids a curator pinned."""
+
+    def __init__(self, pairs: Iterable[tuple[int, float | None]] = (), pinned: Iterable[int] = ()):
+        super().__init__(pairs)
+        self.pinned = frozenset(pinned)
+
+
+def normalise_query(text: str) -> str:
+    """The form a query is pinned and looked up under: case-folded, spaces collapsed."""
+    return " ".join((text or "").split()).casefold()
+
+
+def apply_pins(query_text: str, ranked_pairs: list[tuple[int, float]]) -> PinnedRanking:
+    """``ranked_pairs`` (visible images, best first) with the pin of ``query_text`` applied:
+    its visible pinned images first in the curator's order, then the rest without the pinned
+    and excluded ones. Without a pin, the ranking unchanged."""
+    key = normalise_query(query_text)
+    pin = QueryPin.objects.filter(query=key).first() if key else None
+    if pin is None:
+        return PinnedRanking(ranked_pairs)
+    wanted = pin.pinned_ids()
+    excluded = set(pin.excluded.values_list("pk", flat=True))
+    visible = set(Image.objects.visible().filter(pk__in=wanted).values_list("pk", flat=True))
+    pinned = [pk for pk in wanted if pk in visible and pk not in excluded]
+    # Hits are (id, score) pairs or longer tuples (gallery.search adds what matched).
+    by_id, on_top_ids = {hit[0]: hit for hit in ranked_pairs}, set(pinned)
+    on_top = [by_id.get(pk, (pk, None)) for pk in pinned]
+    rest = [hit for hit in ranked_pairs if hit[0] not in excluded and hit[0] not in on_top_ids]
+    return PinnedRanking(on_top + rest, pinned=pinned)
+
+
+# --- Services: the admin and the API change pins through these ------------------------------
+
+
+def pin_save(
+    *,
+    query: str,
+    pinned: list[int] | None = None,
+    excluded: list[int] | None = None,
+    user=None,
+    pin: QueryPin | None = None,
+) -> QueryPin:
+    """Create a pin (``pin`` is ``None``) or change one. ``None`` leaves a list as it is; a list
+    replaces it (pinned in that order)."""
+    key = clean_query(query) if query is not None else pin.query
+    pinned_list = list(dict.fromkeys(pinned)) if pinned is not None else None  # first mention wins
+    excluded_set = set(excluded) if excluded is not None else None
+    check_lists(
+        pinned_list if pinned_list is not None else (pin.pinned_ids() if pin else []),
+        excluded_set if excluded_set is not None else (set(pin.excluded.values_list("pk", flat=True)) if pin else set()),
+    )
+    if QueryPin.objects.filter(query=key).exclude(pk=getattr(pin, "pk", None)).exists():
+        raise InvalidInput(f"There is already a pin for “{key}”; change that one.")
+    with transaction.atomic():
+        if pin is None:
+            pin = QueryPin.objects.create(query=key, created_by=user if user and user.is_authenticated else None)
+        else:
+            pin.query = key
+            pin.save()  # updated_at
+        if pinned_list is not None:
+            pin.placements.all().delete()
+            PinnedImage.objects.bulk_create(
+                PinnedImage(pin=pin, image_id=pk, position=n) for n, pk in enumerate(pinned_list)
+            )
+        if excluded_set is not None:
+            pin.excluded.set(excluded_set)
+    return pin
+
+
+def clean_query(text: str) -> str:
+    key = normalise_query(text)
+    if not key:
+        raise InvalidInput("Give the query to pin images for.")
+    if len(key) > MAX_QUERY_LENGTH:
+        raise InvalidInput(f"The query is too long ({len(key)} characters; at most {MAX_QUERY_LENGTH}).")
+    return key
+
+
+def check_lists(pinned: list[int], excluded: set[int]) -> None:
+    """One image cannot be both pinned and excluded, and every image must exist."""
+    both = sorted(set(pinned) & excluded)
+    if both:
+        raise InvalidInput(f"Images {', '.join(map(str, both))} are both pinned and excluded; choose one.")
+    named = set(pinned) | excluded
+    missing = sorted(named - set(Image.objects.filter(pk__in=named).values_list("pk", flat=True)))
+    if missing:
+        raise InvalidInput(f"There are no images {', '.join(map(str, missing))}.")

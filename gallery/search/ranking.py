@@ -1,0 +1,53 @@
+"""Fusing two rankings of one query: what CLIP sees ("looks") and what the words say ("words").
+
+Reciprocal rank fusion (Cormack, Clarke and Büttcher, SIGIR 2009): an image's fused score is
+the sum, over the rankings that hold it, of ``1 / (k + rank)``. It needs no calibration between
+a cosine and a ts_rank/BM25 score, which live on unrelated scales; only the order of each list
+counts. ``k`` (``SEARCH_RRF_K``, 60 by default, the value of the paper, chosen there on TREC
+runs and robust across them) damps the top ranks: with k=60 rank 1 is worth 1/61 and rank 10
+1/70, so one list's first place does not overrule an image both lists rank fairly high.
+
+An exact match (a title equal to the query, a code like ``SKU-10482``: see
+``gallery.catalogue.keywords.exact_matches``) gets :data:`EXACT_BOOST` on top. It is larger than any sum
+of reciprocal ranks (at most ``2 / (k + 1)``), so those images come first, in fused order among
+themselves, whatever the picture looks like.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+HYBRID, CLIP, KEYWORDS = "hybrid", "clip", "keywords"
+RANKINGS = (HYBRID, CLIP, KEYWORDS)
+# What found a hit: the picture (CLIP), the words (title, tags, description), or both.
+LOOKS, WORDS, BOTH = "looks", "words", "both"
+DEFAULT_K = 60
+EXACT_BOOST = 1.0
+
+
+def fuse(
+    clip_pairs: Iterable[tuple[int, float]],
+    keyword_pairs: Iterable[tuple[int, float]],
+    k: int = DEFAULT_K,
+    *,
+    exact: Iterable[int] = (),
+) -> list[tuple[int, float, str]]:
+    """``(id, fused score, matched)``, best first, from two rankings given best first as
+    ``(id, score)`` (their scores are not used). Ties go to the better single rank, then the
+    smaller id, so the order is deterministic."""
+    if k < 1:
+        raise ValueError("k must be at least 1")
+    fused: dict[int, float] = {}
+    best_rank: dict[int, int] = {}
+    found: dict[int, set[str]] = {}
+    for source, pairs in ((LOOKS, clip_pairs), (WORDS, keyword_pairs)):
+        for rank, (pk, _) in enumerate(pairs, start=1):
+            if source in found.setdefault(pk, set()):
+                continue  # listed twice in one ranking: its best rank counts
+            found[pk].add(source)
+            fused[pk] = fused.get(pk, 0.0) + 1.0 / (k + rank)
+            best_rank[pk] = min(best_rank.get(pk, rank), rank)
+    for pk in set(exact) & fused.keys():
+        fused[pk] += EXACT_BOOST
+    order = sorted(fused, key=lambda pk: (-fused[pk], best_rank[pk], pk))
+    return [(pk, fused[pk], BOTH if len(found[pk]) == 2 else next(iter(found[pk]))) for pk in order]

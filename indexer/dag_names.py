@@ -1,0 +1,11 @@
+"""What the web tier and the Airflow DAG agree on, importable without Django and without Airflow.
+
+Every new upload updates one Airflow asset: the gallery posts an event for it through Airflow's
+REST API (``gallery.indexing.airflow_api.announce_new_images``) and the indexing DAG is scheduled on it.
+"""
+
+NEW_UPLOADS_ASSET_NAME = "gallery_uploads"
+NEW_UPLOADS_ASSET_URI = "searchimage://gallery/uploads"
+
+# The indexing DAG's id: the DAG file and "reindex now" (gallery.indexing.airflow_api) both use it.
+INDEX_DAG_ID = "search_index"
