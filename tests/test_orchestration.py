@@ -407,6 +407,12 @@ def test_scripts_run_starts_everything_indexes_an_import_and_stops_everything(tm
         assert re.search(r"^\s+1\s+-?[0-9.]+\s+#\d+\s+\S", found, re.M), found  # the photos, ranked
         manage("createsuperuser", "--noinput", "--username", "curator", "--email", "c@example.org",
                DJANGO_SUPERUSER_PASSWORD="a long pass phrase")
+        # README's other everyday commands, as written: the run's Airflow and login, its model.
+        assert "queued" in manage("reindex").stdout
+        assert "CLIP runtime" in manage("runtime").stdout
+        assert re.search(r"Published index|Nothing to publish", manage("build_index").stdout)
+        assert "carry the date they were taken" in manage("read_photo_facts").stdout
+        assert "near-duplicate group(s)" in manage("hash_images").stdout
 
         # Killed outright: the parts live on. The next start stops them and starts afresh.
         run.send_signal(signal.SIGKILL)
