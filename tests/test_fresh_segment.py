@@ -214,7 +214,10 @@ def test_a_quick_run_finds_new_uploads_and_skips_compaction_without_building_the
         assert indexing.index_compact_if_due(scheduled=False, embed_report=report) is None
         # ...and when nothing was embedded, the current version does.
         assert indexing.index_compact_if_due(scheduled=False, embed_report=indexing.EmbedReport.total([])) is None
-    assert IndexVersion.objects.get(is_current=True) == before
+        assert IndexVersion.objects.get(is_current=True) == before
+        # The scheduled run publishes with the model its embed report names: none is built for it.
+        published = indexing.index_compact_if_due(scheduled=True, embed_report=report)
+    assert published.model == MODEL and IndexVersion.objects.get(is_current=True) == published
 
 
 @pytest.mark.usefixtures("fresh_embedders")

@@ -267,3 +267,13 @@ def test_switching_to_milvus_builds_a_first_collection_at_the_next_run(indexed_g
     assert version.backend == "milvus" and version.item_count == 20
     assert index_backend().current_version() == version.version and len(by_text("a red square")) == 20
     assert indexing.index_prune(keep=1, grace_seconds=0) == [annoy.version]
+
+
+def test_a_hide_whose_update_fails_never_reaches_milvus(milvus_gallery, django_capture_on_commit_callbacks):
+    """The engine is told in the hide's own transaction, for after its commit: an update that
+    fails (here a sliced QuerySet, which cannot be updated) leaves Milvus as the database is."""
+    image = milvus_gallery[5]
+    with django_capture_on_commit_callbacks(execute=True):
+        with pytest.raises(TypeError):
+            images_set_hidden(images=Image.objects.filter(pk=image.pk)[:1], hidden=True)
+    assert not Image.objects.get(pk=image.pk).hidden and index_backend().hidden_ids() == set()
