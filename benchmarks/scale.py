@@ -14,8 +14,9 @@ and size), so a rerun only measures. PostgreSQL galleries are databases named
 
 The app runs under gunicorn (1 worker x 4 threads, as in the issue's table) on 127.0.0.1; each
 request is sent ``--requests`` times one after another after one warm-up, and the median is
-reported with its ratio to the first size. New text searches pay the text encoder: its floor
-(one text encoded in this process) is reported so it can be subtracted.
+reported with its ratio to the first size. New text searches pay the text encoder: the server
+reports its own encoding time per request (``Server-Timing``, SERVER_TIMING=true), and the search's
+cost beyond it is reported per size.
 """
 
 from __future__ import annotations
@@ -23,18 +24,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.error
 import urllib.request
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-
-from benchmarks.scratch_gallery import scratch_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 FRESH_ROWS = 500
@@ -54,7 +53,9 @@ def gallery_env(folder: Path, *, size: int, database: str, pg_url: str, model: s
     env = scratch_settings(str(folder), model=model, config_dir=config_dir)
     if database == "postgres":
         env["DATABASE_URL"] = f"{pg_url.rstrip('/')}_{size}"
-    env.update({"DJANGO_STATIC_ROOT": str(folder.parent / "static"), "API_SEARCH_RATE": "1000000/min", "CLIP_RUNTIME": "torch", "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost"})
+    env.update({"DJANGO_STATIC_ROOT": str(folder.parent / "static"), "API_SEARCH_RATE": "1000000/min", "CLIP_RUNTIME": "torch", "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
+                # the server's own encoder time per search (gallery.http.server_timing), to subtract
+                "SERVER_TIMING": "true"})
     return env
 
 
@@ -245,19 +246,26 @@ def status_count_ms(rounds: int = 3) -> float:
 # --- Measuring ---------------------------------------------------------------------------------
 
 
-def fetch(url: str, *, headers: dict | None = None, expect: int = 200) -> float:
+class Timed(float):
+    """A request's seconds, with the server's own ``Server-Timing`` figures (in seconds)."""
+
+    server: dict[str, float]
+
+
+def fetch(url: str, *, headers: dict | None = None, expect: int = 200) -> Timed:
     req = urllib.request.Request(url, headers=headers or {})
     started = time.perf_counter()
     try:
         with urllib.request.urlopen(req, timeout=120) as response:
             response.read()
-            status = response.status
+            status, answer = response.status, response.headers
     except urllib.error.HTTPError as exc:
         exc.read()
-        status = exc.code
-    elapsed = time.perf_counter() - started
+        status, answer = exc.code, exc.headers
+    elapsed = Timed(time.perf_counter() - started)
     if status != expect:
         raise RuntimeError(f"{url}: {status}, expected {expect}")
+    elapsed.server = {name: float(ms) / 1000 for name, ms in re.findall(r"(\w+);dur=([0-9.]+)", answer.get("Server-Timing", ""))}
     return elapsed
 
 
@@ -310,14 +318,12 @@ def start_server(env: dict, port: int) -> tuple[subprocess.Popen, str]:
     raise RuntimeError("gunicorn did not answer")
 
 
-def measure(galleries: dict[int, tuple[dict, dict]], *, port: int, repeats: int, floor) -> dict:
-    """Every gallery's server runs at once and the sizes take turns request by request (the
-    text encoder's floor too, between new text searches), so a load that comes and goes on a
-    shared machine falls on all of them alike. Returns {size: {request: [seconds]}} and the
-    floor samples under the key ``"floor"``."""
+def measure(galleries: dict[int, tuple[dict, dict]], *, port: int, repeats: int) -> dict:
+    """Every gallery's server runs at once and the sizes take turns request by request, so a
+    load that comes and goes on a shared machine falls on all of them alike. Returns
+    {size: {request: [Timed]}}."""
     servers, bases = [], {}
     times: dict = {size: {} for size in galleries}
-    times["floor"] = []
     try:
         for n, (size, (env, _)) in enumerate(galleries.items()):
             server, bases[size] = start_server(env, port + n)
@@ -330,8 +336,6 @@ def measure(galleries: dict[int, tuple[dict, dict]], *, port: int, repeats: int,
                 fetch(url, headers=headers, expect=expect)
                 times[size][name] = []
             for attempt in range(repeats):
-                if "new text" in name:
-                    times["floor"].append(floor(attempt))
                 for size in galleries:
                     url, headers, expect = plans[size][index][1](attempt)
                     times[size][name].append(fetch(url, headers=headers, expect=expect))
@@ -343,24 +347,11 @@ def measure(galleries: dict[int, tuple[dict, dict]], *, port: int, repeats: int,
     return times
 
 
-def text_floor(model: str, config_dir: str, folder: str):
-    """A function timing one new text encoded by the model in this process (what a new text
-    search must pay on top of the rest), with the model loaded and warm."""
-    os.environ.update(scratch_settings(folder, model=model, config_dir=config_dir))
-    import django
-
-    django.setup()
-    from gallery.engine import embedder
-
-    model = embedder.embedder()
-    model.encode_texts(["warm up"])
-
-    def floor(n: int) -> float:
-        started = time.perf_counter()
-        model.encode_texts([f"floor query {n} {time.time()} {WORDS[n % len(WORDS)]}"])
-        return time.perf_counter() - started
-
-    return floor
+def beyond_encoder(samples: list[Timed]) -> tuple[float, float]:
+    """Medians, in ms, of a search's time beyond its own text encoding (the server's
+    ``Server-Timing: encode``: the floor, measured where it is paid) and of that encoding."""
+    encodes = [sample.server.get("encode", 0.0) for sample in samples]
+    return statistics.median(sample - encode for sample, encode in zip(samples, encodes)) * 1000, statistics.median(encodes) * 1000
 
 
 def main(argv=None) -> str:
@@ -415,19 +406,13 @@ def main(argv=None) -> str:
     if args.prepare:
         return ""
 
-    with tempfile.TemporaryDirectory() as tmp:
-        floor_fn = text_floor(args.model, args.config_dir, tmp)
-        if args.one_at_a_time:
-            # Two servers taking turns on 2 cores each evict the other's model and index from the
-            # CPU's caches between requests; alone, each size is measured as it would run.
-            results = {"floor": []}
-            for size in sizes:
-                alone = measure({size: galleries[size]}, port=args.port, repeats=args.requests, floor=floor_fn)
-                results[size], results["floor"] = alone[size], results["floor"] + alone["floor"]
-        else:
-            results = measure(galleries, port=args.port, repeats=args.requests, floor=floor_fn)
-        floor = statistics.median(results.pop("floor")) * 1000
-        cpu = machine()
+    if args.one_at_a_time:
+        # Two servers taking turns on 2 cores each evict the other's model and index from the
+        # CPU's caches between requests; alone, each size is measured as it would run.
+        results = {size: measure({size: galleries[size]}, port=args.port, repeats=args.requests)[size] for size in sizes}
+    else:
+        results = measure(galleries, port=args.port, repeats=args.requests)
+    cpu = machine()
 
     first = sizes[0]
     headers = ["request", *(f"{size:,} ms" for size in sizes), *(f"x {size:,}/{first:,}" for size in sizes[1:])]
@@ -439,8 +424,8 @@ def main(argv=None) -> str:
     rows.append(["status counts on a cache miss (in process)", *counts, *(f"{c / counts[0]:.2f}" for c in counts[1:])])
     search_rows = ["search page, new text", "API search, new text"]
     notes = [
-        f"{name} minus the text-encoder floor: "
-        + ", ".join(f"{statistics.median(results[size][name]) * 1000 - floor:.1f} ms at {size:,}" for size in sizes)
+        f"{name}: "
+        + ", ".join("{:.1f} ms beyond its encoding ({:.1f} ms) at {:,}".format(*beyond_encoder(results[size][name]), size) for size in sizes)
         for name in search_rows
     ]
     out = "\n".join(
@@ -454,7 +439,8 @@ def main(argv=None) -> str:
             "",
             table(headers, rows),
             "",
-            f"Text-encoder floor (one text, in this process, between the new text searches): {floor:.1f} ms. " + "; ".join(notes) + ".",
+            "New text searches beyond the text encoder (the floor: the server's own encoding of that "
+            "query, from its Server-Timing header; medians): " + "; ".join(notes) + ".",
             "Slowest of the status requests (one may count on a cache miss): "
             + ", ".join(f"{max(results[size]['`/api/v1/index/` (status)']) * 1000:.1f} ms at {size:,}" for size in sizes)
             + ".",

@@ -190,8 +190,11 @@ class SearchIndex:
         items, distances = self._forest.get_nns_by_vector(
             vector, k, search_k=max(search_k, k * self.manifest.n_trees), include_distances=True
         )
-        # Annoy's angular distance is sqrt(2 - 2 cos) between normalised vectors.
-        return [(int(self.ids[item]), 1.0 - d * d / 2.0) for item, d in zip(items, distances)]
+        # Annoy's angular distance is sqrt(2 - 2 cos) between normalised vectors. The ids are
+        # read in one gather (one memmap lookup per hit cost ~1 ms for 320 hits).
+        ids = self.ids[np.asarray(items, dtype=np.int64)].tolist()
+        scores = (1.0 - np.square(np.asarray(distances, dtype=np.float64)) / 2.0).tolist()
+        return list(zip(ids, scores))
 
     def close(self) -> None:
         self._forest.unload()

@@ -20,6 +20,7 @@ from gallery.engine import onnx_models
 from gallery.errors import ModelUnavailable
 from indexer.embedding import AUTO, TORCH, Embedder, ModelLoadError, ModelSpec, get_embedder
 from indexer.runtime_choice import CHOICE_FILE, Choice, choose_runtime, read_choice
+from indexer.timing import timed
 
 _resolved: dict[tuple, tuple[ModelSpec, Choice | None]] = {}
 _resolve_lock = threading.Lock()
@@ -121,7 +122,7 @@ def _text_vector(model_id: str, text: str) -> np.ndarray:
     # Each new query gets a forward pass of its own: sharing passes between concurrent queries
     # (indexer.embedding.batching) measured slower here for every runtime, since one query
     # already fills the text tower's matrices (77 tokens); docs/performance.md, "Runtimes per CPU".
-    with model_errors():
+    with model_errors(), timed("encode"):
         vector = embedder().encode_texts([text])[0]
     vector.flags.writeable = False  # shared between callers
     return vector

@@ -34,6 +34,7 @@ from gallery.models import MAX_QUERY_LENGTH, Image
 from gallery.search import facets, filtered_search, pins, ranking, relevance
 from gallery.search.facets import Facets
 from indexer.index import IndexMismatch
+from indexer.timing import timed
 
 DEFAULT_NEGATIVE_WEIGHT = 0.5
 _TOKEN_SALT = "gallery.search-query"
@@ -243,7 +244,7 @@ def embed_query_image(*, file: BinaryIO) -> np.ndarray:
         _, picture = decode_upload(read_upload(file), min_size=model.image_size)
     except UploadRejected as exc:
         raise BadQuery(str(exc)) from None
-    with embedder.model_errors():
+    with embedder.model_errors(), timed("encode"):
         return model.encode_images([picture])[0]
 
 
@@ -317,12 +318,12 @@ def _clip_ranking(
     def nearest(k: int) -> list[tuple[int, float]]:
         built: list[tuple[int, float]] = []
         if index is not None:
-            with index_errors():
+            with index_errors(), timed("index"):
                 built = index.query(vector, k, only_visible=only_visible)  # Milvus leaves hidden rows out; Annoy cannot
         return merge_ranked(built, segment.query(vector, k) if segment is not None else [])[:k]
 
     def nearest_among(ids: list[int], k: int) -> list[tuple[int, float]]:
-        with index_errors():
+        with index_errors(), timed("index"):
             return index.query(vector, k, only_visible=only_visible, among_ids=ids)
 
     collection_size = searchable_count  # at most INDEX_STATUS_CACHE_SECONDS old: the size matters, not the rows
