@@ -51,14 +51,20 @@ def main(argv=None) -> str:
     parser.add_argument("--indexed-grace", type=float, default=120,
                         help="seconds to wait after that for uploads to be in a published index")
     parser.add_argument("--keep", action="store_true", help="keep the var/ folder (its logs)")
+    parser.add_argument("--gallery", default="",
+                        help="start from a copy of this gallery folder (a benchmarks.scale SQLite gallery, e.g. "
+                             "/tmp/scale-galleries/sqlite-ViT-B-32-1000000, with --model ViT-B-32) instead of an empty one")
     args = parser.parse_args(argv)
 
     from benchmarks.report import table
 
     var = Path(tempfile.mkdtemp(prefix="freshness-"))
+    if args.gallery:
+        copy_gallery(Path(args.gallery), var)
     env = _env(var, args)
     memory = MemorySampler(var)
-    out = [f"Freshness on the embedded default (`make run`): {cpu()}", f"load average at start: {os.getloadavg()[0]:.1f}", ""]
+    on = f"a copy of {args.gallery} ({_image_count(var):,} images)" if args.gallery else "the embedded default (`make run`)"
+    out = [f"Freshness on {on}: {cpu()}", f"load average at start: {os.getloadavg()[0]:.1f}", ""]
     try:
         # --- start-up, twice --------------------------------------------------------------------
         first, run = _start(env, var)
@@ -109,7 +115,8 @@ def main(argv=None) -> str:
     out += [
         "Start-up (scripts/run until the gallery and Airflow both answer):",
         "",
-        table(["start", "seconds"], [["fresh var/ (migrations, sample photos embedded, Airflow's database)", first],
+        table(["start", "seconds"], [["first start on this var/ (migrations, sample photos embedded and the index "
+                                      "published, Airflow's database)", first],
                                      ["again, same var/", second]]),
         "",
         "Memory of the whole set-up (every process of every part; PSS counts shared pages once):",
@@ -142,6 +149,24 @@ def main(argv=None) -> str:
 
 
 # --- the set-up ---------------------------------------------------------------------------------
+
+
+def copy_gallery(source: Path, var: Path) -> None:
+    """A gallery of its own for this run: the database copied (uploads change it); media and the
+    index cache hard-linked (published index files never change, and new files get new names)."""
+    if not (source / "db.sqlite3").exists():
+        sys.exit(f"{source} holds no db.sqlite3: give a benchmarks.scale SQLite gallery folder")
+    for name in ("media", "index-cache"):
+        if (source / name).exists():
+            subprocess.run(["cp", "-al", str(source / name), str(var / name)], check=True)
+    shutil.copy2(source / "db.sqlite3", var / "db.sqlite3")
+
+
+def _image_count(var: Path) -> int:
+    import sqlite3
+
+    with sqlite3.connect(var / "db.sqlite3") as db:
+        return db.execute("SELECT COUNT(*) FROM gallery_image").fetchone()[0]
 
 
 def _free_port() -> int:

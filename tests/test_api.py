@@ -260,3 +260,53 @@ def test_the_image_list_gives_a_curator_hidden_images_unless_told_otherwise(staf
     assert set(ids(anon.get(f"{API}/images/", {"page_size": 100}))) == everything - hidden
     assert ids(anon.get(f"{API}/images/", {"page_size": 100, "hidden": "true"})) == []
     assert anon.get(f"{API}/images/", {"hidden": "maybe"}).status_code == 400
+
+
+@pytest.mark.parametrize("zone", ["UTC", "America/St_Johns"])
+def test_images_are_written_as_drf_would_write_every_field(indexed_gallery, upload, settings, zone):
+    """ImageSerializer writes its fields out by hand for speed; DRF's own per-field path must
+    give the very same JSON for every kind of value: dates set, empty and in another zone,
+    tags, an error (for a curator and for anyone), facts read from the photo, OCR text."""
+    import datetime
+
+    from rest_framework import serializers
+    from rest_framework.test import APIRequestFactory
+
+    from gallery.api.serializers import ImageSerializer, UploadedImageSerializer
+    from gallery.catalogue.tags import tags_set
+
+    settings.TIME_ZONE = zone
+    full, bare = indexed_gallery[0], upload(99)[0]  # embedded and indexed; waiting, never embedded
+    Image.objects.filter(pk=full.pk).update(
+        taken_at=datetime.datetime(2024, 3, 1, 12, 30, 5, 123456, tzinfo=datetime.timezone.utc), taken_at_offset=-210,
+        taken_at_source="exif", camera_make="Canon", camera_model="EOS R5", lens="RF 50mm", latitude=47.5, longitude=-52.7,
+        ocr_text="SKU 10473\nCedar Jacket", description="A jacket", error="",
+    )
+    Image.objects.filter(pk=bare.pk).update(status="failed", error="cannot identify image file")
+    tags_set(image=Image.objects.get(pk=full.pk), names=["jacket", "cedar"])
+    curator = User.objects.create_user("curator", is_staff=True)
+    curator.user_permissions.add(Permission.objects.get(codename="change_image"))
+    for user in (curator, User.objects.create_user("someone")):
+        request = APIRequestFactory().get("/api/v1/images/")
+        request.user = user
+        for image in Image.objects.filter(pk__in=[full.pk, bare.pk]).prefetch_related("tags"):
+            image.created = True
+            for serializer_class in (ImageSerializer, UploadedImageSerializer):
+                serializer = serializer_class(image, context={"request": request})
+                by_drf = serializers.ModelSerializer.to_representation(serializer, image)
+                assert serializer.data == by_drf and list(serializer.data) == list(by_drf)
+
+
+def test_search_hits_are_written_as_drf_would(indexed_gallery):
+    from rest_framework import serializers
+    from rest_framework.test import APIRequestFactory
+
+    from gallery import search
+    from gallery.api.serializers import SearchHitSerializer
+
+    Image.objects.filter(pk=indexed_gallery[3].pk).update(ocr_text="Photo 3 label")
+    hits = search.search(search.text_query("photo 3"))[:16]
+    assert any(hit.text_read for hit in hits)  # the one field written by a method
+    serializer = SearchHitSerializer(context={"request": APIRequestFactory().get("/")})
+    for hit in hits:
+        assert serializer.to_representation(hit) == serializers.Serializer.to_representation(serializer, hit)
