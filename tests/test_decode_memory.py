@@ -11,7 +11,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from PIL import Image as PILImage, ImageDraw
+from PIL import Image as PILImage
+from PIL import ImageDraw
 
 from gallery.models import Image
 from indexer.images import WORKING_BYTES, decode_budget

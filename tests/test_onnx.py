@@ -10,7 +10,6 @@ from django.core.files.storage import default_storage
 from django.core.management import CommandError, call_command
 
 from gallery import indexing
-from tests.searching import by_image, by_text
 from gallery.models import Image, IndexVersion
 from indexer.embedding import ModelSpec, get_embedder
 from indexer.images import open_rgb
@@ -18,6 +17,7 @@ from indexer.onnx_export import INT8_VARIANTS
 from tests.conftest import CLIP_CONFIGS as CONFIGS
 from tests.conftest import TINY
 from tests.images import image_bytes
+from tests.searching import by_image, by_text
 
 pytestmark = pytest.mark.usefixtures("fresh_embedders")
 

@@ -158,6 +158,29 @@ def test_saved_search_pages_read_through_indexes(client, member, saved, status_c
     assert all(re.search(r"SELECT COUNT\(\*\) FROM \(SELECT .* LIMIT \d+\) capped", sql, flags=re.S) for sql in counts), counts
 
 
+
+def test_a_saved_searchs_matches_are_one_page_read_in_index_order(client, member, saved, status_cached, upload):
+    """The matches list reads its page through the (search, newest first) index, and its tags
+    in one query, however many matches there are (before: every match sorted, with its
+    image's vector, and a tags query per match)."""
+    more = [upload(seed, title=f"More {seed}")[0] for seed in range(100, 112)]
+    SavedSearchMatch.objects.bulk_create(SavedSearchMatch(saved_search=saved, image=image, score=0.4) for image in more)
+    token = f"Token {Token.objects.create(user=member).key}"
+    url = f"{API}/saved-searches/{saved.pk}/matches/"
+    client.get(url, HTTP_AUTHORIZATION=token)
+    response, queries = capture(client, url, HTTP_AUTHORIZATION=token)
+    assert response.json()["count"] == 17 and len(response.json()["results"]) == 16
+    check_queries(queries)
+    # the token, the search, the capped count, the page, its tags, marking it seen
+    assert len(queries) == 6, "\n".join(query["sql"] for query in queries)
+    (page,) = [query["sql"] for query in queries if " LIMIT 16" in query["sql"] and "savedsearchmatch" in query["sql"]]
+    assert '"embedding"' not in page
+    plan = query_plan(page)
+    if connection.vendor == "sqlite":
+        assert "USING INDEX match_newest_first" in plan and "TEMP B-TREE" not in plan, plan
+    else:
+        assert "match_newest_first" in plan and "Sort" not in plan, plan
+
 @pytest.mark.skipif(on_object_storage(), reason="object storage serves presigned URLs, not /media/")
 def test_media_path_is_one_index_lookup(client, indexed_gallery, status_cached):
     image = indexed_gallery[3]

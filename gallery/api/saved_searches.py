@@ -15,9 +15,9 @@ from gallery.api.pagination import CappedPagination, GalleryPagination
 from gallery.api.permissions import CanView
 from gallery.api.serializers import CombinedSearchSerializer, ImageSerializer
 from gallery.api.views import BODY_ERRORS, READ_ERRORS, _valid
+from gallery.http.throttles import SavedSearchThrottle
 from gallery.models import SavedSearch, SavedSearchMatch
 from gallery.search import saved_searches
-from gallery.http.throttles import SavedSearchThrottle
 
 
 class SavedSearchSerializer(serializers.ModelSerializer):
@@ -133,7 +133,8 @@ class SavedSearchViewSet(viewsets.GenericViewSet):
         saved, seen_at = self.get_object(), timezone.now()  # before reading: a match found meanwhile stays new
         new_only = request.query_params.get("new", "").lower() in ("1", "true", "yes")
         paginator = CappedPagination()
-        page = paginator.paginate_queryset(saved_searches.saved_search_matches(saved, new_only=new_only), request, view=self)
+        matches = saved_searches.saved_search_matches(saved, new_only=new_only).prefetch_related("image__tags")  # one query
+        page = paginator.paginate_queryset(matches, request, view=self)
         data = MatchSerializer(page, many=True, context={"request": request, "saved": saved}).data
         saved_searches.saved_searches_mark_seen(searches=[saved], at=seen_at)
         return paginator.get_paginated_response(data)

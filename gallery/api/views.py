@@ -38,8 +38,8 @@ from gallery.catalogue import access, curation
 from gallery.catalogue.filters import BrowseFilter
 from gallery.catalogue.status import index_status
 from gallery.catalogue.uploads import image_create
-from gallery.models import Image
 from gallery.http.throttles import SearchThrottle, UploadThrottle
+from gallery.models import Image
 
 ERROR = OpenApiResponse(ErrorSerializer, description="what is wrong, in `detail`")
 INVALID = OpenApiResponse(OpenApiTypes.OBJECT, description="field name -> list of problems, or `detail`")

@@ -25,6 +25,7 @@ from django.db.models import QuerySet
 
 from gallery.catalogue import access, keywords
 from gallery.catalogue.filters import BrowseFilter, browse_params, shown_unless_asked
+from gallery.catalogue.sampling import pk_among
 from gallery.catalogue.status import searchable_count
 from gallery.catalogue.uploads import decode_upload, read_upload
 from gallery.engine import embedder
@@ -279,7 +280,7 @@ def search(query: SearchQuery, options: ResultOptions = ResultOptions()) -> Sear
         ranked = [(pk, cosine.get(pk), matched) for pk, _, matched in fused[:limit]]
     # Visible (and, with filters, passing them: what the words found is checked here).
     shown = filtered if filtered is not None else Image.objects.visible()
-    taken = dict(shown.filter(pk__in=[pk for pk, *_ in ranked]).order_by().values_list("pk", "taken_at"))
+    taken = dict(shown.filter(pk_among([pk for pk, *_ in ranked])).order_by().values_list("pk", "taken_at"))
     ranked = [hit for hit in ranked if hit[0] in taken]
     if options.sort == "relevance":
         if filtered is None:  # a pinned image outside a filter would not belong in its results

@@ -123,7 +123,8 @@ def new_count_label(new_count: int) -> str:
 
 def saved_search_matches(saved: SavedSearch, *, new_only: bool = False) -> QuerySet[SavedSearchMatch]:
     """Matches of visible images, newest first; ``new_only``: found since the member last looked."""
-    matches = saved.matches.filter(image__hidden=False).select_related("image")
+    # Not the 2 KB vector of every match (a sort would carry them all).
+    matches = saved.matches.filter(image__hidden=False).select_related("image").defer("image__embedding")
     if new_only and saved.last_seen_at is not None:
         matches = matches.filter(found_at__gt=saved.last_seen_at)
     return matches.order_by("-found_at", "-score", "pk")

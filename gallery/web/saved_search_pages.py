@@ -13,8 +13,8 @@ from django.views.decorators.http import require_POST
 from gallery import search
 from gallery.catalogue import access
 from gallery.errors import GalleryError
-from gallery.search import saved_searches
 from gallery.http.throttles import SavedSearchThrottle, throttled
+from gallery.search import saved_searches
 from gallery.web.views import _failure, _too_many
 
 MATCHES_SHOWN = 24  # per saved search on the page; the API pages through all of them

@@ -34,13 +34,13 @@ from gallery.catalogue.filters import ORIENTATIONS, BrowseFilter, browse_params
 from gallery.catalogue.listing import gallery_images
 from gallery.catalogue.uploads import image_create
 from gallery.errors import GalleryError, PageNotFound, http_status, public_message
+from gallery.http.request_limits import BodyTooLarge
+from gallery.http.throttles import SearchThrottle, UploadThrottle, throttled
 from gallery.models import Image, ImageText
 from gallery.search import facets
 from gallery.search.facets import Facets
 from gallery.search.ranking import RANKINGS
 from gallery.web.forms import ImageSearchForm, UploadForm
-from gallery.http.request_limits import BodyTooLarge
-from gallery.http.throttles import SearchThrottle, UploadThrottle, throttled
 
 
 def viewers_only(view):
