@@ -266,3 +266,23 @@ def test_no_single_column_index_on_uploaded_at_or_status(db):
               if info["index"] and not info["unique"] and info["columns"] in (["uploaded_at"], ["status"])}
     assert single == {"image_without_vector": ["status"]}  # the partial one of new uploads stays
     assert {"image_newest_first", "image_status_counts"} <= set(constraints)
+
+
+def test_a_request_leaves_its_database_connection_open_for_the_next(transactional_db, settings):
+    """What Django does when a request starts and ends (close_old_connections) keeps the
+    thread's connection (DATABASE_CONN_MAX_AGE): no new PostgreSQL connection per request."""
+    from django.db import close_old_connections
+
+    assert settings.DATABASES["default"]["CONN_MAX_AGE"] == 60
+    connection.ensure_connection()
+    held = connection.connection
+    close_old_connections()
+    assert connection.connection is held
+    connection.close()
+    connection.settings_dict["CONN_MAX_AGE"] = 0  # as before: one connection per request
+    try:
+        connection.ensure_connection()
+        close_old_connections()
+        assert connection.connection is None
+    finally:
+        connection.settings_dict["CONN_MAX_AGE"] = 60
