@@ -32,6 +32,11 @@ FTS_TABLE = "gallery_image_fts"  # SQLite only (migration 0003)
 # picture. PostgreSQL's ts_rank weighs A/B/C/D as 1.0/0.4/0.2/0.1; BM25 in SQLite gets the same ratios.
 FTS5_WEIGHTS = (1.0, 0.4, 0.2, 0.1)
 EXACT_CANDIDATES = 50  # keyword hits checked for an exact title or code (see exact_matches)
+# SQLite: a query whose words match more images than this ranks only the newest this many of
+# them. BM25 scores every match, so "photo" in every title of a million images took 1.2 s
+# (11 ms at 10,000); a word that common says little about which image is meant (its BM25
+# weight is near zero), and CLIP ranks the whole gallery beside it (docs/performance.md, "Scale").
+RANKED_MATCHES_MAX = 10_000
 # A code is one token of letters and digits, at least one of each, maybe joined by - _ . /
 # ("SKU-10482", "A7", "IMG_2041"): something a picture can never show but a title can carry.
 CODE = re.compile(r"(?=[^ ]*\d)(?=[^ ]*[^\W\d_])\w+(?:[-_./]\w+)*")
@@ -209,10 +214,17 @@ def _sqlite(text: str, limit: int) -> list[tuple[int, float]]:
         return []
     weights = ", ".join(str(weight) for weight in FTS5_WEIGHTS)
     with connection.cursor() as cursor:
+        # The newest RANKED_MATCHES_MAX matches at most: FTS5 walks its index by rowid to the
+        # last of them without scoring anything (about 1 ms), and BM25 then scores only those.
+        cursor.execute(
+            f"SELECT rowid FROM {FTS_TABLE} WHERE {FTS_TABLE} MATCH %s ORDER BY rowid DESC LIMIT 1 OFFSET %s",
+            [match, RANKED_MATCHES_MAX - 1],
+        )
+        oldest = cursor.fetchone()
         cursor.execute(
             f"SELECT rowid, -bm25({FTS_TABLE}, {weights}) AS score FROM {FTS_TABLE} "
-            f"WHERE {FTS_TABLE} MATCH %s ORDER BY score DESC, rowid LIMIT %s",
-            [match, limit],
+            f"WHERE {FTS_TABLE} MATCH %s AND rowid >= %s ORDER BY score DESC, rowid LIMIT %s",
+            [match, oldest[0] if oldest else 0, limit],
         )
         return [(pk, float(score)) for pk, score in cursor.fetchall()]
 
