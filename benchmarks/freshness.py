@@ -201,7 +201,7 @@ def _start(env: dict, var: Path) -> tuple[float, subprocess.Popen]:
         run = subprocess.Popen([sys.executable, "-c", reset, script], env=env, stdout=out, stderr=out,
                                start_new_session=True)
     while "Ready in" not in log.read_text():
-        if run.poll() is not None or time.monotonic() - started > 600:
+        if run.poll() is not None or time.monotonic() - started > 1800:  # a 1M gallery's first start rebuilds its index
             sys.exit(f"scripts/run did not start:\n{log.read_text()[-3000:]}")
         time.sleep(0.2)
     return time.monotonic() - started, run
