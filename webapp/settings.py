@@ -81,8 +81,8 @@ MIDDLEWARE = [
     "gallery.web.middleware.RequestBodyLimitMiddleware",
     "gallery.web.middleware.SignInThrottleMiddleware",
 ]
-# A Server-Timing header on every answer: the app's time and, of it, the text encoder's and the
-# index query's (gallery.http.server_timing). Off unless asked for; benchmarks ask.
+# A Server-Timing header on every answer: the app's time and, of it, the text encoder's, the
+# index query's and the database's (gallery.http.server_timing). Off unless asked for; benchmarks ask.
 SERVER_TIMING = env.bool("SERVER_TIMING", default=False)
 if SERVER_TIMING:
     MIDDLEWARE.insert(0, "gallery.http.server_timing.ServerTimingMiddleware")
