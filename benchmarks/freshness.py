@@ -301,9 +301,12 @@ class _Airflow:
 
 
 def _airflow_login(var: Path) -> _Airflow:
+    """The Airflow API's address and login, as scripts/run printed them (the password only on
+    the start that made it; it is kept in Airflow's passwords file)."""
     log = sorted(var.glob("run-*.log"))[-1].read_text()
-    url, username, password = re.search(r"Airflow UI at (\S+) \(user (\S+), password (\S+);", log).groups()
-    return _Airflow(url, username, password)
+    url, username = re.search(r"Airflow UI at (\S+) \(user ([^,;)\s]+)", log).groups()
+    passwords = json.loads((var / "airflow" / "simple_auth_manager_passwords.json.generated").read_text())
+    return _Airflow(url, username, passwords[username])
 
 
 # --- the gallery ---------------------------------------------------------------------------------
