@@ -15,11 +15,15 @@ One function, :func:`keyword_ranking`, with an implementation per database:
 
 Both first ask for every word; if that finds nothing and the query had several plain words (no
 quotes, ``or`` or ``-``), for any of them ("a photo of a cat" still finds "Chelsea the cat"), so natural sentences help too.
+Both rank at most (about) the newest RANKED_MATCHES_MAX matches: scoring costs a little per
+match, and a word in every image of a large gallery would cost seconds.
 """
 
 from __future__ import annotations
 
 import re
+import threading
+import time
 from collections.abc import Iterable
 
 from django.db import connection
@@ -32,11 +36,14 @@ FTS_TABLE = "gallery_image_fts"  # SQLite only (migration 0003)
 # picture. PostgreSQL's ts_rank weighs A/B/C/D as 1.0/0.4/0.2/0.1; BM25 in SQLite gets the same ratios.
 FTS5_WEIGHTS = (1.0, 0.4, 0.2, 0.1)
 EXACT_CANDIDATES = 50  # keyword hits checked for an exact title or code (see exact_matches)
-# SQLite: a query whose words match more images than this ranks only the newest this many of
-# them. BM25 scores every match, so "photo" in every title of a million images took 1.2 s
-# (11 ms at 10,000); a word that common says little about which image is meant (its BM25
-# weight is near zero), and CLIP ranks the whole gallery beside it (docs/performance.md, "Scale").
+# A query whose words match more images than this ranks only the newest this many of them
+# (on PostgreSQL about this many, estimated from its statistics). Both engines score every match
+# they are given: "photo" in every title of a million images took 1.2 s on SQLite and 3.5 s on
+# PostgreSQL (11 and 96 ms at 10,000); a word that common says little about which image is
+# meant, and CLIP ranks the whole gallery beside it (docs/performance.md, "Scale").
 RANKED_MATCHES_MAX = 10_000
+GIN_INDEX = "gallery_image_keywords_gin"  # PostgreSQL (migrations 0003, 0012): its statistics
+_STATISTICS_SECONDS = 600  # they change with ANALYZE (autovacuum's), not with each upload
 # A code is one token of letters and digits, at least one of each, maybe joined by - _ . /
 # ("SKU-10482", "A7", "IMG_2041"): something a picture can never show but a title can carry.
 CODE = re.compile(r"(?=[^ ]*\d)(?=[^ ]*[^\W\d_])\w+(?:[-_./]\w+)*")
@@ -198,14 +205,70 @@ def _postgres(text: str, limit: int) -> list[tuple[int, float]]:
 
     vector = search_vector()
     query = SearchQuery(text, search_type="websearch", config=TEXT_CONFIG)
+    matching = Image.objects.annotate(document=vector).filter(document=query)
+    if (oldest := _postgres_newest_bound(text)) is not None:
+        matching = matching.filter(pk__gt=oldest)
     rows = (
-        Image.objects.annotate(document=vector)
-        .filter(document=query)
-        .annotate(rank=SearchRank(vector, query))
+        matching.annotate(rank=SearchRank(vector, query))
         .order_by("-rank", "pk")
         .values_list("pk", "rank")[:limit]
     )
     return [(pk, float(rank)) for pk, rank in rows]
+
+
+def _postgres_newest_bound(text: str) -> int | None:
+    """The id past which about the newest RANKED_MATCHES_MAX matches of ``text`` lie, or None
+    when fewer match. PostgreSQL cannot walk a GIN index's matches newest first, so the share of
+    images that match is estimated from the lexeme frequencies ANALYZE keeps for the index (a
+    word missing from them is rarer than every word kept, so a query that needs it is small),
+    and the newest images are assumed to hold their share: the bound is the newest id minus
+    RANKED_MATCHES_MAX / share, one range on the primary key beside the GIN match."""
+    common, rows = _postgres_word_statistics()
+    if not common or rows <= RANKED_MATCHES_MAX:
+        return None  # no statistics yet, or too few images to need a bound
+    with connection.cursor() as cursor:
+        words = " ".join(token for token in text.split() if token.lower() != "or" and not token.startswith("-"))
+        cursor.execute(f"SELECT tsvector_to_array(to_tsvector('{TEXT_CONFIG}', %s))", [words])
+        lexemes = cursor.fetchone()[0] or []
+    shares = [common.get(lexeme, 0.0) for lexeme in lexemes]
+    either = any(token.lower() == "or" for token in text.split())
+    share = min(1.0, sum(shares)) if either else min(shares, default=0.0)
+    if share * rows <= RANKED_MATCHES_MAX:
+        return None
+    newest = Image.objects.order_by("-pk").values_list("pk", flat=True).first() or 0
+    return int(newest - RANKED_MATCHES_MAX / share)
+
+
+_statistics_lock = threading.Lock()
+_statistics: tuple[float, dict[str, float], float] | None = None
+
+
+def _postgres_word_statistics() -> tuple[dict[str, float], float]:
+    """({lexeme: share of the images holding it} for the most common ones, the table's row
+    estimate), from pg_stats and pg_class; ({}, 0) before ANALYZE has run. Kept per process."""
+    global _statistics
+    now = time.monotonic()
+    with _statistics_lock:
+        if _statistics is not None and now - _statistics[0] < _STATISTICS_SECONDS:
+            return _statistics[1], _statistics[2]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT most_common_elems::text::text[], most_common_elem_freqs, "
+            "(SELECT reltuples FROM pg_class WHERE relname = %s) FROM pg_stats WHERE tablename = %s",
+            [Image._meta.db_table, GIN_INDEX],
+        )
+        row = cursor.fetchone()
+    common, rows = ({}, 0.0) if row is None or not row[0] else (dict(zip(row[0], row[1])), float(row[2] or 0))
+    with _statistics_lock:
+        _statistics = (now, common, rows)
+    return common, rows
+
+
+def forget_statistics() -> None:
+    """Drop the word statistics held (tests; they are read again on the next search)."""
+    global _statistics
+    with _statistics_lock:
+        _statistics = None
 
 
 def _sqlite(text: str, limit: int) -> list[tuple[int, float]]:
