@@ -48,3 +48,12 @@ def _fmt(value) -> str:
 
 def median(values):
     return statistics.median(values)
+
+
+def server_timing(headers) -> dict[str, float]:
+    """A response's ``Server-Timing`` figures in seconds (``gallery.http.server_timing``, when
+    the server runs with SERVER_TIMING=true): ``{"app": ..., "encode": ..., "index": ..., "db": ...}``."""
+    import re
+
+    return {name: float(ms) / 1000 for name, ms in re.findall(r"(\w+);dur=([0-9.]+)", headers.get("Server-Timing", ""))}
+

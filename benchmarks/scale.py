@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import shutil
 import statistics
 import subprocess
@@ -34,6 +33,8 @@ import urllib.error
 import urllib.request
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+
+from benchmarks.report import server_timing
 
 ROOT = Path(__file__).resolve().parent.parent
 FRESH_ROWS = 500
@@ -268,7 +269,7 @@ def fetch(url: str, *, headers: dict | None = None, expect: int = 200) -> Timed:
     elapsed = Timed(time.perf_counter() - started)
     if status != expect:
         raise RuntimeError(f"{url}: {status}, expected {expect}")
-    elapsed.server = {name: float(ms) / 1000 for name, ms in re.findall(r"(\w+);dur=([0-9.]+)", answer.get("Server-Timing", ""))}
+    elapsed.server = server_timing(answer)
     return elapsed
 
 
