@@ -276,18 +276,15 @@ def _sqlite(text: str, limit: int) -> list[tuple[int, float]]:
     if not match:
         return []
     weights = ", ".join(str(weight) for weight in FTS5_WEIGHTS)
+    # The newest RANKED_MATCHES_MAX matches at most: the subquery walks FTS5's index by rowid to
+    # the oldest of them without scoring anything (about 1 ms), and BM25 scores only those.
+    newest = f"SELECT rowid FROM {FTS_TABLE} WHERE {FTS_TABLE} MATCH %s ORDER BY rowid DESC LIMIT %s"
     with connection.cursor() as cursor:
-        # The newest RANKED_MATCHES_MAX matches at most: FTS5 walks its index by rowid to the
-        # last of them without scoring anything (about 1 ms), and BM25 then scores only those.
-        cursor.execute(
-            f"SELECT rowid FROM {FTS_TABLE} WHERE {FTS_TABLE} MATCH %s ORDER BY rowid DESC LIMIT 1 OFFSET %s",
-            [match, RANKED_MATCHES_MAX - 1],
-        )
-        oldest = cursor.fetchone()
         cursor.execute(
             f"SELECT rowid, -bm25({FTS_TABLE}, {weights}) AS score FROM {FTS_TABLE} "
-            f"WHERE {FTS_TABLE} MATCH %s AND rowid >= %s ORDER BY score DESC, rowid LIMIT %s",
-            [match, oldest[0] if oldest else 0, limit],
+            f"WHERE {FTS_TABLE} MATCH %s AND rowid >= (SELECT min(rowid) FROM ({newest})) "
+            "ORDER BY score DESC, rowid LIMIT %s",
+            [match, match, RANKED_MATCHES_MAX, limit],
         )
         return [(pk, float(score)) for pk, score in cursor.fetchall()]
 
