@@ -89,31 +89,43 @@ class SignInThrottled(Exception):
         self.wait = wait
 
 
-def _sign_in_keys(request, username: str | None, window: int) -> list[str]:
-    # Hashed: a username (or a forwarded address) may hold any character at any length, and
-    # cache keys may not (memcached: 250 ASCII characters, no spaces or control characters).
+def _sign_in_counters(request, username: str | None, now: float, duration: int) -> list[tuple[str, float]]:
+    """The counter key of each identity (the address, and the account when named) and when its
+    window began. A window starts at an identity's first attempt and lasts ``duration``: the
+    limit is then exactly N attempts in any window that starts with one, wherever the clock's
+    minute falls (fixed clock windows let 2N guesses through across a boundary)."""
+    counters = []
     idents = [("address", client_address(request))] + ([("account", username.strip().lower())] if username else [])
-    return [f"sign-in:{kind}:{window}:{hashlib.sha256(ident.encode()).hexdigest()}" for kind, ident in idents]
+    for kind, ident in idents:
+        # Hashed: a username (or a forwarded address) may hold any character at any length, and
+        # cache keys may not (memcached: 250 ASCII characters, no spaces or control characters).
+        key = f"sign-in:{kind}:{hashlib.sha256(ident.encode()).hexdigest()}"
+        cache.add(f"{key}:since", now, duration)  # atomic: of attempts at the same moment, one starts it
+        since = cache.get(f"{key}:since", now)
+        # The counter is named after its window, so a new window never inherits an old count.
+        counters.append((f"{key}:{since!r}", since))
+    return counters
 
 
 def sign_in_attempt(request, username: str | None) -> tuple[list[str], float | None]:
     """Count one attempt against the account and the address, before the password is checked,
     with the cache's atomic increment: guesses sent at the same moment are all counted (a
     read-then-write count lets each of them pass). Returns the counters (to give the attempt
-    back if it succeeds) and the seconds to wait when either is over API_SIGN_IN_RATE in this
-    window (fixed windows of the rate's period), else ``None``."""
+    back if it succeeds) and the seconds to wait when either is over API_SIGN_IN_RATE in its
+    window, else ``None``."""
     allowed, duration = SimpleRateThrottle.parse_rate(None, settings.API_SIGN_IN_RATE)
     now = time.time()
-    window = int(now // duration)
-    keys = _sign_in_keys(request, username, window)
-    over = False
-    for key in keys:
-        cache.add(key, 0, duration * 2)
+    keys, wait = [], None
+    for key, since in _sign_in_counters(request, username, now, duration):
+        keys.append(key)
+        cache.add(key, 0, duration)
         try:
-            over |= cache.incr(key) > allowed
+            count = cache.incr(key)
         except ValueError:  # expired between add and incr: this attempt starts the count
-            cache.set(key, 1, duration * 2)
-    return keys, (max((window + 1) * duration - now, 1.0) if over else None)
+            cache.set(key, count := 1, duration)
+        if count > allowed:
+            wait = max(wait or 0.0, since + duration - now, 1.0)
+    return keys, wait
 
 
 def sign_in_succeeded(keys: list[str]) -> None:
