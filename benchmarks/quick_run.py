@@ -15,7 +15,7 @@ Each repeat is a fresh process, as an Airflow task is: Django set up and the mod
 first (not counted: the embed task loads it, and it is reported apart), then one real photo is
 uploaded through the upload service and the tasks run in the DAG's order, calling what the
 tasks call (dags/search_index.py): ``find_pending`` (``pending_chunks(new_only=True)``),
-``embed`` (``images_embed_pending(ids=...)``), ``publish`` (``index_compact_if_due`` as a run
+``embed`` (``images_embed_pending(ids=...)``), ``publish`` (``index_publish_new`` as a run
 started by uploads), ``near_duplicates`` (``near_duplicates_find``) and
 ``saved_search_matches`` (``saved_searches_record_matches``). The index and fresh-segment
 caches are emptied before each task, as each task runs in a process of its own. Per task: the
@@ -195,7 +195,7 @@ def one_run(folder: str, model: str, config_dir: str) -> dict:
         "embed": lambda: state.update(
             report=indexing.EmbedReport.total([indexing.images_embed_pending(ids=ids).as_dict() for ids in state["chunks"]])
         ),
-        "publish": lambda: indexing.index_compact_if_due(scheduled=False, embed_report=state["report"]),
+        "publish": lambda: indexing.index_publish_new(scheduled=False, embed_report=state["report"]),
         "near_duplicates": lambda: near_duplicates_find(image_ids=state["report"].ids),
         "saved_search_matches": lambda: saved_searches_record_matches(
             image_ids=state["report"].ids, model_id=state["report"].model_id

@@ -22,7 +22,7 @@ from django.db import connection
 from gallery import search
 from gallery.engine.index_cache import current_index
 from gallery.models import Image, IndexVersion
-from indexer.dag_names import NEW_UPLOADS_ASSET_URI
+from indexer.dag_names import COMPACT_DAG_ID, COMPACTION_ASSET_URI, INDEX_DAG_ID, NEW_UPLOADS_ASSET_URI
 from tests.conftest import on_object_storage
 from tests.images import image_bytes
 from tests.searching import similar
@@ -75,17 +75,32 @@ def dag_env(airflow_env: dict, settings) -> dict:
 
 @pytest.fixture
 def run_dag(airflow_env, settings):
-    """run_dag() -> (succeeded, log): one `airflow dags test search_index` on this test's data."""
+    """run_dag() -> (succeeded, log): `airflow dags test search_index` on this test's data, then
+    `airflow dags test search_index_compact` when the first run asked for a compaction (a
+    scheduler starts it on the asset's event; `dags test` starts no other DAG)."""
     env = dag_env(airflow_env, settings)
 
     def run(**extra_env):
-        done = subprocess.run(
-            [*AIRFLOW, "dags", "test", "search_index"], env={**env, **extra_env}, capture_output=True, text=True, timeout=300
-        )
-        log = done.stdout + done.stderr
-        return done.returncode == 0 and "state=success" in log, log
+        log = ""
+        for dag_id in (INDEX_DAG_ID, COMPACT_DAG_ID):
+            done = subprocess.run(
+                [*AIRFLOW, "dags", "test", dag_id], env={**env, **extra_env}, capture_output=True, text=True, timeout=300
+            )
+            log += done.stdout + done.stderr
+            if done.returncode != 0 or "state=success" not in done.stdout + done.stderr:
+                return False, log
+            if not compaction_requested(done.stdout + done.stderr):
+                break
+        return True, log
 
     return run
+
+
+def compaction_requested(log: str) -> bool:
+    """Whether the `request_compaction` task of a `dags test` run succeeded (not skipped)."""
+    start = log.find("starting task_id=request_compaction ")
+    end = log.find("end task task_id=request_compaction ", start)
+    return start >= 0 and "new_state=success" in log[start:end]
 
 
 @pytest.fixture(scope="session")
@@ -125,25 +140,34 @@ def upload(seed, **kwargs):
     return image_create(file=io.BytesIO(image_bytes(seed)), filename=f"photo_{seed}.jpg", **kwargs)[0]
 
 
-def test_dagbag_has_the_dag_without_import_errors(airflow_env):
+def test_dagbag_has_the_dags_without_import_errors(airflow_env):
     script = (
         "import json; from airflow.dag_processing.dagbag import DagBag;"
         f"bag = DagBag(dag_folder={str(ROOT / 'dags')!r});"
-        "dag = bag.dags.get('search_index');"
+        "dag, compact = bag.dags.get('search_index'), bag.dags.get('search_index_compact');"
         "print(json.dumps({'errors': {k: str(v) for k, v in bag.import_errors.items()}, 'dags': sorted(bag.dags),"
         " 'tasks': sorted(dag.task_ids), 'schedule': type(dag.timetable).__name__,"
         " 'assets': [a.uri for a in dag.timetable.asset_condition.objects], 'cron': dag.timetable.timetable.expression,"
-        " 'catchup': dag.catchup, 'max_active_runs': dag.max_active_runs}))"
+        " 'catchup': dag.catchup, 'max_active_runs': dag.max_active_runs,"
+        " 'outlets': [a.uri for a in dag.get_task('request_compaction').outlets],"
+        " 'compact_tasks': sorted(compact.task_ids), 'compact_assets': [a.uri for a in compact.timetable.asset_condition.objects],"
+        " 'compact_max_active_runs': compact.max_active_runs}))"
     )
     done = subprocess.run([sys.executable, "-c", script], env=airflow_env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     found = json.loads(done.stdout.strip().splitlines()[-1])
-    assert found["errors"] == {} and found["dags"] == ["search_index"]
-    assert found["tasks"] == ["embed", "find_pending", "near_duplicates", "prune", "publish", "read_text", "saved_search_matches"]
+    assert found["errors"] == {} and found["dags"] == ["search_index", "search_index_compact"]
+    assert found["tasks"] == [
+        "embed", "find_pending", "near_duplicates", "publish", "read_text", "request_compaction", "saved_search_matches"
+    ]
     # Hourly, or as soon as the gallery announces new uploads, whichever comes first.
     assert found["schedule"] == "AssetOrTimeSchedule" and found["assets"] == [NEW_UPLOADS_ASSET_URI]
     assert found["cron"] == "0 * * * *"
     assert found["catchup"] is False and found["max_active_runs"] == 1
+    # The rebuild runs in a DAG of its own, started by the indexing DAG's request: a run started
+    # by uploads never waits behind one.
+    assert found["outlets"] == [COMPACTION_ASSET_URI] and found["compact_assets"] == [COMPACTION_ASSET_URI]
+    assert found["compact_tasks"] == ["compact", "prune"] and found["compact_max_active_runs"] == 1
 
 
 def test_new_uploads_become_searchable_and_a_quiet_run_changes_nothing(run_dag):

@@ -196,6 +196,22 @@ def test_compaction_runs_hourly_or_when_the_segment_is_too_big(fresh_gallery, se
     assert indexing.index_compact_if_due(scheduled=True) is None
 
 
+def test_the_indexing_runs_publish_step_builds_nothing_and_says_when_a_compaction_is_due(fresh_gallery, settings):
+    """The DAG's publish step only decides (the compaction DAG builds), so a run started by
+    uploads never takes a rebuild's minutes, whatever the gallery's size."""
+    before = IndexVersion.objects.get(is_current=True)
+    settings.FRESH_SEGMENT_MAX = 5
+    assert indexing.index_publish_new(scheduled=False) == indexing.PublishStep(compaction_due=False)
+    assert indexing.index_publish_new(scheduled=True) == indexing.PublishStep(compaction_due=True)
+    settings.FRESH_SEGMENT_MAX = 4
+    assert indexing.index_publish_new(scheduled=False) == indexing.PublishStep(compaction_due=True)
+    assert list(IndexVersion.objects.all()) == [before] and indexing.fresh_segment_size() == 5  # nothing built
+
+    version = indexing.index_compact(embed_report=indexing.EmbedReport(embedded=5, model_id=MODEL))
+    assert (version.item_count, version.embedded_count, version.model) == (25, 5, MODEL)
+    assert indexing.fresh_segment_size() == 0 and indexing.index_compact() is None  # nothing new since
+
+
 def test_a_quick_run_finds_new_uploads_and_skips_compaction_without_building_the_model(fresh_gallery, upload):
     built, fresh = fresh_gallery
     new = [upload(300 + seed)[0] for seed in range(3)]

@@ -26,8 +26,8 @@ from rest_framework.test import APIClient
 
 from gallery.indexing import airflow_api
 from gallery.indexing.airflow_api import announcements_flush
-from gallery.models import Image
-from indexer.dag_names import NEW_UPLOADS_ASSET_URI
+from gallery.models import Image, IndexVersion
+from indexer.dag_names import COMPACT_DAG_ID, NEW_UPLOADS_ASSET_URI
 from tests.conftest import CLIP_CONFIGS, as_upload, on_object_storage
 from tests.images import image_bytes
 from tests.searching import similar
@@ -234,6 +234,8 @@ def live_airflow(airflow_env, settings):  # noqa: F811 (the fixture imported abo
         # A schedule that never fires here (the last Feb 29 is before the DAG's start date), so
         # only the uploads' events start runs.
         "INDEX_DAG_SCHEDULE": "0 0 29 2 *",
+        # Three uploads outgrow it: a run started by them asks the compaction DAG for a rebuild.
+        "FRESH_SEGMENT_MAX": "2",
     }
     home = Path(env["AIRFLOW_HOME"])
     processes, logs = [], []
@@ -308,6 +310,15 @@ def test_a_real_scheduler_indexes_uploads_without_anyone_running_a_command(admin
     events = airflow_get(url, jwt, f"/api/v2/assets/events?asset_id={asset['id']}")["asset_events"]
     assert 1 <= len(events) <= 3 and all(event["extra"]["source"] == "gallery" for event in events)
 
+    # The fresh segment outgrew FRESH_SEGMENT_MAX: the upload's run asked for a compaction, and the
+    # compaction DAG, started by that request alone, rebuilt the index over all three.
+    indexed = lambda: set(Image.objects.filter(pk__in=ids).values_list("status", flat=True)) == {"indexed"}  # noqa: E731
+    _wait("a compaction publishes them", indexed, timeout=150, logs=logs)
+    current = IndexVersion.objects.get(is_current=True)
+    assert current.item_count == 3 and current.embedded_count >= 1  # the request carried the run's embed report
+    compactions = airflow_get(url, jwt, f"/api/v2/dags/{COMPACT_DAG_ID}/dagRuns")["dag_runs"]
+    assert compactions and {run["run_type"] for run in compactions} == {"asset_triggered"}
+
 
 # --- scripts/run ---------------------------------------------------------------------------------
 
@@ -370,6 +381,7 @@ def test_scripts_run_starts_everything_indexes_an_import_and_stops_everything(tm
         url, username, password = login.groups()
         jwt = airflow_token(url, username, password)  # the login printed is the one Airflow knows
         assert airflow_get(url, jwt, "/api/v2/dags/search_index")["is_paused"] is False
+        assert airflow_get(url, jwt, f"/api/v2/dags/{COMPACT_DAG_ID}")["is_paused"] is False
 
         # A photo imported by a command that exits at once: its announcement still goes out, and
         # the scheduler started by scripts/run indexes it.
@@ -392,7 +404,8 @@ def test_scripts_run_starts_everything_indexes_an_import_and_stops_everything(tm
         assert "1 added" in imported.stdout
         events = airflow_get(url, jwt, "/api/v2/assets/events")["asset_events"]
         # Posted before the command exited (its log says why not, if not).
-        assert [event["extra"]["source"] for event in events] == ["gallery"], imported.stderr
+        uploads = [event["extra"]["source"] for event in events if event["uri"] == NEW_UPLOADS_ASSET_URI]
+        assert uploads == ["gallery"], imported.stderr
         gallery = f"http://{env['GALLERY_BIND']}"
 
         def searchable():

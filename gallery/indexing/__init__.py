@@ -233,21 +233,29 @@ def fresh_segment_size(model_id: str | None = None) -> int:
     return fresh_rows(model_id or embedder.embedder().model_id).count()
 
 
-def index_compact_if_due(
-    *, scheduled: bool, embed_report: EmbedReport | None = None, progress: bool = False
-) -> IndexVersion | None:
-    """The frequent run's publish step: rebuild the index over everything (a compaction) when
-    this is the ``scheduled`` run (hourly by default; not one started by uploads), when the
-    fresh segment has grown past ``FRESH_SEGMENT_MAX``, or when the configured model has no
-    index yet (the old model's index cannot answer its queries). Otherwise the new vectors
-    are already searchable in the fresh segment; nothing is built."""
+@dataclass
+class PublishStep:
+    """What an indexing run's publish step did: the version a live engine published (a first
+    one, or a new model's), and whether a compaction should follow."""
+
+    version: IndexVersion | None = None
+    compaction_due: bool = False
+
+
+def index_publish_new(*, scheduled: bool, embed_report: EmbedReport | None = None, progress: bool = False) -> PublishStep:
+    """The indexing run's publish step, cheap on a snapshot engine whatever the gallery's size.
+
+    A live engine (Milvus) has the new vectors searchable already: here it publishes only a first
+    version or a new model's, and catches up what an embed could not upsert; a compaction
+    follows on the ``scheduled`` run (hourly or manual: repairs hidden rows the engine missed).
+    A snapshot engine (Annoy) builds nothing here: the new vectors are searchable in the fresh
+    segment, and a compaction (a rebuild over everything) is due on the ``scheduled`` run, when
+    the fresh segment has grown past ``FRESH_SEGMENT_MAX``, or when the configured model has no
+    index yet (the old model's index cannot answer its queries). The DAG runs the compaction in
+    a DAG of its own, so runs started by uploads never wait for a rebuild (minutes at a million
+    images)."""
     if not index_backend().needs_fresh_segment:
-        # A live engine: new vectors are searchable already; publish only a first version or a
-        # new model's, and repair hidden rows the engine missed on the scheduled run.
-        version = index_publish(embed_report=embed_report, progress=progress)
-        if scheduled:
-            reconcile_visibility()
-        return version
+        return PublishStep(version=index_publish(embed_report=embed_report, progress=progress), compaction_due=scheduled)
     current = IndexVersion.objects.current()
     if embed_report and embed_report.model_id:
         model_id = embed_report.model_id  # the embed tasks loaded the model already
@@ -260,9 +268,29 @@ def index_compact_if_due(
     model_changed = current is not None and (current.model != model_id or other_engine(current))
     if not (scheduled or size > settings.FRESH_SEGMENT_MAX or model_changed):
         logger.info("fresh segment holds %d vectors (compaction past %d): no rebuild this run", size, settings.FRESH_SEGMENT_MAX)
-        return None
-    logger.info("compacting: fresh segment holds %d vectors%s", size, " (scheduled run)" if scheduled else "")
-    return index_publish(embed_report=embed_report, progress=progress)
+        return PublishStep()
+    logger.info("compaction due: fresh segment holds %d vectors%s", size, " (scheduled run)" if scheduled else "")
+    return PublishStep(compaction_due=True)
+
+
+def index_compact(*, embed_report: EmbedReport | None = None, progress: bool = False) -> IndexVersion | None:
+    """A compaction: rebuild the index over every stored vector and publish it when anything
+    changed (``index_publish``); on a live engine, publish what it lacks and repair the hidden
+    rows it missed."""
+    version = index_publish(embed_report=embed_report, progress=progress)
+    if not index_backend().needs_fresh_segment:
+        reconcile_visibility()
+    return version
+
+
+def index_compact_if_due(
+    *, scheduled: bool, embed_report: EmbedReport | None = None, progress: bool = False
+) -> IndexVersion | None:
+    """The publish step and, when it asks for one, the compaction, inline (the DAG runs the
+    compaction in a DAG of its own). Returns the version published, if any."""
+    step = index_publish_new(scheduled=scheduled, embed_report=embed_report, progress=progress)
+    compacted = index_compact(embed_report=embed_report, progress=progress) if step.compaction_due else None
+    return compacted or step.version
 
 
 def _should_publish(model_id: str, *, force: bool) -> bool:
