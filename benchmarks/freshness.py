@@ -1,7 +1,7 @@
 """Freshness: from upload to searchable, with the whole `make run` set-up running (gunicorn beside
 Airflow's API server, scheduler and dag-processor on the embedded defaults), nothing else.
 
-    .venv/bin/python -m benchmarks.freshness [--uploads 20] [--interval 9] [--burst 50]
+    .venv/bin/python -m benchmarks.freshness [--uploads 20] [--interval 9] [--burst 50] [--compact-during]
 
 Starts `scripts/run` on a fresh var/ folder (free ports; the model of `make run`: ViT-B-32, with
 random weights when no real ones are configured, which cost what real ones cost) and measures:
@@ -12,6 +12,8 @@ random weights when no real ones are configured, which cost what real ones cost)
   the peak while indexing;
 - upload -> embedded (the row has its vector) and upload -> indexed (in the published index):
   `--uploads` photos through the REST API, one every `--interval` seconds (jittered), p50/p95;
+  with `--compact-during`, a compaction is started first (a manual run of the indexing DAG asks
+  for one) and the uploads posted while one ran are reported apart;
 - a burst: `--burst` photos posted as fast as one client can, the asset events and DAG runs it
   caused, and the time until all were indexed;
 - Ctrl-C: from SIGINT to every process gone.
@@ -37,6 +39,8 @@ import urllib.request
 from datetime import datetime, timezone
 from pathlib import Path
 
+from indexer.dag_names import COMPACT_DAG_ID, INDEX_DAG_ID
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -51,6 +55,8 @@ def main(argv=None) -> str:
     parser.add_argument("--indexed-grace", type=float, default=120,
                         help="seconds to wait after that for uploads to be in a published index")
     parser.add_argument("--keep", action="store_true", help="keep the var/ folder (its logs)")
+    parser.add_argument("--compact-during", action="store_true",
+                        help="start a compaction (a manual run of the indexing DAG) just before the spread uploads")
     parser.add_argument("--gallery", default="",
                         help="start from a copy of this gallery folder (a benchmarks.scale SQLite gallery, e.g. "
                              "/tmp/scale-galleries/sqlite-ViT-B-32-1000000, with --model ViT-B-32) instead of an empty one")
@@ -80,12 +86,15 @@ def main(argv=None) -> str:
         # --- spread uploads -------------------------------------------------------------------------
         rng = random.Random(0)
         memory.peak_reset()
+        if args.compact_during:
+            airflow.start_compaction()
         spread = []
         for n in range(args.uploads):
             spread.append(upload(gallery, token, photo(n)))
             if n < args.uploads - 1:
                 time.sleep(rng.uniform(0.5, 1.5) * args.interval)
         times = wait_searchable(spread, args.timeout, args.indexed_grace)
+        compactions = airflow.compactions()
 
         # --- a burst ------------------------------------------------------------------------------
         before = airflow.counts()
@@ -134,6 +143,7 @@ def main(argv=None) -> str:
               [["embedded: searchable (the row has its vector)", *_stats(embedded, args.uploads)],
                [f"indexed: in a published index (within {args.indexed_grace:.0f} s more)", *_stats(indexed, args.uploads)]]),
         "",
+        *_during_compactions(times, compactions),
         f"A burst of {args.burst} uploads, posted in {posted:.1f} s by one client:",
         "",
         table(["asset events", "DAG runs", "all embedded after s", "p50 upload->embedded s"],
@@ -275,29 +285,52 @@ class _Airflow:
     def __init__(self, url: str, username: str, password: str):
         self.url, self.username, self.password = url, username, password
 
-    def _get(self, path: str) -> dict:
+    def _get(self, path: str, body: dict | None = None) -> dict:
+        """GET `path`, or POST `body` to it."""
         login = urllib.request.Request(f"{self.url}/auth/token", method="POST",
                                        data=json.dumps({"username": self.username, "password": self.password}).encode())
         login.add_header("Content-Type", "application/json")
         with urllib.request.urlopen(login, timeout=10) as reply:
             token = json.load(reply)["access_token"]
-        request = urllib.request.Request(f"{self.url}{path}")
+        request = urllib.request.Request(f"{self.url}{path}", data=None if body is None else json.dumps(body).encode())
         request.add_header("Authorization", f"Bearer {token}")
+        request.add_header("Content-Type", "application/json")
         with urllib.request.urlopen(request, timeout=10) as reply:
             return json.load(reply)
 
     def wait_idle(self, timeout: float = 600) -> None:
-        """Until no run of the DAG is queued or running and no asset event waits for one."""
+        """Until no run of either DAG is queued or running and no asset event waits for one."""
         deadline, quiet = time.time() + timeout, 0
         while time.time() < deadline and quiet < 2:
-            active = self._get("/api/v2/dags/search_index/dagRuns?state=queued&state=running&limit=1")["total_entries"]
-            queued = self._get("/api/v2/dags/search_index/assets/queuedEvents")["total_entries"]
-            quiet = quiet + 1 if active == queued == 0 else 0
+            busy = 0
+            for dag in (INDEX_DAG_ID, COMPACT_DAG_ID):
+                busy += self._get(f"/api/v2/dags/{dag}/dagRuns?state=queued&state=running&limit=1")["total_entries"]
+                busy += self._get(f"/api/v2/dags/{dag}/assets/queuedEvents")["total_entries"]
+            quiet = quiet + 1 if busy == 0 else 0
             time.sleep(2)
+
+    def start_compaction(self, timeout: float = 120) -> None:
+        """A manual run of the indexing DAG, which asks for a compaction; returns once the
+        compaction DAG's run it started is running."""
+        before = self._get(f"/api/v2/dags/{COMPACT_DAG_ID}/dagRuns?limit=1")["total_entries"]
+        self._get(f"/api/v2/dags/{INDEX_DAG_ID}/dagRuns", {"logical_date": None})
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            runs = self._get(f"/api/v2/dags/{COMPACT_DAG_ID}/dagRuns?order_by=-id&limit=1")
+            if runs["total_entries"] > before and runs["dag_runs"][0]["state"] == "running":
+                return
+            time.sleep(0.5)
+        sys.exit(f"no compaction running {timeout:.0f} s after a manual run of {INDEX_DAG_ID}")
+
+    def compactions(self) -> list[tuple[float, float]]:
+        """(start, end) of the compaction DAG's runs, as Unix times (end: now while running)."""
+        runs = self._get(f"/api/v2/dags/{COMPACT_DAG_ID}/dagRuns?order_by=-id&limit=50")["dag_runs"]
+        stamp = lambda text: datetime.fromisoformat(text).timestamp() if text else time.time()  # noqa: E731
+        return [(stamp(run["start_date"]), stamp(run["end_date"])) for run in runs if run["start_date"]]
 
     def counts(self) -> dict:
         return {"events": self._get("/api/v2/assets/events?limit=1")["total_entries"],
-                "runs": self._get("/api/v2/dags/search_index/dagRuns?limit=1")["total_entries"]}
+                "runs": self._get(f"/api/v2/dags/{INDEX_DAG_ID}/dagRuns?limit=1")["total_entries"]}
 
 
 def _airflow_login(var: Path) -> _Airflow:
@@ -382,6 +415,17 @@ def wait_searchable(uploads: list[dict], timeout: float, indexed_grace: float) -
         if now > deadline:
             sys.exit(f"{sum('embedded' not in u for u in waiting.values())} uploads not embedded within {timeout:.0f} s")
         time.sleep(0.25)
+
+
+def _during_compactions(times: list[dict], compactions: list[tuple[float, float]]) -> list[str]:
+    """The spread uploads posted while a compaction ran, and how long those took to be searchable."""
+    during = [t["embedded"] for t in times if any(start <= t["sent"] <= end for start, end in compactions)]
+    spans = ", ".join(f"{end - start:.0f} s" for start, end in sorted(compactions) if end - start > 0)
+    if not during:
+        return [f"No upload was posted while a compaction ran (compactions: {spans or 'none'}).", ""]
+    p50, p95, top, count = _stats(during, len(times))
+    return [f"Posted while a compaction ran ({spans}): {count} uploads, upload -> embedded p50 {p50} s, "
+            f"p95 {p95} s, max {top} s.", ""]
 
 
 def _stats(values: list[float], of: int) -> list:
