@@ -6,9 +6,11 @@ import re
 import subprocess
 import sys
 import time
+import uuid
 from datetime import timedelta
 from pathlib import Path
 
+import environ
 import pytest
 from django.contrib.auth.models import Permission, User
 from django.contrib.sessions.models import Session
@@ -261,6 +263,30 @@ def test_sign_in_page_is_throttled(client, db, monkeypatch):
     assert sign_in("pw-person-123").status_code == 302
     assert client.session["_auth_user_id"] == str(User.objects.get().pk)
 
+
+
+def test_with_cache_url_on_redis_every_process_shares_the_sign_in_limit(client, db, settings):
+    """CACHE_URL=redis://...: ten failures through this process and another process refuses the
+    eleventh (with the default per-process cache, each web process would allow ten of its own)."""
+    url = f"redis://127.0.0.1:6379/15?key_prefix=test-{uuid.uuid4().hex}"
+    settings.CACHES = {"default": environ.Env.cache_url_config(url)}
+    User.objects.create_user("person", password="pw-person-123")
+    codes = [client.post("/accounts/login/", {"username": "person", "password": f"guess-{n}"}).status_code for n in range(10)]
+    assert codes == [200] * 10
+
+    another_process = (
+        "import django; django.setup();"
+        "from django.conf import settings; from django.test import RequestFactory;"
+        "from gallery.http.throttles import sign_in_attempt;"
+        "keys, wait = sign_in_attempt(RequestFactory().post('/', REMOTE_ADDR='10.9.8.7'), 'person');"
+        "print(settings.CACHES['default']['BACKEND'], wait is not None)"
+    )
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "webapp.settings", "DJANGO_SECRET_KEY": "x", "GALLERY_SETTINGS_FILE": "",
+           "CACHE_URL": url}
+    done = subprocess.run([sys.executable, "-c", another_process], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    # Another address, the same account: refused, by counts this process made.
+    assert done.stdout.split() == ["django.core.cache.backends.redis.RedisCache", "True"]
 
 # --- 4. hidden images and failures give nothing away ------------------------------------------
 

@@ -119,6 +119,11 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 # 5-8 ms of every request here (docs/performance.md, "Scale"). 0: one connection per request.
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=60)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+# The throttles' counts (searches, uploads, failed sign-ins) and short-lived counts for pages live
+# in Django's cache. Per process by default; with several web processes, hosts or functions, point
+# CACHE_URL at a shared Redis (redis://[:password@]host:6379/1), or each process counts alone and
+# the sign-in limit is multiplied by their number.
+CACHES = {"default": env.cache_url("CACHE_URL", default="locmemcache://")}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [
