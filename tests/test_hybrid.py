@@ -166,6 +166,11 @@ def test_a_word_in_more_images_than_are_ranked_ranks_only_its_newest_matches(cat
     assert {pk for pk, _ in keywords.keyword_ranking("picture", 320)} == set(pictures[-3:])
     assert [pk for pk, _ in keywords.keyword_ranking("picture 6", 320)] == [catalogue["filler6"].pk]  # the oldest
     assert [pk for pk, _ in keywords.keyword_ranking("lighthouse", 320)] == [catalogue["lighthouse"].pk]
+    # No image has both words: the any-word fallback leaves the too-common one out first, so the
+    # older lighthouse is found (within "picture or lighthouse" it fell outside the newest 3)...
+    assert [pk for pk, _ in keywords.keyword_ranking("picture lighthouse", 320)] == [catalogue["lighthouse"].pk]
+    # ...and takes every word when the rare ones find nothing.
+    assert {pk for pk, _ in keywords.keyword_ranking("picture zeppelin", 320)} == set(pictures[-3:])
     monkeypatch.setattr(keywords, "RANKED_MATCHES_MAX", 10_000)
     assert {pk for pk, _ in keywords.keyword_ranking("picture", 320)} == set(pictures)
 
@@ -184,6 +189,11 @@ def test_on_postgres_a_word_too_common_to_rank_ranks_about_its_newest_matches(ca
     assert 3 <= len(found) < len(pictures) and found == pictures[-len(found):]  # the newest ones
     assert [pk for pk, _ in keywords.keyword_ranking("picture 6", 320)] == [catalogue["filler6"].pk]  # the oldest
     assert sorted(pk for pk, _ in keywords.keyword_ranking("lighthouse or picture", 320))[0] > catalogue["lighthouse"].pk
+    # The plain words' any-word fallback leaves the too-common word out first: the lighthouse is
+    # found (an explicit "or", above, is ranked as asked: the newest matches of either).
+    assert [pk for pk, _ in keywords.keyword_ranking("picture lighthouse", 320)] == [catalogue["lighthouse"].pk]
+    found = sorted(pk for pk, _ in keywords.keyword_ranking("picture zeppelin", 320))
+    assert 3 <= len(found) < len(pictures) and found == pictures[-len(found):]
     monkeypatch.setattr(keywords, "RANKED_MATCHES_MAX", 10_000)
     assert sorted(pk for pk, _ in keywords.keyword_ranking("picture", 320)) == pictures
 

@@ -94,12 +94,16 @@ def saved(member, indexed_gallery):
 
 # (url, queries) for a visitor: the pinned number of queries of each page, with the status
 # counts in the cache. A change here is a change in what a page costs: check it scales.
+SQLITE_EXTRA = {"search page": 1, "API search": 1}
 VISITOR_PAGES = {
     "gallery": ("/", 2),  # the page of 17 rows; the current version for the status line
     "deep gallery page": ("/?cursor={cursor}", 2),
     # 2; its facets (3 queries over the id sample) are in the cache since the warm-up request
     "deep timeline page, filtered": ("/?order=taken&orientation=landscape&cursor={timeline_cursor}", 2),
     "image with more like this": ("/images/{pk}/", 11),  # 10, and whether OCR read its original (one row by key)
+    # No image has both words: the any-word fallback runs. On SQLite it first counts each word's
+    # matches up to RANKED_MATCHES_MAX + 1 (one more query, the same at any size); PostgreSQL reads
+    # that from its statistics (SQLITE_EXTRA).
     "search page": ("/search/?q=a+red+square", 12),  # 10, and the facets of the results (their rows, their tags)
     "API search": (f"{API}/search/?q=a+red+square", 9),
     "API image list": (f"{API}/images/", 2),
@@ -113,6 +117,8 @@ VISITOR_PAGES = {
 @pytest.mark.parametrize("page", VISITOR_PAGES)
 def test_every_page_reads_through_indexes_in_a_pinned_number_of_queries(client, indexed_gallery, status_cached, page):
     url, expected = VISITOR_PAGES[page]
+    if connection.vendor == "sqlite":
+        expected += SQLITE_EXTRA.get(page, 0)
     if url.startswith("/media/") and on_object_storage():
         pytest.skip("object storage serves presigned URLs, not /media/")
     image = indexed_gallery[8]

@@ -14,7 +14,9 @@ One function, :func:`keyword_ranking`, with an implementation per database:
   curation, tags) through :func:`images_reindex` and :func:`images_forget`.
 
 Both first ask for every word; if that finds nothing and the query had several plain words (no
-quotes, ``or`` or ``-``), for any of them ("a photo of a cat" still finds "Chelsea the cat"), so natural sentences help too.
+quotes, ``or`` or ``-``), for any of them ("a photo of a cat" still finds "Chelsea the cat"), so
+natural sentences help too; the words too common to rank all their matches (below) are left out
+of that first, so "photo lighthouse" finds every lighthouse, not only the newest photos.
 Both rank at most (about) the newest RANKED_MATCHES_MAX matches: scoring costs a little per
 match, and a word in every image of a large gallery would cost seconds.
 """
@@ -81,10 +83,47 @@ def keyword_ranking(text: str, limit: int) -> list[tuple[int, float]]:
     plain = '"' not in text and not any(token.lower() == "or" or token.startswith("-") for token in tokens)
     words = re.findall(r"\w+", text)
     look_alikes = " or ".join(dict.fromkeys(look_alike_key(code) for code in codes_in(text)))
-    for attempt in (text, look_alikes, " or ".join(words) if plain and len(words) > 1 else ""):
+    attempts = [text, look_alikes]
+    if plain and len(words) > 1:
+        # Any word, the rare ones first: a word in more images than are ranked says little about
+        # which one is meant, and beside it a rare word's older matches would fall outside the
+        # newest RANKED_MATCHES_MAX ("photo or lighthouse" would rank the newest photos only).
+        common = _common_words(words)
+        rare = [word for word in words if word not in common]
+        attempts += [" or ".join(rare) if common and rare else "", " or ".join(words)]
+    for attempt in attempts:
         if attempt and (found := run(attempt, limit)):
             return found
     return []
+
+
+def _common_words(words: list[str]) -> set[str]:
+    """Of ``words``, those in more than RANKED_MATCHES_MAX images (on PostgreSQL: by ANALYZE's
+    statistics); one query that does not grow with the gallery, none on PostgreSQL for a gallery
+    too small to need a bound."""
+    if connection.vendor == "postgresql":
+        common, rows = _postgres_word_statistics()
+        if not common or rows <= RANKED_MATCHES_MAX:
+            return set()
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"SELECT word, tsvector_to_array(to_tsvector('{TEXT_CONFIG}', word)) FROM unnest(%s::text[]) AS word",
+                [list(dict.fromkeys(words))],
+            )
+            return {
+                word for word, lexemes in cursor.fetchall()
+                if any(common.get(lexeme, 0.0) * rows > RANKED_MATCHES_MAX for lexeme in lexemes or ())
+            }
+    checked = [word for word in dict.fromkeys(words) if word.lower() not in STOP_WORDS]
+    if not checked:
+        return set()
+    # FTS5 walks each word's doclist and stops one past the bound (about 1 ms at a million).
+    count = f"(SELECT count(*) FROM (SELECT rowid FROM {FTS_TABLE} WHERE {FTS_TABLE} MATCH %s LIMIT %s))"
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT " + ", ".join([count] * len(checked)),
+                       [value for word in checked for value in (f'"{word}"', RANKED_MATCHES_MAX + 1)])
+        counts = cursor.fetchone()
+    return {word for word, matches in zip(checked, counts) if matches > RANKED_MATCHES_MAX}
 
 
 def exact_matches(text: str, candidates: Iterable[int]) -> set[int]:
