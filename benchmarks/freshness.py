@@ -12,8 +12,9 @@ random weights when no real ones are configured, which cost what real ones cost)
   the peak while indexing;
 - upload -> embedded (the row has its vector) and upload -> indexed (in the published index):
   `--uploads` photos through the REST API, one every `--interval` seconds (jittered), p50/p95;
-  with `--compact-during`, a compaction is started first (a manual run of the indexing DAG asks
-  for one) and the uploads posted while one ran are reported apart;
+  with `--compact-during`, a compaction is started once the first upload is embedded (a manual
+  run of the indexing DAG asks for one; that upload makes it rebuild the whole index), and the
+  uploads posted while one ran are reported apart;
 - a burst: `--burst` photos posted as fast as one client can, the asset events and DAG runs it
   caused, and the time until all were indexed;
 - Ctrl-C: from SIGINT to every process gone.
@@ -86,11 +87,14 @@ def main(argv=None) -> str:
         # --- spread uploads -------------------------------------------------------------------------
         rng = random.Random(0)
         memory.peak_reset()
-        if args.compact_during:
-            airflow.start_compaction()
         spread = []
         for n in range(args.uploads):
             spread.append(upload(gallery, token, photo(n)))
+            if n == 0 and args.compact_during:
+                # A compaction with something to publish (the first upload, once embedded),
+                # so it rebuilds the whole index while the other uploads come in.
+                wait_searchable(spread, args.timeout, indexed_grace=0)
+                airflow.start_compaction()
             if n < args.uploads - 1:
                 time.sleep(rng.uniform(0.5, 1.5) * args.interval)
         times = wait_searchable(spread, args.timeout, args.indexed_grace)
@@ -309,7 +313,7 @@ class _Airflow:
             quiet = quiet + 1 if busy == 0 else 0
             time.sleep(2)
 
-    def start_compaction(self, timeout: float = 120) -> None:
+    def start_compaction(self, timeout: float = 600) -> None:
         """A manual run of the indexing DAG, which asks for a compaction; returns once the
         compaction DAG's run it started is running."""
         before = self._get(f"/api/v2/dags/{COMPACT_DAG_ID}/dagRuns?limit=1")["total_entries"]
