@@ -428,8 +428,8 @@ def _during_compactions(times: list[dict], compactions: list[tuple[float, float]
     if not during:
         return [f"No upload was posted while a compaction ran (compactions: {spans or 'none'}).", ""]
     p50, p95, top, count = _stats(during, len(times))
-    return [f"Posted while a compaction ran ({spans}): {count} uploads, upload -> embedded p50 {p50} s, "
-            f"p95 {p95} s, max {top} s.", ""]
+    return [f"Posted while a compaction ran ({spans}): {count} uploads, upload -> embedded p50 {p50:.1f} s, "
+            f"p95 {p95:.1f} s, max {top:.1f} s.", ""]
 
 
 def _stats(values: list[float], of: int) -> list:
