@@ -7,6 +7,7 @@ import pytest
 from django.contrib.auth.models import Permission, User
 from django.core.cache import cache
 from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from rest_framework.test import APIClient
 
 from gallery import search
@@ -171,6 +172,10 @@ def test_a_word_in_more_images_than_are_ranked_ranks_only_its_newest_matches(cat
     assert [pk for pk, _ in keywords.keyword_ranking("picture lighthouse", 320)] == [catalogue["lighthouse"].pk]
     # ...and takes every word when the rare ones find nothing.
     assert {pk for pk, _ in keywords.keyword_ranking("picture zeppelin", 320)} == set(pictures[-3:])
+    # The counting query runs only for the fallback: a query whose words all match needs one query.
+    with CaptureQueriesContext(connection) as captured:
+        assert [pk for pk, _ in keywords.keyword_ranking("old lighthouse", 320)] == [catalogue["lighthouse"].pk]
+    assert len(captured) == 1, [query["sql"] for query in captured]
     monkeypatch.setattr(keywords, "RANKED_MATCHES_MAX", 10_000)
     assert {pk for pk, _ in keywords.keyword_ranking("picture", 320)} == set(pictures)
 

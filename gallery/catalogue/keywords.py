@@ -83,15 +83,17 @@ def keyword_ranking(text: str, limit: int) -> list[tuple[int, float]]:
     plain = '"' not in text and not any(token.lower() == "or" or token.startswith("-") for token in tokens)
     words = re.findall(r"\w+", text)
     look_alikes = " or ".join(dict.fromkeys(look_alike_key(code) for code in codes_in(text)))
-    attempts = [text, look_alikes]
-    if plain and len(words) > 1:
-        # Any word, the rare ones first: a word in more images than are ranked says little about
-        # which one is meant, and beside it a rare word's older matches would fall outside the
-        # newest RANKED_MATCHES_MAX ("photo or lighthouse" would rank the newest photos only).
-        common = _common_words(words)
-        rare = [word for word in words if word not in common]
-        attempts += [" or ".join(rare) if common and rare else "", " or ".join(words)]
-    for attempt in attempts:
+    for attempt in (text, look_alikes):
+        if attempt and (found := run(attempt, limit)):
+            return found
+    if not (plain and len(words) > 1):
+        return []
+    # Any word, the rare ones first: a word in more images than are ranked says little about
+    # which one is meant, and beside it a rare word's older matches would fall outside the
+    # newest RANKED_MATCHES_MAX ("photo or lighthouse" would rank the newest photos only).
+    common = _common_words(words)
+    rare = [word for word in words if word not in common]
+    for attempt in (" or ".join(rare) if common and rare else "", " or ".join(words)):
         if attempt and (found := run(attempt, limit)):
             return found
     return []
