@@ -57,7 +57,7 @@ def main(argv=None) -> str:
                         help="seconds to wait after that for uploads to be in a published index")
     parser.add_argument("--keep", action="store_true", help="keep the var/ folder (its logs)")
     parser.add_argument("--compact-during", action="store_true",
-                        help="start a compaction (a manual run of the indexing DAG) just before the spread uploads")
+                        help="start a compaction (a manual run of the indexing DAG) once the first spread upload is embedded")
     parser.add_argument("--gallery", default="",
                         help="start from a copy of this gallery folder (a benchmarks.scale SQLite gallery, e.g. "
                              "/tmp/scale-galleries/sqlite-ViT-B-32-1000000, with --model ViT-B-32) instead of an empty one")

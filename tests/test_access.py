@@ -264,7 +264,6 @@ def test_sign_in_page_is_throttled(client, db, monkeypatch):
     assert client.session["_auth_user_id"] == str(User.objects.get().pk)
 
 
-
 def test_with_cache_url_on_redis_every_process_shares_the_sign_in_limit(client, db, settings):
     """CACHE_URL=redis://...: ten failures through this process and another process refuses the
     eleventh (with the default per-process cache, each web process would allow ten of its own)."""
@@ -287,6 +286,7 @@ def test_with_cache_url_on_redis_every_process_shares_the_sign_in_limit(client, 
     assert done.returncode == 0, done.stderr
     # Another address, the same account: refused, by counts this process made.
     assert done.stdout.split() == ["django.core.cache.backends.redis.RedisCache", "True"]
+
 
 # --- 4. hidden images and failures give nothing away ------------------------------------------
 
