@@ -181,6 +181,17 @@ def on_object_storage() -> bool:
     return bool(os.environ.get("S3_BUCKET"))
 
 
+def local_files_only(reason: str):
+    """Decorator for a test of what only local files do: skipped on object storage, and marked
+    ``local_storage`` so that `scripts/test` runs it on PostgreSQL with local files too (its
+    PostgreSQL pass runs on object storage)."""
+
+    def mark(test):
+        return pytest.mark.local_storage(pytest.mark.skipif(on_object_storage(), reason=reason)(test))
+
+    return mark
+
+
 @pytest.fixture
 def upload():
     """upload(seed) -> (image, created): a generated photo through the upload service."""

@@ -22,14 +22,14 @@ from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from gallery.models import Image, IndexVersion
-from tests.conftest import as_upload, on_object_storage, stored_files
+from tests.conftest import as_upload, local_files_only, on_object_storage, stored_files
 from tests.images import image_bytes
 
 pytestmark = pytest.mark.django_db
 ROOT = Path(__file__).resolve().parent.parent
 API = "/api/v1"
 CHANGELIST = "/admin/gallery/image/"
-local_media_only = pytest.mark.skipif(on_object_storage(), reason="object storage serves presigned URLs, not /media/")
+local_media_only = local_files_only("object storage serves presigned URLs, not /media/")
 
 
 @pytest.fixture(autouse=True)
@@ -114,6 +114,7 @@ def test_page_uploads_are_throttled_like_the_api(member_client, member, media, s
     assert Image.objects.count() == 2 and len(stored_files()) == 4
 
 
+@pytest.mark.local_storage  # the media part
 def test_require_login_closes_pages_api_and_media(member_client, one_image, settings):
     settings.GALLERY_REQUIRE_LOGIN = True
     client = Client()  # anonymous, beside the member's

@@ -282,7 +282,7 @@ def embedded_default_pass() -> bool:
 
 def test_a_real_scheduler_indexes_uploads_without_anyone_running_a_command(admin_user, request):
     # One whole Airflow per pass is enough on two cores: the SQLite pass starts it through
-    # scripts/run (below), the PostgreSQL and object-storage passes here, on their database.
+    # scripts/run (below), the PostgreSQL pass (on object storage) here, on its database.
     if embedded_default_pass():
         pytest.skip("the SQLite pass runs the same through scripts/run (test_scripts_run_...)")
     url, jwt, dag, logs = request.getfixturevalue("live_airflow")

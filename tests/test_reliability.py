@@ -56,6 +56,7 @@ def indexed_ids() -> set[int]:
 
 
 @pytest.mark.django_db(transaction=True)
+@pytest.mark.local_storage  # the local folder's part
 def test_the_same_bytes_uploaded_twice_at_once_keep_the_winners_files(monkeypatch, settings):
     """Both uploads pass the "already there?" check before either stores anything (the barrier
     holds each just after it), so both write files and race for the row."""
@@ -266,7 +267,7 @@ def _storage():
 
 
 @pytest.mark.django_db
-@pytest.mark.parametrize("how", ["directory", "forbidden"])
+@pytest.mark.parametrize("how", [pytest.param("directory", marks=pytest.mark.local_storage), "forbidden"])
 def test_one_unreadable_original_fails_alone(upload, monkeypatch, how):
     good = [upload(seed)[0] for seed in range(3)]
     broken, _ = upload(9)
