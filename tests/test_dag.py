@@ -22,7 +22,7 @@ from django.db import connection
 from gallery import search
 from gallery.engine.index_cache import current_index
 from gallery.models import Image, IndexVersion
-from indexer.dag_names import COMPACT_DAG_ID, COMPACTION_ASSET_URI, INDEX_DAG_ID, NEW_UPLOADS_ASSET_URI
+from indexer.dag_names import COMPACTION_ASSET_URI, NEW_UPLOADS_ASSET_URI
 from tests.conftest import on_object_storage
 from tests.images import image_bytes
 from tests.searching import similar

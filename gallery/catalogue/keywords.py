@@ -4,10 +4,11 @@ words read in the picture (OCR: ``ocr_text``, with the other spellings of its co
 
 One function, :func:`keyword_ranking`, with an implementation per database:
 
-- PostgreSQL: a weighted ``SearchVector`` (title A, tags B, description C, text read D, the ``english``
-  configuration, so "shoes" finds "shoe") matched with ``websearch_to_tsquery`` (quotes for
-  phrases, ``or``, ``-word``) and ranked by ``ts_rank``. A GIN index on exactly this expression
-  (migrations 0003 and 0009) answers the match without reading the table.
+- PostgreSQL: each image's document is a weighted ``tsvector`` (title A, tags B, description C,
+  text read D, the ``english`` configuration, so "shoes" finds "shoe") that the database keeps
+  in a stored generated column, ``keyword_document`` (migration 0015: PostgreSQL's alone, the
+  model does not know it), matched with ``websearch_to_tsquery`` (quotes for phrases, ``or``,
+  ``-word``) through a GIN index on it and ranked by ``ts_rank`` on the stored document.
 - SQLite: an FTS5 table (``gallery_image_fts``, rowid = image id, the porter stemmer), ranked by
   BM25 with the same field weights. The same websearch syntax is translated to FTS5's query
   language here. The table is kept in sync by the services that write images (uploads,
@@ -44,7 +45,7 @@ EXACT_CANDIDATES = 50  # keyword hits checked for an exact title or code (see ex
 # PostgreSQL (11 and 96 ms at 10,000); a word that common says little about which image is
 # meant, and CLIP ranks the whole gallery beside it (docs/performance.md, "Scale").
 RANKED_MATCHES_MAX = 10_000
-GIN_INDEX = "gallery_image_keywords_gin"  # PostgreSQL (migrations 0003, 0012): its statistics
+DOCUMENT_COLUMN = "keyword_document"  # PostgreSQL (migration 0015): ranked, indexed, ANALYZE'd
 _STATISTICS_SECONDS = 600  # they change with ANALYZE (autovacuum's), not with each upload
 # A code is one token of letters and digits, at least one of each, maybe joined by - _ . /
 # ("SKU-10482", "A7", "IMG_2041"): something a picture can never show but a title can carry.
@@ -104,18 +105,11 @@ def _common_words(words: list[str]) -> set[str]:
     statistics); one query that does not grow with the gallery, none on PostgreSQL for a gallery
     too small to need a bound."""
     if connection.vendor == "postgresql":
-        common, rows = _postgres_word_statistics()
-        if not common or rows <= RANKED_MATCHES_MAX:
+        words = list(dict.fromkeys(words))
+        if (found := _postgres_lexeme_shares(words)) is None:
             return set()
-        with connection.cursor() as cursor:
-            cursor.execute(
-                f"SELECT word, tsvector_to_array(to_tsvector('{TEXT_CONFIG}', word)) FROM unnest(%s::text[]) AS word",
-                [list(dict.fromkeys(words))],
-            )
-            return {
-                word for word, lexemes in cursor.fetchall()
-                if any(common.get(lexeme, 0.0) * rows > RANKED_MATCHES_MAX for lexeme in lexemes or ())
-            }
+        per_word, rows = found
+        return {word for word, shares in zip(words, per_word) if max(shares, default=0.0) * rows > RANKED_MATCHES_MAX}
     checked = [word for word in dict.fromkeys(words) if word.lower() not in STOP_WORDS]
     if not checked:
         return set()
@@ -177,17 +171,12 @@ def images_forget(ids: Iterable[int]) -> None:
             cursor.execute(f"DELETE FROM {FTS_TABLE} WHERE rowid IN ({', '.join(['%s'] * len(chunk))})", chunk)
 
 
-def search_vector():
-    """PostgreSQL's document: the same expression as the GIN index of migration 0009, which is
-    what lets the planner use that index (tests/test_hybrid.py checks it does)."""
-    from django.contrib.postgres.search import SearchVector
+def stored_document():
+    """PostgreSQL's document of each image, as the database stores it (migration 0015)."""
+    from django.contrib.postgres.search import SearchVectorField
+    from django.db.models.expressions import RawSQL
 
-    return (
-        SearchVector("title", weight="A", config=TEXT_CONFIG)
-        + SearchVector("tag_names", weight="B", config=TEXT_CONFIG)
-        + SearchVector("description", weight="C", config=TEXT_CONFIG)
-        + SearchVector("ocr_text", "ocr_terms", weight="D", config=TEXT_CONFIG)
-    )
+    return RawSQL(f'"{Image._meta.db_table}"."{DOCUMENT_COLUMN}"', [], output_field=SearchVectorField())
 
 
 def code_spellings(text: str) -> str:
@@ -244,13 +233,13 @@ def matched_words(query: str, text: str) -> list[tuple[str, bool]]:
 def _postgres(text: str, limit: int) -> list[tuple[int, float]]:
     from django.contrib.postgres.search import SearchQuery, SearchRank
 
-    vector = search_vector()
+    document = stored_document()
     query = SearchQuery(text, search_type="websearch", config=TEXT_CONFIG)
-    matching = Image.objects.annotate(document=vector).filter(document=query)
+    matching = Image.objects.annotate(document=document).filter(document=query)
     if (oldest := _postgres_newest_bound(text)) is not None:
         matching = matching.filter(pk__gt=oldest)
     rows = (
-        matching.annotate(rank=SearchRank(vector, query))
+        matching.annotate(rank=SearchRank(document, query))
         .order_by("-rank", "pk")
         .values_list("pk", "rank")[:limit]
     )
@@ -260,18 +249,15 @@ def _postgres(text: str, limit: int) -> list[tuple[int, float]]:
 def _postgres_newest_bound(text: str) -> int | None:
     """The id past which about the newest RANKED_MATCHES_MAX matches of ``text`` lie, or None
     when fewer match. PostgreSQL cannot walk a GIN index's matches newest first, so the share of
-    images that match is estimated from the lexeme frequencies ANALYZE keeps for the index (a
-    word missing from them is rarer than every word kept, so a query that needs it is small),
+    images that match is estimated from the lexeme frequencies ANALYZE keeps for the document
+    (a word missing from them is rarer than every word kept, so a query that needs it is small),
     and the newest images are assumed to hold their share: the bound is the newest id minus
     RANKED_MATCHES_MAX / share, one range on the primary key beside the GIN match."""
-    common, rows = _postgres_word_statistics()
-    if not common or rows <= RANKED_MATCHES_MAX:
+    words = [token for token in text.split() if token.lower() != "or" and not token.startswith("-")]
+    if (found := _postgres_lexeme_shares(words)) is None:
         return None  # no statistics yet, or too few images to need a bound
-    with connection.cursor() as cursor:
-        words = " ".join(token for token in text.split() if token.lower() != "or" and not token.startswith("-"))
-        cursor.execute(f"SELECT tsvector_to_array(to_tsvector('{TEXT_CONFIG}', %s))", [words])
-        lexemes = cursor.fetchone()[0] or []
-    shares = [common.get(lexeme, 0.0) for lexeme in lexemes]
+    per_word, rows = found
+    shares = [share for word in per_word for share in word]
     either = any(token.lower() == "or" for token in text.split())
     share = min(1.0, sum(shares)) if either else min(shares, default=0.0)
     if share * rows <= RANKED_MATCHES_MAX:
@@ -280,13 +266,32 @@ def _postgres_newest_bound(text: str) -> int | None:
     return int(newest - RANKED_MATCHES_MAX / share)
 
 
+def _postgres_lexeme_shares(words: list[str]) -> tuple[list[list[float]], float] | None:
+    """(for each of ``words``, the share of images holding each of its lexemes (``english``
+    stemming; none for a stop word), the table's row estimate), from what ANALYZE keeps for the
+    document column: a lexeme missing from its most common ones is rarer than all of them, and
+    counts 0. None when no word can be too common to rank: no statistics yet, or no more images
+    than RANKED_MATCHES_MAX. The one place both bounds read the statistics; one query."""
+    common, rows = _postgres_word_statistics()
+    if not common or rows <= RANKED_MATCHES_MAX or not words:
+        return None
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT tsvector_to_array(to_tsvector('{TEXT_CONFIG}', word)) "
+            "FROM unnest(%s::text[]) WITH ORDINALITY AS t(word, n) ORDER BY n",
+            [words],
+        )
+        return [[common.get(lexeme, 0.0) for lexeme in lexemes or ()] for (lexemes,) in cursor.fetchall()], rows
+
+
 _statistics_lock = threading.Lock()
 _statistics: tuple[float, dict[str, float], float] | None = None
 
 
 def _postgres_word_statistics() -> tuple[dict[str, float], float]:
     """({lexeme: share of the images holding it} for the most common ones, the table's row
-    estimate), from pg_stats and pg_class; ({}, 0) before ANALYZE has run. Kept per process."""
+    estimate), from pg_stats (the document column's) and pg_class; ({}, 0) before ANALYZE has
+    run. Kept per process."""
     global _statistics
     now = time.monotonic()
     with _statistics_lock:
@@ -295,8 +300,8 @@ def _postgres_word_statistics() -> tuple[dict[str, float], float]:
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT most_common_elems::text::text[], most_common_elem_freqs, "
-            "(SELECT reltuples FROM pg_class WHERE relname = %s) FROM pg_stats WHERE tablename = %s",
-            [Image._meta.db_table, GIN_INDEX],
+            "(SELECT reltuples FROM pg_class WHERE relname = %s) FROM pg_stats WHERE tablename = %s AND attname = %s",
+            [Image._meta.db_table, Image._meta.db_table, DOCUMENT_COLUMN],
         )
         row = cursor.fetchone()
     common, rows = ({}, 0.0) if row is None or not row[0] else (dict(zip(row[0], row[1])), float(row[2] or 0))
