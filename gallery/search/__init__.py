@@ -279,8 +279,9 @@ def search(query: SearchQuery, options: ResultOptions = ResultOptions()) -> Sear
         fused = ranking.fuse(clip_pairs, keyword_pairs, k=settings.SEARCH_RRF_K, exact=exact)
         ranked = [(pk, cosine.get(pk), matched) for pk, _, matched in fused[:limit]]
     # Visible (and, with filters, passing them: what the words found is checked here).
-    shown = filtered if filtered is not None else Image.objects.visible()
-    taken = dict(shown.filter(pk_among([pk for pk, *_ in ranked])).order_by().values_list("pk", "taken_at"))
+    shown = (filtered if filtered is not None else Image.objects.visible()).filter(pk_among([pk for pk, *_ in ranked])).order_by()
+    # The dates only to sort by them: reading and converting ~300 of them cost ~1 ms a search.
+    taken = dict(shown.values_list("pk", "taken_at")) if options.sort != "relevance" else dict.fromkeys(shown.values_list("pk", flat=True))
     ranked = [hit for hit in ranked if hit[0] in taken]
     if options.sort == "relevance":
         if filtered is None:  # a pinned image outside a filter would not belong in its results
