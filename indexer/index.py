@@ -3,7 +3,8 @@
 A version directory holds three files:
 
 - ``index.ann``: the Annoy forest over items 0..n-1 (Annoy reserves room for the largest item
-  id, so items are numbered densely rather than by database key);
+  id, so items are numbered densely rather than by database key), numbered in a spatial order
+  (:func:`spatial_order`) so that near vectors lie near each other in the file;
 - ``ids.npy``: item number -> external id (the ``Image`` primary key);
 - ``manifest.json``: model, dimension, metric, trees, count, checksums, creation time.
 
@@ -37,6 +38,12 @@ FILES = (INDEX_FILE, IDS_FILE, MANIFEST_FILE)  # the manifest last: its presence
 # (docs/performance.md has the table these defaults come from).
 DEFAULT_TREES = 50
 DEFAULT_SEARCH_K = 20_000
+# A query reads the vectors of the ~20,000 candidates it scores, 2 KB each (512-d). Items stored
+# in a spatial order (neighbours in the same stretch of the file) turn those scattered reads
+# into runs: at a million clip-like vectors on 2 AMD EPYC cores, p50 3.7 -> 2.9 ms and p90
+# 8.9 -> 6.2 ms per query, the same recall, and the build 18% faster (docs/performance.md).
+LAYOUT_LEAF = 256  # items per stretch that the order leaves unsorted
+LAYOUT_DIMS = 32  # the order is computed on a random projection to this many dimensions
 
 
 class IndexFileError(Exception):
@@ -121,12 +128,14 @@ def build_index(
     out_dir.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{version}.", dir=out_dir))
     try:
+        order = spatial_order(vectors)
         forest = AnnoyIndex(vectors.shape[1], METRIC)
         forest.on_disk_build(str(work / INDEX_FILE))  # pages out to the file, not to RAM
-        for item, vector in enumerate(vectors):
-            forest.add_item(item, vector)
+        for item, row in enumerate(order):
+            forest.add_item(item, vectors[row])
         forest.build(n_trees, n_jobs)
         forest.unload()
+        ids = ids[order]
         np.save(work / IDS_FILE, ids)
         manifest = Manifest(
             version=version,
@@ -146,6 +155,30 @@ def build_index(
         shutil.rmtree(work, ignore_errors=True)
         raise
     return manifest
+
+
+def spatial_order(vectors: np.ndarray, *, leaf: int = LAYOUT_LEAF, dims: int = LAYOUT_DIMS, seed: int = 0) -> np.ndarray:
+    """A permutation of the rows that puts near vectors near each other: the leaf order of a
+    tree of median splits, each along the line between two random rows of its part (as Annoy
+    splits, but balanced), computed on a random projection of the vectors to ``dims``
+    dimensions (distances roughly kept, a sixteenth of the work). About 2.4 s for a million
+    512-d vectors. Deterministic for a given ``seed``."""
+    rng = np.random.default_rng(seed)
+    order = np.arange(len(vectors))
+    if len(vectors) <= leaf:
+        return order
+    low = np.asarray(vectors, dtype=np.float32) @ rng.standard_normal((vectors.shape[1], dims)).astype(np.float32)
+    parts = [(0, len(order))]
+    while parts:
+        start, stop = parts.pop()
+        if stop - start <= leaf:
+            continue
+        part = order[start:stop]
+        a, b = rng.integers(0, stop - start, size=2)
+        middle = (stop - start) // 2
+        order[start:stop] = part[np.argpartition(low[part] @ (low[part[a]] - low[part[b]]), middle)]
+        parts += [(start, start + middle), (start + middle, stop)]
+    return order
 
 
 class SearchIndex:
