@@ -6,7 +6,7 @@
 Each gallery holds ``size`` synthetic rows as ``benchmarks.fresh_segment.add_rows`` makes them
 (titles "Photo N", CLIP-shaped unit vectors from ``benchmarks.index.clip_like_vectors``, one row
 in 997 hidden), published as an Annoy index, plus 500 fresh rows embedded after it (the fresh
-segment), a member with 3 saved searches each matching 0.1% of the gallery, and real small JPEG
+segment), a member with 3 saved searches of 1,000 matches each (spread over the gallery), and real small JPEG
 files for the rows whose files are fetched. Rows go in with ``executemany`` on SQLite and
 ``COPY`` on PostgreSQL; a built gallery is kept under ``--cache-dir`` (keyed by database, model
 and size), so a rerun only measures. PostgreSQL galleries are databases named
@@ -39,7 +39,9 @@ from benchmarks.report import server_timing
 ROOT = Path(__file__).resolve().parent.parent
 FRESH_ROWS = 500
 SAVED_SEARCHES = 3
-MATCH_SHARE = 0.001  # of the gallery, per saved search
+# Per saved search, spread over the gallery: the most its list counts (the count stops at 1,000),
+# the same at every size, so that the ratios measure the gallery's size, not the matches'.
+MATCHES = 1000
 HIDDEN_EVERY = 997
 START = datetime(2025, 1, 1, tzinfo=timezone.utc)
 WORDS = "red blue green small large old new wooden metal shiny running sitting cat dog car bicycle salad table shoe beach mountain city night".split()
@@ -209,7 +211,7 @@ def _requests_targets(size: int) -> dict:
     session.update({SESSION_KEY: str(member.pk), BACKEND_SESSION_KEY: "django.contrib.auth.backends.ModelBackend",
                     HASH_SESSION_KEY: member.get_session_auth_hash()})
     session.create()
-    every = max(1, round(1 / MATCH_SHARE))
+    every = max(1, size // MATCHES)
     saved_ids = []
     for n, text in enumerate(["a red bicycle", "a dog on the beach", "city at night"][:SAVED_SEARCHES]):
         saved = SavedSearch.objects.create(user=member, text=text)
