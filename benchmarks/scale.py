@@ -217,7 +217,7 @@ def _requests_targets(size: int) -> dict:
         saved = SavedSearch.objects.create(user=member, text=text)
         SavedSearch.objects.filter(pk=saved.pk).update(created_at=START, last_seen_at=START + timedelta(seconds=size // 2))
         matches = [
-            SavedSearchMatch(saved_search=saved, image_id=pk, score=0.3) for pk in range(1 + n, size + 1, every)
+            SavedSearchMatch(saved_search=saved, image_id=pk, score=0.3) for pk in range(1 + n, size + 1, every)[:MATCHES]
         ]
         SavedSearchMatch.objects.bulk_create(matches, batch_size=5000)
         saved_ids.append(saved.pk)

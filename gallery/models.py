@@ -86,6 +86,9 @@ class Image(models.Model):
     file = models.FileField(_("original"), max_length=255)
     thumbnail = models.FileField(_("thumbnail"), max_length=255)
     sha256 = models.CharField(_("SHA-256"), max_length=64, unique=True, editable=False)
+    # title, description, tag_names, ocr_text and ocr_terms make PostgreSQL's stored keyword
+    # document (a generated column, migration 0015, unknown to this model): PostgreSQL refuses to
+    # change their type while it exists, so such a migration drops the column and adds it again.
     title = models.CharField(_("title"), max_length=TITLE_MAX_LENGTH, blank=True)
     description = models.TextField(_("description"), blank=True)
     width = models.PositiveIntegerField(_("width"), editable=False)
@@ -133,7 +136,7 @@ class Image(models.Model):
     )
     tags = models.ManyToManyField(Tag, verbose_name=_("tags"), related_name="images", blank=True)
     # The tag names as one text, so full-text search reads title, tags and description from one
-    # row (PostgreSQL's GIN index covers an expression over this table only). Written by
+    # row (PostgreSQL's stored keyword document is generated from this row only). Written by
     # ``gallery.catalogue.tags`` whenever the tags change; never edited by hand.
     tag_names = models.TextField(_("tag names"), blank=True, editable=False)
     # The words read in the picture (OCR: gallery.indexing.ocr), one line per line read, and the other

@@ -16,7 +16,7 @@ from pathlib import Path
 from airflow.dag_processing.dagbag import DagBag
 from airflow.utils import timezone
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path[0] = str(Path(__file__).resolve().parent.parent)  # the repository, not tests/ (its settings.py)
 from indexer.dag_names import COMPACT_DAG_ID, INDEX_DAG_ID  # noqa: E402 (the repository on the path first)
 
 
@@ -29,7 +29,8 @@ def main() -> None:
     bag = DagBag(dag_folder=os.environ["AIRFLOW__CORE__DAGS_FOLDER"])
     assert not bag.import_errors, bag.import_errors
     runs = {INDEX_DAG_ID: run(bag.dags[INDEX_DAG_ID])}
-    if "--no-compact" not in sys.argv and runs[INDEX_DAG_ID]["tasks"].get("request_compaction") == "success":
+    indexed = runs[INDEX_DAG_ID]
+    if "--no-compact" not in sys.argv and indexed["state"] == "success" and indexed["tasks"].get("request_compaction") == "success":
         runs[COMPACT_DAG_ID] = run(bag.dags[COMPACT_DAG_ID])
     print(json.dumps(runs))
 

@@ -211,6 +211,8 @@ def test_on_postgres_a_word_too_common_to_rank_ranks_about_its_newest_matches(ca
     pictures = sorted(image.pk for name, image in catalogue.items() if name.startswith("filler"))  # 7 of 12
     found = sorted(pk for pk, _ in keywords.keyword_ranking("picture", 320))
     assert 3 <= len(found) < len(pictures) and found == pictures[-len(found):]  # the newest ones
+    # A word said twice ("picture or pictures": one lexeme) holds no more images than once.
+    assert keywords._postgres_newest_bound("picture or pictures") == keywords._postgres_newest_bound("picture") is not None
     assert [pk for pk, _ in keywords.keyword_ranking("picture 6", 320)] == [catalogue["filler6"].pk]  # the oldest
     assert sorted(pk for pk, _ in keywords.keyword_ranking("lighthouse or picture", 320))[0] > catalogue["lighthouse"].pk
     # The plain words' any-word fallback leaves the too-common word out first: the lighthouse is

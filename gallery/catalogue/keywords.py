@@ -109,7 +109,7 @@ def _common_words(words: list[str]) -> set[str]:
         if (found := _postgres_lexeme_shares(words)) is None:
             return set()
         per_word, rows = found
-        return {word for word, shares in zip(words, per_word) if max(shares, default=0.0) * rows > RANKED_MATCHES_MAX}
+        return {word for word, shares in zip(words, per_word) if max(shares.values(), default=0.0) * rows > RANKED_MATCHES_MAX}
     checked = [word for word in dict.fromkeys(words) if word.lower() not in STOP_WORDS]
     if not checked:
         return set()
@@ -257,7 +257,7 @@ def _postgres_newest_bound(text: str) -> int | None:
     if (found := _postgres_lexeme_shares(words)) is None:
         return None  # no statistics yet, or too few images to need a bound
     per_word, rows = found
-    shares = [share for word in per_word for share in word]
+    shares = list({lexeme: share for word in per_word for lexeme, share in word.items()}.values())  # each lexeme once
     either = any(token.lower() == "or" for token in text.split())
     share = min(1.0, sum(shares)) if either else min(shares, default=0.0)
     if share * rows <= RANKED_MATCHES_MAX:
@@ -266,8 +266,8 @@ def _postgres_newest_bound(text: str) -> int | None:
     return int(newest - RANKED_MATCHES_MAX / share)
 
 
-def _postgres_lexeme_shares(words: list[str]) -> tuple[list[list[float]], float] | None:
-    """(for each of ``words``, the share of images holding each of its lexemes (``english``
+def _postgres_lexeme_shares(words: list[str]) -> tuple[list[dict[str, float]], float] | None:
+    """(for each of ``words``, {lexeme: share of images holding it} (``english``
     stemming; none for a stop word), the table's row estimate), from what ANALYZE keeps for the
     document column: a lexeme missing from its most common ones is rarer than all of them, and
     counts 0. None when no word can be too common to rank: no statistics yet, or no more images
@@ -281,7 +281,7 @@ def _postgres_lexeme_shares(words: list[str]) -> tuple[list[list[float]], float]
             "FROM unnest(%s::text[]) WITH ORDINALITY AS t(word, n) ORDER BY n",
             [words],
         )
-        return [[common.get(lexeme, 0.0) for lexeme in lexemes or ()] for (lexemes,) in cursor.fetchall()], rows
+        return [{lexeme: common.get(lexeme, 0.0) for lexeme in lexemes or ()} for (lexemes,) in cursor.fetchall()], rows
 
 
 _statistics_lock = threading.Lock()
