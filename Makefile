@@ -5,6 +5,6 @@ run:  ## install, import the sample photos, build the index, serve http://127.0.
 	scripts/install
 	scripts/run
 
-test:  ## install with test tools, run the suite on SQLite and on PostgreSQL
+test:  ## install with test tools, run the suite (SQLite; PostgreSQL on object storage; Milvus server)
 	scripts/install --dev
 	scripts/test
