@@ -296,6 +296,8 @@ def requests_for(base: str, info: dict, run: str) -> list[tuple[str, object]]:
         ("API search, repeated text", lambda n: (f"{base}/api/v1/search/?q=a+red+bicycle", {}, 200)),
         # every title holds "Photo": the words' ranking meets the most matches it can
         ("API search, a word in every title", lambda n: (f"{base}/api/v1/search/?q=photo", {}, 200)),
+        # no title holds both: the any-word fallback (SQLite first counts each word's matches, to 10,001)
+        ("API search, any-word fallback", lambda n: (f"{base}/api/v1/search/?q=photo+lighthouse", {}, 200)),
         ("API search, relevant only, newest taken first", lambda n: (f"{base}/api/v1/search/?q=a+red+bicycle&sort=newest", {}, 200)),
         ("API more like this", lambda n: (f"{base}/api/v1/images/{info['image']}/similar/", {}, 200)),
         ("one thumbnail", lambda n: (f"{base}/media/{info['thumbnail']}", {}, 200)),

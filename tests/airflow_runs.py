@@ -21,8 +21,8 @@ from indexer.dag_names import COMPACT_DAG_ID, INDEX_DAG_ID  # noqa: E402 (the re
 
 
 def run(dag) -> dict:
-    run = dag.test(logical_date=timezone.utcnow())
-    return {"state": str(run.state), "tasks": {ti.task_id: str(ti.state) for ti in run.get_task_instances()}}
+    dag_run = dag.test(logical_date=timezone.utcnow())
+    return {"state": str(dag_run.state), "tasks": {ti.task_id: str(ti.state) for ti in dag_run.get_task_instances()}}
 
 
 def main() -> None:

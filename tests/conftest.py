@@ -181,13 +181,20 @@ def on_object_storage() -> bool:
     return bool(os.environ.get("S3_BUCKET"))
 
 
-def local_files_only(reason: str):
-    """Decorator for a test of what only local files do: skipped on object storage, and marked
+def local_files_marks(reason: str) -> list:
+    """The marks of a test of what only local files do: skipped on object storage, and marked
     ``local_storage`` so that `scripts/test` runs it on PostgreSQL with local files too (its
-    PostgreSQL pass runs on object storage)."""
+    PostgreSQL pass runs on object storage). For ``pytest.param(..., marks=...)``."""
+    return [pytest.mark.local_storage, pytest.mark.skipif(on_object_storage(), reason=reason)]
+
+
+def local_files_only(reason: str):
+    """Those marks as one decorator."""
 
     def mark(test):
-        return pytest.mark.local_storage(pytest.mark.skipif(on_object_storage(), reason=reason)(test))
+        for each in local_files_marks(reason):
+            test = each(test)
+        return test
 
     return mark
 

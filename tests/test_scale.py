@@ -17,7 +17,7 @@ from rest_framework.authtoken.models import Token
 
 from gallery.catalogue.status import STATUS_COUNTS_KEY
 from gallery.models import Image, SavedSearch, SavedSearchMatch
-from tests.conftest import local_files_only, on_object_storage
+from tests.conftest import local_files_marks, local_files_only
 
 API = "/api/v1"
 
@@ -114,15 +114,16 @@ VISITOR_PAGES = {
 }
 
 
+LOCAL_MEDIA = "object storage serves presigned URLs, not /media/"
+
+
 @pytest.mark.parametrize(
-    "page", [pytest.param(page, marks=pytest.mark.local_storage) if url.startswith("/media/") else page for page, (url, _) in VISITOR_PAGES.items()]
+    "page", [pytest.param(page, marks=local_files_marks(LOCAL_MEDIA)) if url.startswith("/media/") else page for page, (url, _) in VISITOR_PAGES.items()]
 )
 def test_every_page_reads_through_indexes_in_a_pinned_number_of_queries(client, indexed_gallery, status_cached, page):
     url, expected = VISITOR_PAGES[page]
     if connection.vendor == "sqlite":
         expected += SQLITE_EXTRA.get(page, 0)
-    if url.startswith("/media/") and on_object_storage():
-        pytest.skip("object storage serves presigned URLs, not /media/")
     image = indexed_gallery[8]
     list_page = client.get(f"{API}/images/", {"page_size": 5}).json()
     after_photo_8 = client.get(f"{API}/images/", {"page_size": 12}).json()  # Photo 19 .. Photo 8
@@ -189,7 +190,7 @@ def test_a_saved_searchs_matches_are_one_page_read_in_index_order(client, member
     else:
         assert "match_newest_first" in plan and "Sort" not in plan, plan
 
-@local_files_only("object storage serves presigned URLs, not /media/")
+@local_files_only(LOCAL_MEDIA)
 def test_media_path_is_one_index_lookup(client, indexed_gallery, status_cached):
     image = indexed_gallery[3]
     client.get(f"{API}/index/")  # the 404 page's status line, from the cache

@@ -2,6 +2,8 @@
 
 from django.db import migrations, models
 
+from gallery.migrations._operations import RunSQLOn
+
 
 class Migration(migrations.Migration):
 
@@ -65,22 +67,6 @@ def add_gin_index(apps, schema_editor):
 def drop_gin_index(apps, schema_editor):
     if schema_editor.connection.vendor == "postgresql":
         schema_editor.execute(f"DROP INDEX IF EXISTS {GIN_INDEX}")
-
-
-class RunSQLOn(migrations.RunSQL):
-    """RunSQL on one database vendor only (FTS5 exists only in SQLite)."""
-
-    def __init__(self, vendor, *args, **kwargs):
-        self.vendor = vendor
-        super().__init__(*args, **kwargs)
-
-    def database_forwards(self, app_label, schema_editor, from_state, to_state):
-        if schema_editor.connection.vendor == self.vendor:
-            super().database_forwards(app_label, schema_editor, from_state, to_state)
-
-    def database_backwards(self, app_label, schema_editor, from_state, to_state):
-        if schema_editor.connection.vendor == self.vendor:
-            super().database_backwards(app_label, schema_editor, from_state, to_state)
 
 
 Migration.operations += [

@@ -3,6 +3,8 @@
 import django.db.models.deletion
 from django.db import migrations, models
 
+from gallery.migrations._operations import RunSQLOn
+
 
 class Migration(migrations.Migration):
 
@@ -74,22 +76,6 @@ def _gin_index(with_text: bool):
         schema_editor.add_index(apps.get_model("gallery", "Image"), GinIndex(keyword_vector(with_text), name=GIN_INDEX))
 
     return run
-
-
-class RunSQLOn(migrations.RunSQL):
-    """RunSQL on one database vendor only (FTS5 exists only in SQLite)."""
-
-    def __init__(self, vendor, *args, **kwargs):
-        self.vendor = vendor
-        super().__init__(*args, **kwargs)
-
-    def database_forwards(self, app_label, schema_editor, from_state, to_state):
-        if schema_editor.connection.vendor == self.vendor:
-            super().database_forwards(app_label, schema_editor, from_state, to_state)
-
-    def database_backwards(self, app_label, schema_editor, from_state, to_state):
-        if schema_editor.connection.vendor == self.vendor:
-            super().database_backwards(app_label, schema_editor, from_state, to_state)
 
 
 _TOKENIZE = "tokenize = 'porter unicode61 remove_diacritics 2'"

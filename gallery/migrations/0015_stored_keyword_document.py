@@ -16,6 +16,8 @@ migration that changes the type of a column the document reads must drop it and 
 
 from django.db import migrations
 
+from gallery.migrations._operations import RunSQLOn
+
 TABLE = "gallery_image"
 COLUMN = "keyword_document"
 GIN_INDEX = "gallery_image_keywords_gin"
@@ -29,27 +31,6 @@ DOCUMENT = (
 )
 
 
-def store_document(apps, schema_editor):
-    if schema_editor.connection.vendor != "postgresql":
-        return
-    schema_editor.execute(f"ALTER TABLE {TABLE} ADD COLUMN {COLUMN} tsvector GENERATED ALWAYS AS ({DOCUMENT}) STORED")
-    schema_editor.execute(f"DROP INDEX IF EXISTS {GIN_INDEX}")
-    schema_editor.execute(f"CREATE INDEX {GIN_INDEX} ON {TABLE} USING gin ({COLUMN})")
-    # The word statistics (gallery.catalogue.keywords) now come from the column; without them
-    # until autovacuum's next ANALYZE (a rewrite does not count as changed rows), a common word
-    # would rank every one of its matches again.
-    schema_editor.execute(f"ANALYZE {TABLE} ({COLUMN})")
-
-
-def drop_document(apps, schema_editor):
-    if schema_editor.connection.vendor != "postgresql":
-        return
-    schema_editor.execute(f"DROP INDEX IF EXISTS {GIN_INDEX}")
-    schema_editor.execute(f"ALTER TABLE {TABLE} DROP COLUMN IF EXISTS {COLUMN}")
-    schema_editor.execute(f"CREATE INDEX {GIN_INDEX} ON {TABLE} USING gin (({DOCUMENT}))")
-    schema_editor.execute(f"ANALYZE {TABLE}")  # the expression index's statistics, as before
-
-
 class Migration(migrations.Migration):
 
     dependencies = [
@@ -57,5 +38,22 @@ class Migration(migrations.Migration):
     ]
 
     operations = [
-        migrations.RunPython(store_document, drop_document, elidable=False),
+        RunSQLOn(
+            "postgresql",
+            [
+                f"ALTER TABLE {TABLE} ADD COLUMN {COLUMN} tsvector GENERATED ALWAYS AS ({DOCUMENT}) STORED",
+                f"DROP INDEX IF EXISTS {GIN_INDEX}",
+                f"CREATE INDEX {GIN_INDEX} ON {TABLE} USING gin ({COLUMN})",
+                # The word statistics (gallery.catalogue.keywords) now come from the column; without
+                # them until autovacuum's next ANALYZE (a rewrite does not count as changed rows), a
+                # common word would rank every one of its matches again.
+                f"ANALYZE {TABLE} ({COLUMN})",
+            ],
+            [
+                f"DROP INDEX IF EXISTS {GIN_INDEX}",
+                f"ALTER TABLE {TABLE} DROP COLUMN IF EXISTS {COLUMN}",
+                f"CREATE INDEX {GIN_INDEX} ON {TABLE} USING gin (({DOCUMENT}))",
+                f"ANALYZE {TABLE}",  # the expression index's statistics, as before
+            ],
+        ),
     ]
