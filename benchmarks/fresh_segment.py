@@ -132,7 +132,8 @@ def run(args) -> str:
 def settings_line() -> str:
     from django.conf import settings
 
-    return f"{settings.INDEX_TREES} trees, search_k {settings.INDEX_SEARCH_K}, {settings.SEARCH_MAX_RESULTS} results ranked"
+    search_k = settings.INDEX_SEARCH_K or f"as measured at build (recall target {settings.INDEX_RECALL_TARGET})"
+    return f"{settings.INDEX_TREES} trees, search_k {search_k}, {settings.SEARCH_MAX_RESULTS} results ranked"
 
 
 if __name__ == "__main__":

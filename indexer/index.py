@@ -6,7 +6,8 @@ A version directory holds three files:
   id, so items are numbered densely rather than by database key), numbered in a spatial order
   (:func:`spatial_order`) so that near vectors lie near each other in the file;
 - ``ids.npy``: item number -> external id (the ``Image`` primary key);
-- ``manifest.json``: model, dimension, metric, trees, count, checksums, creation time.
+- ``manifest.json``: model, dimension, metric, trees, count, checksums, creation time, and the
+  ``search_k`` this version is queried with (chosen at build by measured recall: :func:`tune_search_k`).
 
 Directories are written under a temporary name and renamed, so a reader sees a whole version
 or none.
@@ -16,12 +17,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import secrets
 import shutil
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import MISSING, asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -37,7 +39,17 @@ FILES = (INDEX_FILE, IDS_FILE, MANIFEST_FILE)  # the manifest last: its presence
 # 512-d vectors. Inspecting tens of thousands of nodes reaches ~98% at a few milliseconds
 # (docs/performance.md has the table these defaults come from).
 DEFAULT_TREES = 50
-DEFAULT_SEARCH_K = 20_000
+DEFAULT_SEARCH_K = 20_000  # for a version whose manifest has no measured choice (built before it)
+# How many nodes a query inspects is chosen per version at build (:func:`tune_search_k`): the
+# fewest of SEARCH_K_CHOICES that find RECALL_TARGET of the true top 10. What that takes
+# depends on the vectors and their number (at 10,000 clip-like vectors far fewer than at a
+# million), and it is most of a query's time: a fixed 20,000 inspected every item of a small
+# gallery twice and cost a million-image gallery 2-3 ms where 10,000 nodes find 98.6%.
+SEARCH_K_CHOICES = (1_000, 2_500, 5_000, 10_000, 20_000, 40_000)
+RECALL_TARGET = 0.98
+TUNING_QUERIES = 200
+
+logger = logging.getLogger(__name__)
 # A query reads the vectors of the ~20,000 candidates it scores, 2 KB each (512-d). Items stored
 # in a spatial order (neighbours in the same stretch of the file) turn those scattered reads
 # into runs: at a million clip-like vectors on 2 AMD EPYC cores, p50 3.7 -> 2.9 ms and p90
@@ -70,6 +82,10 @@ class Manifest:
     ids_checksum: str  # sha256 of ids.npy
     created_at: str  # ISO 8601, UTC
     build_seconds: float
+    # Chosen at build (tune_search_k) with the recall it measured; 0 in a version built before
+    # that was measured, which is queried with DEFAULT_SEARCH_K.
+    search_k: int = 0
+    measured_recall: float = 0.0
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True)
@@ -78,7 +94,7 @@ class Manifest:
     def from_json(cls, text: str) -> Manifest:
         data = json.loads(text)
         try:
-            return cls(**{name: data[name] for name in cls.__dataclass_fields__})
+            return cls(**{name: data[name] for name, field in cls.__dataclass_fields__.items() if name in data or field.default is MISSING})
         except KeyError as exc:
             raise IndexCorrupt(f"manifest lacks {exc}") from None
 
@@ -113,8 +129,10 @@ def build_index(
     n_trees: int = DEFAULT_TREES,
     version: str | None = None,
     n_jobs: int = -1,
+    recall_target: float = RECALL_TARGET,
 ) -> Manifest:
-    """Build a version directory ``out_dir/<version>`` from external ids and their vectors."""
+    """Build a version directory ``out_dir/<version>`` from external ids and their vectors; its
+    ``search_k`` is the fewest nodes that find ``recall_target`` of the true top 10 (:func:`tune_search_k`)."""
     from annoy import AnnoyIndex
 
     ids = np.asarray(ids, dtype=np.int64)
@@ -134,6 +152,8 @@ def build_index(
         for item, row in enumerate(order):
             forest.add_item(item, vectors[row])
         forest.build(n_trees, n_jobs)
+        search_k, recall = tune_search_k(forest, vectors, order, target=recall_target)
+        logger.info("index %s: queries inspect %d nodes, which find %.3f of the true top 10 (target %.3f)", version, search_k, recall, recall_target)
         forest.unload()
         ids = ids[order]
         np.save(work / IDS_FILE, ids)
@@ -148,6 +168,8 @@ def build_index(
             ids_checksum=file_sha256(work / IDS_FILE),
             created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
             build_seconds=round(time.perf_counter() - started, 3),
+            search_k=search_k,
+            measured_recall=round(recall, 4),
         )
         (work / MANIFEST_FILE).write_text(manifest.to_json())
         os.rename(work, out_dir / version)
@@ -181,6 +203,53 @@ def spatial_order(vectors: np.ndarray, *, leaf: int = LAYOUT_LEAF, dims: int = L
     return order
 
 
+def tune_search_k(
+    forest, vectors: np.ndarray, order: np.ndarray, *, target: float = RECALL_TARGET,
+    choices: tuple[int, ...] = SEARCH_K_CHOICES, queries: int = TUNING_QUERIES, seed: int = 0,
+) -> tuple[int, float]:
+    """The smallest of ``choices`` whose recall@10 reaches ``target`` on this built ``forest``
+    (item ``i`` holds ``vectors[order[i]]``), and that recall; the largest choice and its
+    recall when none does. Measured leave-one-out, as "more like this" asks: ``queries``
+    stored vectors each look for their 10 nearest others, against an exact search (one matrix
+    product over the vectors, about 2 s for a million 512-d ones). A query's candidates depend
+    on ``search_k`` alone, so the choice holds for any number of results asked."""
+    count = len(vectors)
+    if count <= 10:
+        return choices[0], 1.0  # every item is in every top 10
+    rows_of_items = np.asarray(order)
+    items = np.random.default_rng(seed).choice(count, size=min(queries, count), replace=False)
+    truth = _nearest_others(vectors, rows_of_items[items], 10)
+    recall = 0.0
+    for search_k in choices:
+        found = 0
+        for item, expected in zip(items.tolist(), truth):
+            got = forest.get_nns_by_item(item, 11, search_k=search_k)
+            found += len(set(rows_of_items[[other for other in got if other != item][:10]].tolist()) & expected)
+        recall = found / (10 * len(items))
+        if recall >= target:
+            break
+    return search_k, recall
+
+
+def _nearest_others(vectors: np.ndarray, rows: np.ndarray, k: int, *, block: int = 65_536) -> list[set[int]]:
+    """For each of ``rows``, the ``k`` rows nearest to its vector (cosine), itself left out."""
+    queries = np.asarray(vectors[rows], dtype=np.float32)
+    best_scores = np.full((len(rows), k), -np.inf, dtype=np.float32)
+    best_rows = np.zeros((len(rows), k), dtype=np.int64)
+    for start in range(0, len(vectors), block):
+        scores = queries @ np.asarray(vectors[start : start + block], dtype=np.float32).T
+        own = np.flatnonzero((rows >= start) & (rows < start + scores.shape[1]))
+        scores[own, rows[own] - start] = -np.inf
+        take = min(k, scores.shape[1])
+        top = np.argpartition(-scores, take - 1, axis=1)[:, :take]
+        merged_scores = np.concatenate([best_scores, np.take_along_axis(scores, top, axis=1)], axis=1)
+        merged_rows = np.concatenate([best_rows, top + start], axis=1)
+        keep = np.argpartition(-merged_scores, k - 1, axis=1)[:, :k]
+        best_scores = np.take_along_axis(merged_scores, keep, axis=1)
+        best_rows = np.take_along_axis(merged_rows, keep, axis=1)
+    return [set(row.tolist()) for row in best_rows]
+
+
 class SearchIndex:
     """A loaded, memory-mapped version: every process on a host shares the pages."""
 
@@ -211,8 +280,14 @@ class SearchIndex:
     def __len__(self) -> int:
         return self.manifest.item_count
 
-    def query(self, vector: np.ndarray, k: int, *, search_k: int = DEFAULT_SEARCH_K) -> list[tuple[int, float]]:
-        """The ``k`` nearest (external id, cosine similarity) pairs, best first."""
+    @property
+    def search_k(self) -> int:
+        """The nodes a query inspects: as measured at build, or DEFAULT_SEARCH_K for an older version."""
+        return self.manifest.search_k or DEFAULT_SEARCH_K
+
+    def query(self, vector: np.ndarray, k: int, *, search_k: int | None = None) -> list[tuple[int, float]]:
+        """The ``k`` nearest (external id, cosine similarity) pairs, best first. ``search_k``: the
+        nodes to inspect, if not the version's own (:attr:`search_k`)."""
         vector = np.asarray(vector, dtype=np.float32).ravel()
         if vector.shape[0] != self.manifest.dim:
             raise IndexMismatch(
@@ -220,8 +295,10 @@ class SearchIndex:
             )
         if not len(self) or k <= 0:
             return []
+        # Twice k at least: the candidates a tree walk gathers repeat across trees, and k
+        # results need k distinct ones.
         items, distances = self._forest.get_nns_by_vector(
-            vector, k, search_k=max(search_k, k * self.manifest.n_trees), include_distances=True
+            vector, k, search_k=max(search_k or self.search_k, 2 * k), include_distances=True
         )
         # Annoy's angular distance is sqrt(2 - 2 cos) between normalised vectors. The ids are
         # read in one gather (one memmap lookup per hit cost ~1 ms for 320 hits).

@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 
 from indexer.index import (
+    DEFAULT_SEARCH_K,
     FILES,
+    SEARCH_K_CHOICES,
     IndexCorrupt,
     IndexMismatch,
     Manifest,
@@ -74,6 +76,50 @@ def test_default_search_k_gives_high_recall(tmp_path):
     truth = np.argsort(-(queries @ vectors.T), axis=1)[:, :10]
     found = [len(set(truth[i]) & {pk for pk, _ in index.query(q, 10)}) / 10 for i, q in enumerate(queries)]
     assert np.mean(found) >= 0.97
+
+
+def test_each_build_measures_the_fewest_nodes_that_find_the_recall_target(tmp_path):
+    """A version's search_k is the smallest choice whose measured recall@10 reaches the target
+    (the largest, and the recall it found, when none does); queries inspect that many nodes."""
+    vectors = unit_vectors(5000, dim=64, seed=1)
+    chosen = {}
+    for target in (0.5, 0.98, 1.01):
+        manifest = build_index(np.arange(5000), vectors, model="m", out_dir=tmp_path, n_trees=20, version=f"v{target}", recall_target=target)
+        chosen[target] = (manifest.search_k, manifest.measured_recall)
+    assert chosen[0.5][0] == SEARCH_K_CHOICES[0] and chosen[0.5][1] >= 0.5
+    assert chosen[0.98][1] >= 0.98 and SEARCH_K_CHOICES[0] < chosen[0.98][0] < SEARCH_K_CHOICES[-1], chosen
+    assert chosen[1.01] == (SEARCH_K_CHOICES[-1], pytest.approx(1.0, abs=0.001)), chosen  # 40,000 inspects all 5,000
+    index = SearchIndex(tmp_path / "v0.98")
+    assert index.search_k == chosen[0.98][0]
+    # The measure holds for queries it did not see: new vectors of the same kind.
+    queries = unit_vectors(100, dim=64, seed=2)
+    truth = np.argsort(-(queries @ vectors.T), axis=1)[:, :10]
+    found = [len(set(truth[i]) & {pk for pk, _ in index.query(q, 10)}) for i, q in enumerate(queries)]
+    assert np.mean(found) / 10 >= 0.96
+    # What a query asks Annoy for: the version's choice, a configured number, or twice k.
+    asked = []
+    real = index._forest
+
+    class Spy:
+        def get_nns_by_vector(self, vector, k, search_k, include_distances):
+            asked.append(search_k)
+            return real.get_nns_by_vector(vector, k, search_k=search_k, include_distances=include_distances)
+
+    index._forest = Spy()
+    index.query(queries[0], 10)
+    index.query(queries[0], 10, search_k=777)
+    index.query(queries[0], 3000)
+    assert asked == [chosen[0.98][0], 777, 6000]
+
+
+def test_a_version_built_before_search_k_was_measured_is_queried_with_the_old_default(tmp_path):
+    build_index(np.arange(50), unit_vectors(50), model="m", out_dir=tmp_path, n_trees=2, version="v")
+    manifest = json.loads((tmp_path / "v" / "manifest.json").read_text())
+    del manifest["search_k"], manifest["measured_recall"]
+    (tmp_path / "v" / "manifest.json").write_text(json.dumps(manifest))
+    index = SearchIndex(tmp_path / "v")
+    assert index.search_k == DEFAULT_SEARCH_K and index.manifest.measured_recall == 0.0
+    assert index.query(unit_vectors(50)[7], 1)[0][0] == 7
 
 
 def test_a_damaged_file_is_refused(tmp_path):

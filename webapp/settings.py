@@ -209,7 +209,10 @@ MILVUS_TIMEOUT = env.float("MILVUS_TIMEOUT", default=10.0)  # seconds per call: 
 # in the database); "Strong" sees every write, at some latency.
 MILVUS_CONSISTENCY_LEVEL = env.str("MILVUS_CONSISTENCY_LEVEL", default="Bounded")
 INDEX_TREES = env.int("INDEX_TREES", default=50)
-INDEX_SEARCH_K = env.int("INDEX_SEARCH_K", default=20_000)
+# Annoy nodes a query inspects: 0 lets each version use what its build measured (the fewest that
+# find INDEX_RECALL_TARGET of the true top 10: indexer.index.tune_search_k); a number fixes it.
+INDEX_SEARCH_K = env.int("INDEX_SEARCH_K", default=0)
+INDEX_RECALL_TARGET = env.float("INDEX_RECALL_TARGET", default=0.98)
 # Map the whole Annoy index when a process loads it, not page by page as queries touch it.
 INDEX_PREFAULT = env.bool("INDEX_PREFAULT", default=True)
 INDEX_STORAGE_PREFIX = env.str("INDEX_STORAGE_PREFIX", default="indexes")

@@ -61,12 +61,15 @@ def index_backend() -> IndexBackend:
     :func:`is_live` twice, so it is not named (and its folder made) again on each call."""
     global _milvus, _annoy
     if settings.INDEX_BACKEND == "annoy":
-        key = (str(settings.INDEX_CACHE_DIR), settings.INDEX_TREES, settings.INDEX_SEARCH_K)
+        key = (str(settings.INDEX_CACHE_DIR), settings.INDEX_TREES, settings.INDEX_SEARCH_K, settings.INDEX_RECALL_TARGET)
         annoy = _annoy
         if annoy is None or annoy[0] != key:
             annoy = _annoy = (
                 key,
-                get_backend("annoy", root=local_folder("builds"), n_trees=settings.INDEX_TREES, search_k=settings.INDEX_SEARCH_K),
+                get_backend(
+                    "annoy", root=local_folder("builds"), n_trees=settings.INDEX_TREES, search_k=settings.INDEX_SEARCH_K,
+                    recall_target=settings.INDEX_RECALL_TARGET,
+                ),
             )
         return annoy[1]
     options = {

@@ -1,6 +1,6 @@
 """Index backends: Annoy files or a Milvus server, behind one interface (:mod:`.base`).
 
-    backend = get_backend("annoy", root=path, n_trees=50, search_k=20_000)
+    backend = get_backend("annoy", root=path, n_trees=50)
     backend = get_backend("milvus", uri="http://milvus:19530", token="...", prefix="search_image")
 
 Importing this package needs neither annoy nor pymilvus: each is imported when first used.
@@ -32,7 +32,7 @@ __all__ = [
 def get_backend(name: str, **options) -> IndexBackend:
     """The backend called ``name`` (``INDEX_BACKEND``), built with its own options:
 
-    - ``annoy``: ``root`` (the folder of version directories), ``n_trees``, ``search_k``, ``verify``;
+    - ``annoy``: ``root`` (the folder of version directories), ``n_trees``, ``search_k`` (0: each version's own, chosen at build), ``recall_target`` (what that choice must find), ``verify``;
     - ``milvus``: ``uri`` (``MILVUS_URI``: a ``*.db`` path for Milvus Lite, or
       ``http://host:19530``), ``token`` (``MILVUS_TOKEN``), ``prefix``
       (``MILVUS_COLLECTION_PREFIX``), ``index_type``, ``index_params``, ``search_params``,

@@ -26,7 +26,7 @@ from indexer.backends.base import (
 )
 from indexer.files import write_atomically
 from indexer.index import (
-    DEFAULT_SEARCH_K,
+    RECALL_TARGET,
     DEFAULT_TREES,
     MANIFEST_FILE,
     IndexCorrupt,
@@ -50,7 +50,7 @@ def version_info(manifest: Manifest) -> VersionInfo:
 
 
 class AnnoyReader(IndexReader):
-    def __init__(self, index: SearchIndex, *, search_k: int):
+    def __init__(self, index: SearchIndex, *, search_k: int = 0):  # 0: the version's own (measured at build)
         self.index = index
         self.manifest = index.manifest
         self.info = version_info(index.manifest)
@@ -89,15 +89,17 @@ class AnnoyBackend(IndexBackend):
         root: str | Path,
         *,
         n_trees: int = DEFAULT_TREES,
-        search_k: int = DEFAULT_SEARCH_K,
+        search_k: int = 0,
         verify: bool = True,
         n_jobs: int = -1,
+        recall_target: float = RECALL_TARGET,
     ):
         self.root = Path(root)
         self.n_trees = n_trees
         self.search_k = search_k
         self.verify = verify  # checksum the files when opening (reads them once)
         self.n_jobs = n_jobs
+        self.recall_target = recall_target  # what each build measures its search_k against
 
     def directory(self, version: str) -> Path:
         """Where a version's files are (``indexer.index.FILES``), e.g. to copy them to storage."""
@@ -116,7 +118,8 @@ class AnnoyBackend(IndexBackend):
             ids = np.concatenate([ids for ids, _ in parts])
             vectors = np.concatenate([vectors for _, vectors in parts])
         manifest = build_index(
-            ids, vectors, model=model_id, out_dir=self.root, n_trees=self.n_trees, version=version, n_jobs=self.n_jobs
+            ids, vectors, model=model_id, out_dir=self.root, n_trees=self.n_trees, version=version, n_jobs=self.n_jobs,
+            recall_target=self.recall_target,
         )
         return version_info(manifest)
 
