@@ -13,6 +13,9 @@ from indexer.backends import BACKENDS
 from indexer.embedding import same_weights
 
 
+TAG_NAMES_SEPARATOR = ", "  # in Image.tag_names; tag names never hold a comma (gallery.catalogue.tags)
+
+
 class Tag(models.Model):
     """A word or short phrase curators and uploaders attach to images. Names are kept
     normalised (lower case, single spaces: see ``gallery.catalogue.tags``), so "Sunset" and "sunset " are one tag."""
@@ -181,6 +184,11 @@ class Image(models.Model):
 
     def __str__(self):
         return self.title or f"Image {self.pk}"
+
+    def tag_name_list(self) -> list[str]:
+        """The names of its tags, sorted, read from ``tag_names``: pages and the API show tags
+        without a query for them (a prefetch cost ~1 ms of a 16-result page: a manager per image)."""
+        return self.tag_names.split(TAG_NAMES_SEPARATOR) if self.tag_names else []
 
     def get_absolute_url(self):
         return reverse("gallery:image-detail", args=[self.pk])

@@ -366,8 +366,12 @@ def test_admin_edit_and_tag_rename_keep_search_in_step(admin_client, catalogue):
     )
     assert response.status_code == 302 and list(image.tags.values_list("name", flat=True)) == ["seaside"]
     assert image.pk in keyword_ids("seaside")
+    refused = admin_client.post(f"/admin/gallery/tag/{seaside.pk}/change/", {"name": "coast, sea"})
+    assert refused.status_code == 200 and "cannot hold a comma" in refused.content.decode()  # one tag, one name
     admin_client.post(f"/admin/gallery/tag/{seaside.pk}/change/", {"name": "Coast"})
     assert keyword_ids("seaside") == [] and image.pk in keyword_ids("coast")
+    # Pages and the API read the names from the row (Image.tag_name_list): the rename is there.
+    assert admin_client.get(f"/api/v1/images/{image.pk}/").json()["tags"] == ["coast"]
     admin_client.post(f"/admin/gallery/tag/{seaside.pk}/delete/", {"post": "yes"})
     assert keyword_ids("coast") == [] and not Tag.objects.filter(name="coast").exists()
 

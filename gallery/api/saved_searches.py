@@ -133,7 +133,7 @@ class SavedSearchViewSet(viewsets.GenericViewSet):
         saved, seen_at = self.get_object(), timezone.now()  # before reading: a match found meanwhile stays new
         new_only = request.query_params.get("new", "").lower() in ("1", "true", "yes")
         paginator = CappedPagination()
-        matches = saved_searches.saved_search_matches(saved, new_only=new_only).prefetch_related("image__tags")  # one query
+        matches = saved_searches.saved_search_matches(saved, new_only=new_only)  # the tags are in the image rows
         page = paginator.paginate_queryset(matches, request, view=self)
         data = MatchSerializer(page, many=True, context={"request": request, "saved": saved}).data
         saved_searches.saved_searches_mark_seen(searches=[saved], at=seen_at)

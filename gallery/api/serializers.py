@@ -78,7 +78,7 @@ class ImageSerializer(serializers.ModelSerializer):
             elif name in self._DATES:
                 data[name] = _iso_8601(getattr(image, name), zone)
             elif name == "tags":
-                data[name] = [tag.name for tag in image.tags.all()]
+                data[name] = image.tag_name_list()
             else:
                 data[name] = getattr(image, self._RENAMED.get(name, name))
         return data

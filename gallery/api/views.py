@@ -94,7 +94,7 @@ class ImageViewSet(_HitsPage, viewsets.GenericViewSet):
     pagination_class = ImageListPagination
 
     def get_queryset(self) -> QuerySet[Image]:
-        return access.viewable_images(self.request.user).prefetch_related("tags")
+        return access.viewable_images(self.request.user)  # the tags are in the rows (Image.tag_name_list)
 
     def get_permissions(self):
         by_action = {"create": CanUpload, "partial_update": CanCurate, "hide": CanCurate, "unhide": CanCurate, "destroy": CanDelete}

@@ -16,7 +16,7 @@ from django.utils.text import slugify
 
 from gallery.catalogue import keywords
 from gallery.errors import InvalidInput
-from gallery.models import Image, Tag
+from gallery.models import TAG_NAMES_SEPARATOR, Image, Tag
 
 MAX_TAGS_PER_IMAGE = 30
 
@@ -41,6 +41,8 @@ def tag_name_clean(name: str) -> str:
         raise InvalidInput(f"The tag “{name[:20]}…” is too long (at most {Tag.NAME_MAX_LENGTH} characters).")
     if not slugify(name, allow_unicode=True):
         raise InvalidInput(f"“{name}” is not a tag: use letters or digits.")
+    if "," in name:  # commas separate names in lists and forms, and in Image.tag_names
+        raise InvalidInput(f"“{name}” is not one tag: a tag name cannot hold a comma.")
     return name
 
 
@@ -136,7 +138,7 @@ def images_tags_refresh(ids: Iterable[int]) -> None:
 
 
 def _joined(names: Iterable[str]) -> str:
-    return ", ".join(sorted(names))
+    return TAG_NAMES_SEPARATOR.join(sorted(names))
 
 
 def _required():

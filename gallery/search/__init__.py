@@ -372,8 +372,8 @@ class SearchHit:
 
 class SearchResults(Sequence):
     """Ranked hits of visible images. Slicing (what a paginator does) loads only the rows of
-    that slice: a page of 16 costs one small query (and one for their tags), however many
-    results were ranked."""
+    that slice: a page of 16 costs one small query (their tags are in the rows:
+    ``Image.tag_name_list``), however many results were ranked."""
 
     def __init__(self, ranked: list[tuple], *, text: str = "", relevant: int | None = None):
         # (image id, score, matched), best first, hidden and deleted ids dropped; an
@@ -415,7 +415,7 @@ class SearchResults(Sequence):
         if isinstance(item, int):
             return self[item : item + 1 or None][0]
         chosen = self._ranked[item]
-        images = Image.objects.defer("embedding").prefetch_related("tags").in_bulk([pk for pk, *_ in chosen])
+        images = Image.objects.defer("embedding").in_bulk([pk for pk, *_ in chosen])
         start = item.indices(len(self._ranked))[0]
         # A row deleted since the ranking keeps its rank but is skipped.
         return [
