@@ -12,7 +12,6 @@ from django.utils.translation import gettext_lazy as _
 from indexer.backends import BACKENDS
 from indexer.embedding import same_weights
 
-
 TAG_NAMES_SEPARATOR = ", "  # in Image.tag_names; tag names never hold a comma (gallery.catalogue.tags)
 
 

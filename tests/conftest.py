@@ -7,6 +7,7 @@ import pytest
 from django.core.cache import cache
 from django.core.files.uploadedfile import SimpleUploadedFile
 
+from gallery.catalogue.keywords import forget_statistics as forget_word_counts
 from gallery.catalogue.sampling import forget as forget_id_sample
 from gallery.engine.backend import clear_backend_cache
 from gallery.engine.fresh_segment import clear_fresh_cache
@@ -88,6 +89,7 @@ def media(settings, tmp_path, s3_bucket):
     clear_backend_cache()
     forget_relevance_backgrounds()
     forget_id_sample()
+    forget_word_counts()
     yield settings.MEDIA_ROOT
     clear_index_cache()
     clear_fresh_cache()

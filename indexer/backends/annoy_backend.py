@@ -26,9 +26,9 @@ from indexer.backends.base import (
 )
 from indexer.files import write_atomically
 from indexer.index import (
-    RECALL_TARGET,
     DEFAULT_TREES,
     MANIFEST_FILE,
+    RECALL_TARGET,
     IndexCorrupt,
     Manifest,
     SearchIndex,
