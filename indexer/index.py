@@ -42,20 +42,20 @@ DEFAULT_TREES = 50
 DEFAULT_SEARCH_K = 20_000  # for a version whose manifest has no measured choice (built before it)
 # How many nodes a query inspects is chosen per version at build (:func:`tune_search_k`): the
 # fewest of SEARCH_K_CHOICES that find RECALL_TARGET of the true top 10. What that takes
-# depends on the vectors and their number (at 10,000 clip-like vectors far fewer than at a
-# million), and it is most of a query's time: a fixed 20,000 inspected every item of a small
-# gallery twice and cost a million-image gallery 2-3 ms where 10,000 nodes find 98.6%.
+# depends on the vectors and their number (clip-like ones: 10,000 nodes at 10,000 and at a
+# million vectors, 2,500 at 100,000), and it is most of a query's time: a fixed 20,000 cost a
+# million-image gallery 3.4 ms a query where 10,000 nodes take 1.5 ms (docs/performance.md).
 SEARCH_K_CHOICES = (1_000, 2_500, 5_000, 10_000, 20_000, 40_000)
 RECALL_TARGET = 0.98
 TUNING_QUERIES = 200
-
-logger = logging.getLogger(__name__)
-# A query reads the vectors of the ~20,000 candidates it scores, 2 KB each (512-d). Items stored
+# A query reads the vectors of the candidates it scores (thousands), 2 KB each (512-d). Items stored
 # in a spatial order (neighbours in the same stretch of the file) turn those scattered reads
 # into runs: at a million clip-like vectors on 2 AMD EPYC cores, p50 3.7 -> 2.9 ms and p90
 # 8.9 -> 6.2 ms per query, the same recall, and the build 18% faster (docs/performance.md).
 LAYOUT_LEAF = 256  # items per stretch that the order leaves unsorted
 LAYOUT_DIMS = 32  # the order is computed on a random projection to this many dimensions
+
+logger = logging.getLogger(__name__)
 
 
 class IndexFileError(Exception):
@@ -211,43 +211,48 @@ def tune_search_k(
     (item ``i`` holds ``vectors[order[i]]``), and that recall; the largest choice and its
     recall when none does. Measured leave-one-out, as "more like this" asks: ``queries``
     stored vectors each look for their 10 nearest others, against an exact search (one matrix
-    product over the vectors, about 2 s for a million 512-d ones). A query's candidates depend
-    on ``search_k`` alone, so the choice holds for any number of results asked."""
+    product over the vectors, about 2 s for a million 512-d ones); a hit counts if it is as near
+    as the true 10th (a duplicate image is as right as its twin). A query's candidates depend on
+    ``search_k`` alone, so its top 10 is as good whatever the number of results asked; deeper
+    results (a search asks for 320) are found with less recall."""
     count = len(vectors)
     if count <= 10:
         return choices[0], 1.0  # every item is in every top 10
     rows_of_items = np.asarray(order)
     items = np.random.default_rng(seed).choice(count, size=min(queries, count), replace=False)
-    truth = _nearest_others(vectors, rows_of_items[items], 10)
+    rows = rows_of_items[items]
+    tenth = _kth_nearest_score(vectors, rows, 10)
+    unit = _unit(vectors[rows])
     recall = 0.0
     for search_k in choices:
         found = 0
-        for item, expected in zip(items.tolist(), truth):
-            got = forest.get_nns_by_item(item, 11, search_k=search_k)
-            found += len(set(rows_of_items[[other for other in got if other != item][:10]].tolist()) & expected)
+        for n, item in enumerate(items.tolist()):
+            got = [other for other in forest.get_nns_by_item(item, 11, search_k=search_k) if other != item][:10]
+            found += int(np.count_nonzero(_unit(vectors[rows_of_items[got]]) @ unit[n] >= tenth[n] - 1e-5))
         recall = found / (10 * len(items))
         if recall >= target:
-            break
+            return search_k, recall
+    logger.warning("no search_k of %s finds %.3f of the true top 10: queries inspect %d nodes, which find %.3f", choices, target, search_k, recall)
     return search_k, recall
 
 
-def _nearest_others(vectors: np.ndarray, rows: np.ndarray, k: int, *, block: int = 65_536) -> list[set[int]]:
-    """For each of ``rows``, the ``k`` rows nearest to its vector (cosine), itself left out."""
-    queries = np.asarray(vectors[rows], dtype=np.float32)
-    best_scores = np.full((len(rows), k), -np.inf, dtype=np.float32)
-    best_rows = np.zeros((len(rows), k), dtype=np.int64)
+def _kth_nearest_score(vectors: np.ndarray, rows: np.ndarray, k: int, *, block: int = 65_536) -> np.ndarray:
+    """For each of ``rows``, the cosine of its vector with the ``k``-th nearest other vector."""
+    queries = _unit(vectors[rows])
+    best = np.full((len(rows), k), -np.inf, dtype=np.float32)
     for start in range(0, len(vectors), block):
-        scores = queries @ np.asarray(vectors[start : start + block], dtype=np.float32).T
+        scores = queries @ _unit(vectors[start : start + block]).T
         own = np.flatnonzero((rows >= start) & (rows < start + scores.shape[1]))
-        scores[own, rows[own] - start] = -np.inf
-        take = min(k, scores.shape[1])
-        top = np.argpartition(-scores, take - 1, axis=1)[:, :take]
-        merged_scores = np.concatenate([best_scores, np.take_along_axis(scores, top, axis=1)], axis=1)
-        merged_rows = np.concatenate([best_rows, top + start], axis=1)
-        keep = np.argpartition(-merged_scores, k - 1, axis=1)[:, :k]
-        best_scores = np.take_along_axis(merged_scores, keep, axis=1)
-        best_rows = np.take_along_axis(merged_rows, keep, axis=1)
-    return [set(row.tolist()) for row in best_rows]
+        scores[own, rows[own] - start] = -np.inf  # itself
+        best = np.concatenate([best, scores], axis=1)
+        best = -np.partition(-best, k - 1, axis=1)[:, :k]
+    return best.min(axis=1)
+
+
+def _unit(vectors: np.ndarray) -> np.ndarray:
+    """Rows scaled to length 1 (Annoy's angular metric does the same)."""
+    vectors = np.asarray(vectors, dtype=np.float32)
+    return vectors / np.maximum(np.linalg.norm(vectors, axis=-1, keepdims=True), 1e-12)
 
 
 class SearchIndex:

@@ -117,6 +117,10 @@ def test_keywords_take_websearch_syntax(catalogue):
     assert keyword_ids('"garden chair"') == [catalogue["sku"].pk]
     assert keyword_ids('"chair garden"') == []
     assert set(keyword_ids("teak -table")) == {catalogue["sku"].pk}
+    # Only an exclusion: never the images holding the word (SQLite finds nothing by words then;
+    # PostgreSQL every other image).
+    pictures = {image.pk for name, image in catalogue.items() if name.startswith("filler")}
+    assert not pictures & set(keyword_ids("-picture"))
     assert set(keyword_ids("Lindqvist or lighthouse")) == {catalogue["maria"].pk, catalogue["lighthouse"].pk}
     # Every word first; when that finds nothing, any of them (a sentence still finds the boats).
     assert keyword_ids("a photo of fishing boats")[0] == catalogue["harbour"].pk
@@ -215,7 +219,6 @@ def test_a_word_too_common_to_rank_orders_its_newest_matches_by_field_without_bm
     with CaptureQueriesContext(connection) as captured:
         ranked = keywords.keyword_ranking("kite", 320)
     assert [pk for pk, _ in ranked] == [tagged.pk, newest.pk, description.pk]
-    assert [score for _, score in ranked] == sorted((score for _, score in ranked), reverse=True)
     assert not any("bm25" in query["sql"] for query in captured), [query["sql"] for query in captured]
     # With a rarer word beside it: the images holding both, by the same rule (both words in one
     # description before a title with one and a description with the other).

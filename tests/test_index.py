@@ -13,6 +13,7 @@ from indexer.index import (
     IndexMismatch,
     Manifest,
     SearchIndex,
+    _kth_nearest_score,
     build_index,
     spatial_order,
 )
@@ -109,7 +110,22 @@ def test_each_build_measures_the_fewest_nodes_that_find_the_recall_target(tmp_pa
     index.query(queries[0], 10)
     index.query(queries[0], 10, search_k=777)
     index.query(queries[0], 3000)
-    assert asked == [chosen[0.98][0], 777, 6000]
+    assert asked == [chosen[0.98][0], 777, max(chosen[0.98][0], 6000)]
+    # At its own nodes a 320-result search still gets 320 different images.
+    index._forest = real
+    assert len({pk for pk, _ in index.query(queries[1], 320)}) == 320
+
+
+def test_the_exact_kth_neighbour_is_found_across_blocks_with_duplicates_tied():
+    vectors = unit_vectors(300, dim=16, seed=4) * 3.0  # not unit length: cosines all the same
+    vectors[7] = vectors[8]  # a duplicate: each is the other's nearest, at cosine 1
+    rows = np.array([0, 7, 150, 299])
+    unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    cosines = unit[rows] @ unit.T
+    cosines[np.arange(len(rows)), rows] = -np.inf
+    expected = np.sort(cosines, axis=1)[:, -10]
+    assert np.allclose(_kth_nearest_score(vectors, rows, 10, block=7), expected, atol=1e-5)
+    assert _kth_nearest_score(vectors, rows, 1, block=64)[1] == pytest.approx(1.0, abs=1e-5)
 
 
 def test_a_version_built_before_search_k_was_measured_is_queried_with_the_old_default(tmp_path):
@@ -158,3 +174,12 @@ def test_manifest_round_trip():
     assert Manifest.from_json(manifest.to_json()) == manifest
     with pytest.raises(IndexCorrupt):
         Manifest.from_json('{"version": "v"}')
+
+
+@pytest.mark.parametrize("name, value", [("INDEX_SEARCH_K", "-1"), ("INDEX_RECALL_TARGET", "1.5")])
+def test_a_nonsense_nodes_or_recall_setting_is_refused_at_start(tmp_path, name, value):
+    from tests.test_access import check_deploy
+
+    done = check_deploy(tmp_path, "check", **{name: value})
+    assert done.returncode != 0 and "INDEX_SEARCH_K is a number of nodes" in done.stderr
+    assert check_deploy(tmp_path, "check", **{name: "0.9" if name == "INDEX_RECALL_TARGET" else "5000"}).returncode == 0

@@ -188,12 +188,13 @@ def test_a_saved_searchs_matches_are_one_page_read_in_index_order(client, member
     else:
         assert "match_newest_first" in plan and "Sort" not in plan, plan
 
+
 @pytest.mark.skipif(connection.vendor != "postgresql", reason="PostgreSQL's index (SQLite reads rows by rowid whatever index exists)")
 @pytest.mark.parametrize("sort", ["relevance", "newest"])
 def test_search_checks_visibility_with_what_one_small_index_holds(indexed_gallery, sort):
     """The ~320 ranked ids' visibility (and dates, to sort by them) can come from a small
     partial index (migration 0016), an index-only scan, not from 320 heap pages scattered over a
-    large table: 18.8 ms per search at a million images with those pages cold, against 3.3 ms
+    large table: 18.8 ms per search at a million images with those pages cold, against 2.2 ms
     (the plan at that size; on a test's few rows the planner's choice turns on its estimates)."""
     from gallery import search
 

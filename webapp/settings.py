@@ -213,6 +213,8 @@ INDEX_TREES = env.int("INDEX_TREES", default=50)
 # find INDEX_RECALL_TARGET of the true top 10: indexer.index.tune_search_k); a number fixes it.
 INDEX_SEARCH_K = env.int("INDEX_SEARCH_K", default=0)
 INDEX_RECALL_TARGET = env.float("INDEX_RECALL_TARGET", default=0.98)
+if INDEX_SEARCH_K < 0 or not 0 < INDEX_RECALL_TARGET <= 1:
+    raise ImproperlyConfigured("INDEX_SEARCH_K is a number of nodes (0: each version's own) and INDEX_RECALL_TARGET a share above 0, at most 1.")
 # Map the whole Annoy index when a process loads it, not page by page as queries touch it.
 INDEX_PREFAULT = env.bool("INDEX_PREFAULT", default=True)
 INDEX_STORAGE_PREFIX = env.str("INDEX_STORAGE_PREFIX", default="indexes")

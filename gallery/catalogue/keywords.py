@@ -73,8 +73,9 @@ _WEBSEARCH_TOKEN = re.compile(r'(-?)"([^"]*)"?|(\S+)')
 
 def keyword_ranking(text: str, limit: int) -> list[tuple[int, float]]:
     """Images whose title, tags or description match ``text`` (web search syntax), best first,
-    as ``(image id, score)``; the score is the engine's own (ts_rank or -BM25), higher is better,
-    and only comparable within one answer. Hidden images are included: search drops them."""
+    as ``(image id, score)``; the score is the engine's own (ts_rank or -BM25; on SQLite, for a
+    word too common to rank, falling with the order), higher is better, and only comparable
+    within one answer. Hidden images are included: search drops them."""
     text = " ".join(text.split())
     if not text or limit <= 0:
         return []
@@ -337,8 +338,9 @@ def _sqlite(text: str, limit: int) -> list[tuple[int, float]]:
 
 def _sqlite_by_field(positive: str, negative: list[str], limit: int) -> list[tuple[int, float]]:
     """The newest RANKED_MATCHES_MAX matches of a query with a phrase in more images than that,
-    ordered as BM25's field weights would order them (the title first, then the tags, the
-    description, any field), newest first within each; scores fall with the order. BM25 cannot
+    ordered by the field that holds the whole query, in the order of BM25's field weights (the
+    title first, then the tags, the description; then the rest, whose words are spread over
+    fields or in the text read), newest first within each; scores fall with the order. BM25 cannot
     rank them: it counts every image holding each phrase first (for its rarity), a walk over all
     of a common word's matches on every search (21 ms of the 30 that "photo" cost in a million
     titles, against 7 ms at 10,000). Each walk here stops at the bound: the same cost at any size."""
@@ -415,9 +417,11 @@ def _fts5_parts(text: str) -> tuple[str, list[str]]:
             terms.append(("not" if negated else joiner, expression))
         joiner = "and"
     positive = [(kind, expression) for kind, expression in terms if kind != "not"]
+    if not positive and terms:
+        return "", []  # only exclusions: FTS5 has no "every image but" (CLIP still ranks the query)
     if not positive:
         words = [word for word in re.findall(r"\w+", text) if word.lower() != "or"]
-        return " AND ".join(f'"{word}"' for word in words), []  # only stop words (or only exclusions)
+        return " AND ".join(f'"{word}"' for word in words), []  # only stop words
     out = positive[0][1]
     for kind, expression in positive[1:]:
         out += f" {kind.upper()} {expression}"

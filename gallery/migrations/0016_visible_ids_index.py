@@ -5,7 +5,7 @@ they were taken): 320 rows read by primary key. Read from the table, that is 320
 scattered over a large file, which a million-image gallery cannot keep cached: 18.8 ms per search
 with the pages cold, 4.1 ms warm. This partial index holds the visible ids and their dates
 only (~30 MB at a million rows, touched by every search, so it stays cached): an index-only scan,
-3.3 ms cold (docs/performance.md, "Scale"). Index-only scans need the visibility map that
+2.2 ms (3.0 ms with the dates; docs/performance.md, "Scale"). Index-only scans need the visibility map that
 autovacuum keeps. SQLite looks rows up by rowid whatever index exists, so it gets none.
 """
 
