@@ -186,7 +186,8 @@ class Image(models.Model):
 
     def tag_name_list(self) -> list[str]:
         """The names of its tags, sorted, read from ``tag_names``: pages and the API show tags
-        without a query for them (a prefetch cost ~1 ms of a 16-result page: a manager per image)."""
+        without a query for them (a prefetch cost ~1 ms of a 16-result page, a manager per image,
+        on 2 AMD EPYC cores)."""
         return self.tag_names.split(TAG_NAMES_SEPARATOR) if self.tag_names else []
 
     def get_absolute_url(self):

@@ -44,7 +44,8 @@ DEFAULT_SEARCH_K = 20_000  # for a version whose manifest has no measured choice
 # fewest of SEARCH_K_CHOICES that find RECALL_TARGET of the true top 10. What that takes
 # depends on the vectors and their number (clip-like ones: 10,000 nodes at 10,000 and at a
 # million vectors, 2,500 at 100,000), and it is most of a query's time: a fixed 20,000 cost a
-# million-image gallery 3.4 ms a query where 10,000 nodes take 1.5 ms (docs/performance.md).
+# million-image gallery 3.4 ms a query where 10,000 nodes take 1.5 ms (AMD EPYC, 2 cores,
+# avx2 avx512f; docs/performance.md section 22).
 SEARCH_K_CHOICES = (1_000, 2_500, 5_000, 10_000, 20_000, 40_000)
 RECALL_TARGET = 0.98
 TUNING_QUERIES = 200
@@ -211,7 +212,8 @@ def tune_search_k(
     (item ``i`` holds ``vectors[order[i]]``), and that recall; the largest choice and its
     recall when none does. Measured leave-one-out, as "more like this" asks: ``queries``
     stored vectors each look for their 10 nearest others, against an exact search (one matrix
-    product over the vectors, about 2 s for a million 512-d ones); a hit counts if it is as near
+    product over the vectors: 3.6 s of the whole 5.6 s for a million 512-d ones on 2 AMD EPYC
+    cores with AVX-512); a hit counts if it is as near
     as the true 10th (a duplicate image is as right as its twin). A query's candidates depend on
     ``search_k`` alone, so its top 10 is as good whatever the number of results asked; deeper
     results (a search asks for 320) are found with less recall."""

@@ -115,8 +115,9 @@ def _common_words(words: list[str]) -> set[str]:
         per_word, rows = found
         return {word for word, shares in zip(words, per_word) if max(shares.values(), default=0.0) * rows > RANKED_MATCHES_MAX}
     checked = [word for word in dict.fromkeys(words) if word.lower() not in STOP_WORDS]
-    common = _sqlite_common([f'"{word}"' for word in checked])
-    return {word for word in checked if f'"{word}"' in common}
+    phrases = {word: f'"{word}"' for word in checked}
+    common = _sqlite_common(list(phrases.values()))
+    return {word for word, phrase in phrases.items() if phrase in common}
 
 
 def exact_matches(text: str, candidates: Iterable[int]) -> set[int]:
@@ -322,7 +323,7 @@ def _sqlite(text: str, limit: int) -> list[tuple[int, float]]:
     if not match:
         return []
     if _sqlite_common(_PHRASE.findall(match)):
-        return _sqlite_by_field(positive, negative, limit)
+        return _sqlite_by_field(match, positive, negative, limit)
     weights = ", ".join(str(weight) for weight in FTS5_WEIGHTS)
     # The newest RANKED_MATCHES_MAX matches at most: the subquery walks FTS5's index by rowid to
     # the oldest of them without scoring anything (about 1 ms), and BM25 scores only those.
@@ -337,18 +338,18 @@ def _sqlite(text: str, limit: int) -> list[tuple[int, float]]:
         return [(pk, float(score)) for pk, score in cursor.fetchall()]
 
 
-def _sqlite_by_field(positive: str, negative: list[str], limit: int) -> list[tuple[int, float]]:
+def _sqlite_by_field(match: str, positive: str, negative: list[str], limit: int) -> list[tuple[int, float]]:
     """The newest RANKED_MATCHES_MAX matches of a query with a phrase in more images than that,
     ordered by the field that holds the whole query, in the order of BM25's field weights (the
     title first, then the tags, the description; then the rest, whose words are spread over
     fields or in the text read), newest first within each; scores fall with the order. BM25 cannot
     rank them: it counts every image holding each phrase first (for its rarity), a walk over all
     of a common word's matches on every search (21 ms of the 30 that "photo" cost in a million
-    titles, against 7 ms at 10,000). Each walk here stops at the bound: the same cost at any size."""
-    match = _fts5_expression(positive, negative)
+    titles, against 7 ms at 10,000; AMD EPYC, 2 cores, AVX-512). Each walk here stops at the
+    bound: the same cost at any size. ``match`` is the whole query, made of its two parts."""
     newest = f"SELECT rowid FROM {FTS_TABLE} WHERE {FTS_TABLE} MATCH %s ORDER BY rowid DESC LIMIT %s"
     # Ascending from the bound, then sorted (``rowid + 0``: not FTS5's order): walking down, FTS5
-    # does not stop at a lower rowid bound (24-42 ms in a million rows for a field without the word).
+    # does not stop at a lower rowid bound (24-42 ms in a million rows for a field without the word, AMD EPYC).
     walk = f"SELECT rowid FROM {FTS_TABLE} WHERE {FTS_TABLE} MATCH %s AND rowid >= %s ORDER BY rowid + 0 DESC LIMIT %s"
     ranked: dict[int, None] = {}
     with connection.cursor() as cursor:
@@ -372,7 +373,7 @@ _COUNTS_HELD = 50_000  # phrases; past that the counts start again
 def _sqlite_common(phrases: list[str]) -> set[str]:
     """Of these FTS5 phrases (``'"photo"'``), those in more than RANKED_MATCHES_MAX images.
     FTS5 counts each to one past the bound (a walk of its index that stops there: about 1 ms at
-    a million images); a process keeps the counts _STATISTICS_SECONDS, as PostgreSQL's
+    a million images, AMD EPYC); a process keeps the counts _STATISTICS_SECONDS, as PostgreSQL's
     statistics are kept, so a word it has seen costs nothing."""
     bound, now = RANKED_MATCHES_MAX, time.monotonic()
     phrases = list(dict.fromkeys(phrases))
@@ -392,17 +393,14 @@ def _sqlite_common(phrases: list[str]) -> set[str]:
     return {phrase for phrase, (_, matches) in held.items() if matches > bound}
 
 
-def fts5_query(text: str) -> str:
-    """PostgreSQL's websearch syntax in FTS5's query language: words are all required, "quoted
+def _fts5_parts(text: str) -> tuple[str, list[str]]:
+    """PostgreSQL's websearch syntax in FTS5's query language, in two parts: what must match, and
+    the phrases excluded (:func:`_fts5_expression` joins them). Words are all required, "quoted
     words" are a phrase, ``or`` between two terms makes either enough, ``-word`` excludes. Every
     term is quoted, so nothing the user types is FTS5 syntax; a word with inner punctuation
     (``SKU-10482``) is a phrase of its parts, as PostgreSQL treats it. Stop words are dropped
-    unless nothing else is left. Returns "" when nothing is searchable."""
-    return _fts5_expression(*_fts5_parts(text))
-
-
-def _fts5_parts(text: str) -> tuple[str, list[str]]:
-    """:func:`fts5_query`'s expression in two parts: what must match, and the phrases excluded."""
+    unless nothing else is left. ("", []) when nothing is searchable: only exclusions, which FTS5
+    cannot match alone."""
     terms: list[tuple[str, str]] = []  # (kind, fts5 expression): kind is "and", "or" or "not"
     joiner = "and"
     for negated, phrase, bare in _WEBSEARCH_TOKEN.findall(text):

@@ -3,10 +3,10 @@
 Every search asks which of its ~320 ranked ids are still visible (and, to sort by date, when
 they were taken): 320 rows read by primary key. Read from the table, that is 320 heap pages
 scattered over a large file, which a million-image gallery cannot keep cached: 18.8 ms per search
-with the pages cold, 4.1 ms warm. This partial index holds the visible ids and their dates
-only (~30 MB at a million rows, touched by every search, so it stays cached): an index-only scan,
-2.2 ms (3.0 ms with the dates; docs/performance.md, "Scale"). Index-only scans need the visibility map that
-autovacuum keeps. SQLite looks rows up by rowid whatever index exists, so it gets none.
+with the pages cold, 4.1 ms warm (2 AMD EPYC cores with AVX-512). This partial index holds the
+visible ids and their dates only (touched by every search, so it stays cached): an index-only
+scan, 2.2 ms (3.0 ms with the dates; docs/performance.md section 22). Index-only scans need the
+visibility map that autovacuum keeps. SQLite looks rows up by rowid whatever index exists, so it gets none.
 """
 
 from django.db import migrations
