@@ -133,3 +133,19 @@ def test_importing_the_embedding_package_loads_neither_torch_nor_onnxruntime():
     code = "import sys, indexer.embedding, indexer.runtime_choice; print(sorted({'torch', 'onnxruntime', 'open_clip'} & set(sys.modules)))"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
+
+
+def test_a_process_that_loads_a_model_runs_numpys_blas_on_one_thread():
+    """The model's thread pool and OpenBLAS' would take turns at the same cores: the encoding
+    and the matrix-vector products after it both slowed (indexer.embedding.factory)."""
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    from indexer.embedding.factory import load_embedder
+
+    def blas_threads():
+        return {pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"}
+
+    with threadpool_limits(2, user_api="blas"):  # as numpy starts on a host of 2 cores or more
+        assert blas_threads() == {2}
+        load_embedder(TINY)
+        assert blas_threads() == {1}
