@@ -6,7 +6,7 @@ import pytest
 
 from gallery import indexing, search
 from gallery.catalogue.curation import image_delete, images_set_hidden
-from gallery.engine import fresh_segment
+from gallery.engine import backend
 from gallery.engine.fresh_segment import clear_fresh_cache, current_segment
 from gallery.models import Image, IndexVersion
 from tests.images import image_bytes
@@ -90,21 +90,23 @@ def test_an_id_in_both_keeps_its_best_score():
     assert merged == [(1, 0.9), (2, 0.7), (4, 0.6), (3, 0.1)]
 
 
-def test_a_version_made_current_during_a_search_is_served_with_its_rows(fresh_gallery, monkeypatch):
-    """The index is read before the fresh segment; if a publish lands in between, the fresh
-    rows have left the segment, and search reloads the index that holds them."""
+def test_the_index_and_the_fresh_segment_come_from_one_query_and_agree(fresh_gallery, django_assert_num_queries):
+    """Search reads the current version and the fresh segment's fingerprint with one statement:
+    a version made current between two reads could leave the rows it took from the segment out
+    of both (the index read before the publish, the segment after it)."""
     built, fresh = fresh_gallery
-    real = fresh_segment.current_segment
-    published = []
-
-    def publish_first(model_id):
-        if not published:
-            published.append(indexing.index_publish())
-        return real(model_id)
-
-    monkeypatch.setattr(fresh_segment, "current_segment", publish_first)
+    before = IndexVersion.objects.get(is_current=True).version
+    index, segment = backend.search_view(MODEL)  # loads both
+    with django_assert_num_queries(1):
+        index, segment = backend.search_view(MODEL)
+    assert index.version == segment.version == before and len(segment) == 5
+    assert index.query(fresh[4].vector, 1)[0][0] != fresh[4].pk  # not built in: the segment holds it
+    published = indexing.index_publish()
+    index, segment = backend.search_view(MODEL)
+    assert index.version == segment.version == published.version != before and len(segment) == 0
+    assert index.query(fresh[4].vector, 1)[0][0] == fresh[4].pk
     hits = search.search(search.SearchQuery.similar(fresh[4]))
-    assert published[0] is not None and len(hits) == 25 and hits[0].image.pk == fresh[4].pk
+    assert len(hits) == 25 and hits[0].image.pk == fresh[4].pk
 
 
 def test_before_any_index_the_fresh_segment_answers(upload, client):

@@ -136,8 +136,28 @@ def other_engine(version: IndexVersion) -> bool:
 def current_reader() -> IndexReader | None:
     """The current published version, ready to query, or ``None`` before the first publish.
     :class:`NotReady` while the current version is in the engine ``INDEX_BACKEND`` left."""
+    return _reader_of(IndexVersion.objects.current("version", "checksum", "backend"))
+
+
+def search_view(model_id: str) -> tuple[IndexReader | None, fresh_segment.FreshSegment | None]:
+    """What a search in ``model_id``'s space reads: the current version's reader (as
+    :func:`current_reader`) and, on a snapshot engine, the fresh segment of that model (``None``
+    on a live engine, which holds new vectors itself). Both come from one query, so they agree:
+    a version made current in between cannot leave the rows it took from the segment out of
+    both."""
+    if is_live():
+        return current_reader(), None
+    seen = fresh_segment.fingerprint(model_id)
+    return _reader_of(seen.current_version()), fresh_segment.segment_of(seen)
+
+
+def fresh_segment_of(model_id: str) -> fresh_segment.FreshSegment | None:
+    """The fresh segment of ``model_id`` alone (``None`` on a live engine)."""
+    return None if is_live() else fresh_segment.current_segment(model_id)
+
+
+def _reader_of(current: IndexVersion | None) -> IndexReader | None:
     global _reader
-    current = IndexVersion.objects.current("version", "checksum", "backend")
     if current is None:
         return None
     if other_engine(current):
@@ -157,17 +177,6 @@ def current_reader() -> IndexReader | None:
         reader = index_backend().open(current.version)
     _reader = reader
     return reader
-
-
-def anything_fresh() -> bool:
-    """Whether vectors wait outside the built index (only a snapshot engine has a fresh segment)."""
-    return not is_live() and fresh_segment.anything_fresh()
-
-
-def fresh_segment_of(model_id: str) -> fresh_segment.FreshSegment | None:
-    """The vectors of ``model_id`` that search reads beside the index: a snapshot engine's fresh
-    segment; ``None`` on a live engine, which holds new vectors itself."""
-    return None if is_live() else fresh_segment.current_segment(model_id)
 
 
 def stale_by_count(version: IndexVersion, indexable) -> bool:

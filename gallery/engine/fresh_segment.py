@@ -12,8 +12,10 @@ are the pending rows holding a vector of the query's model.
 The rows live in the database, so every web process sees the same segment. Each process keeps
 the segment as one float32 matrix, like ``gallery.engine.index_cache`` keeps the index: every search
 reads a fingerprint with one aggregate query (how many fresh rows, the newest ``embedded_at``,
-the highest id, and the current version) and reloads the matrix only when that changed, which
-is once per embed run or publish, not once per query.
+the highest id, and the current version, which search loads from it: the index and the segment
+come from one statement, so a version made current in between cannot leave rows out of both)
+and reloads the matrix only when that changed, which is once per embed run or publish, not once
+per query.
 
 Size: a compaction is due once the segment holds more than ``FRESH_SEGMENT_MAX`` vectors
 (20,000 by default). At 512 dimensions that is 41 MB of float32 per web process, and the exact
@@ -29,10 +31,11 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 from django.conf import settings
-from django.db.models import Count, Max, Subquery
+from django.db import connection
 
 from gallery.models import Image, IndexVersion, vectors_of
 
@@ -47,9 +50,16 @@ class Fingerprint:
 
     model: str
     count: int
-    last_embedded: object  # a datetime, or None when the segment is empty
+    last_embedded: object  # the database's value (compared, never shown), None when the segment is empty
     top_id: int | None
     version: str | None  # the current index version when the rows were counted
+    # That version's checksum and engine, so that search loads it without asking again.
+    checksum: str | None = None
+    backend: str | None = None
+
+    def current_version(self) -> IndexVersion | None:
+        """The current version's row as read with the rows (its version, checksum and engine)."""
+        return IndexVersion(version=self.version, checksum=self.checksum, backend=self.backend) if self.version else None
 
 
 @dataclass(frozen=True)
@@ -86,27 +96,41 @@ def fresh_rows(model_id: str):
     return Image.objects.fresh(model_id)
 
 
-def anything_fresh() -> bool:
-    """Whether any row of any model waits in a fresh segment (before the query is encoded)."""
-    return Image.objects.fresh().exists()
-
-
 def fingerprint(model_id: str) -> Fingerprint:
-    """One aggregate query; the current version rides along as a scalar subquery."""
-    current = IndexVersion.objects.filter(is_current=True).values("version")[:1]
-    row = fresh_rows(model_id).aggregate(
-        count=Count("pk"), last=Max("embedded_at"), top=Max("pk"), version=Max(Subquery(current))
+    """One aggregate query over the fresh rows' own index, the current version beside it."""
+    sql, params = _fingerprint_sql(model_id, connection.vendor)
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        version, checksum, backend, count, last, top = cursor.fetchone()
+    return Fingerprint(model_id, count, last, top, version, checksum, backend)
+
+
+@lru_cache(maxsize=32)
+def _fingerprint_sql(model_id: str, vendor: str) -> tuple[str, tuple]:
+    """The fingerprint's SQL, compiled once per process and model from the QuerySets that say
+    which rows are fresh and which version is current. Django compiles a QuerySet each time it
+    runs: as an ORM aggregate this query cost ~1 ms of every search after the text encoding, four
+    times its own run (2 AMD EPYC cores, a million images; docs/performance.md, section 23). The
+    version rides along through a join, so that an empty segment still reads it."""
+    rows_sql, rows_params = fresh_rows(model_id).order_by().values("pk", "embedded_at").query.sql_with_params()
+    current = IndexVersion.objects.filter(is_current=True).order_by().values("version", "checksum", "backend")[:1]
+    current_sql, current_params = current.query.sql_with_params()
+    sql = (
+        "SELECT v.version, v.checksum, v.backend, f.n, f.last, f.top FROM "
+        f"(SELECT COUNT(*) AS n, MAX(r.embedded_at) AS last, MAX(r.pk) AS top FROM ({rows_sql}) r) f "
+        f"LEFT JOIN ({current_sql}) v ON TRUE"
     )
-    if not row["count"]:  # MAX over no rows is NULL: ask for the version itself
-        current_row = IndexVersion.objects.current("version")
-        row["version"] = current_row.version if current_row else None
-    return Fingerprint(model_id, row["count"], row["last"], row["top"], row["version"])
+    return sql, (*rows_params, *current_params)
 
 
 def current_segment(model_id: str) -> FreshSegment:
     """The fresh segment for ``model_id``, reloaded from the database only when it changed."""
+    return segment_of(fingerprint(model_id))
+
+
+def segment_of(seen: Fingerprint) -> FreshSegment:
+    """The fresh segment ``seen`` describes: the one held, or read again when it changed."""
     global _loaded
-    seen = fingerprint(model_id)
     loaded = _loaded
     if loaded is not None and loaded.fingerprint == seen:
         return loaded

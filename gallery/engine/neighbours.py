@@ -15,7 +15,7 @@ import logging
 
 import numpy as np
 
-from gallery.engine.backend import current_reader, fresh_segment_of, index_errors
+from gallery.engine.backend import fresh_segment_of, index_errors, search_view
 from gallery.errors import NotReady
 
 logger = logging.getLogger(__name__)
@@ -29,15 +29,14 @@ def nearest_stored(vectors: np.ndarray, *, model_id: str, k: int) -> list[list[t
     vectors = np.asarray(vectors, dtype=np.float32)
     found: list[dict[int, float]] = [{} for _ in range(len(vectors))]
     try:
-        index = current_reader()
+        index, segment = search_view(model_id)
     except NotReady as exc:  # the current version is in the engine configured before: the next publish replaces it
         logger.warning("near neighbours from the fresh segment only: %s", exc)
-        index = None
+        index, segment = None, fresh_segment_of(model_id)
     if index is not None and index.info.model == model_id:
         with index_errors():
             for n, vector in enumerate(vectors):
                 found[n].update(index.query(vector, k))
-    segment = fresh_segment_of(model_id)
     if segment is not None:
         if len(segment) and len(vectors):
             scores = vectors @ segment.vectors.T  # one product for every new vector

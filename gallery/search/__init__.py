@@ -29,7 +29,7 @@ from gallery.catalogue.sampling import pk_among
 from gallery.catalogue.status import searchable_count
 from gallery.catalogue.uploads import decode_upload, read_upload
 from gallery.engine import embedder
-from gallery.engine.backend import anything_fresh, current_reader, fresh_segment_of, index_errors
+from gallery.engine.backend import index_errors, search_view
 from gallery.errors import BadQuery, NotReady, PageNotFound, UploadRejected
 from gallery.models import MAX_QUERY_LENGTH, Image
 from gallery.search import facets, filtered_search, pins, ranking, relevance
@@ -164,13 +164,24 @@ class SearchQuery:
             return
         raise BadQuery("The weights cancel out: give the text or the image a weight above zero.")
 
+    def model_id(self) -> str:
+        """The vector space the query is searched in (a model id), known before any encoding:
+        "more like" an image, the model of its stored vector; otherwise the configured model's."""
+        stored = self._similar if self.similar_to is not None else None
+        return stored[1] if stored is not None else embedder.embedder().model_id
+
+    @cached_property
+    def _similar(self) -> tuple[np.ndarray, str] | None:
+        """The stored vector of the image "more like" asks about, and its model; None before it is embedded."""
+        image = Image.objects.only("embedding", "embedding_model").filter(pk=self.similar_to).first()
+        return (image.vector, image.embedding_model) if image is not None and image.vector is not None else None
+
     def vector(self) -> tuple[np.ndarray, str]:
         """The query's vector and the vector space it lives in (the model id)."""
         if self.similar_to is not None:
-            image = Image.objects.only("embedding", "embedding_model").filter(pk=self.similar_to).first()
-            if image is None or image.vector is None:
+            if self._similar is None:
                 raise NotReady("This image is not embedded yet; similar images appear after the next index run.")
-            return image.vector, image.embedding_model
+            return self._similar
         model_id = embedder.embedder().model_id
         parts = []
         if self.text:
@@ -298,15 +309,10 @@ def _clip_ranking(
     (among ``filtered`` only, when given: ``gallery.search.filtered_search``); and how many of them are
     relevant (None: too few images to judge). ``only_visible``: an engine that filters
     visibility leaves hidden rows out (a curator's ``hidden=true`` filter wants them)."""
-    index = current_reader()
-    if index is None and not anything_fresh():
+    model_id = query.model_id()
+    index, segment = search_view(model_id)  # one query; the segment is None on a live engine
+    if index is None and not (segment is not None and len(segment)):
         _not_ready()  # before encoding: nothing to search, no work
-    vector, model_id = query.vector()
-    segment = fresh_segment_of(model_id)  # None on a live engine, which holds new vectors itself
-    if segment is not None and segment.version != (index.version if index is not None else None):
-        # A version was made current in between: its rows have left the fresh segment, so
-        # serve that version too (or, if it cannot be loaded, the one held; see index_cache).
-        index = current_reader()
     if index is not None:
         try:
             index.info.check_model(model_id)
@@ -314,8 +320,7 @@ def _clip_ranking(
             # Another model's index: a partial answer from the re-embedded rows alone would
             # hide most of the gallery, so say so until the new index is published.
             raise NotReady(str(exc)) from None
-    elif not len(segment):
-        _not_ready()
+    vector, _ = query.vector()
 
     def nearest(k: int) -> list[tuple[int, float]]:
         built: list[tuple[int, float]] = []
