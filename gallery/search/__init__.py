@@ -21,11 +21,12 @@ import numpy as np
 from django.conf import settings
 from django.core import signing
 from django.core.paginator import InvalidPage, Page, Paginator
+from django.db import connection
 from django.db.models import QuerySet
 
 from gallery.catalogue import access, keywords
 from gallery.catalogue.filters import BrowseFilter, browse_params, shown_unless_asked
-from gallery.catalogue.sampling import pk_among
+from gallery.catalogue.sampling import among, pk_among
 from gallery.catalogue.status import searchable_count
 from gallery.catalogue.uploads import decode_upload, read_upload
 from gallery.engine import embedder
@@ -290,9 +291,12 @@ def search(query: SearchQuery, options: ResultOptions = ResultOptions()) -> Sear
         fused = ranking.fuse(clip_pairs, keyword_pairs, k=settings.SEARCH_RRF_K, exact=exact)
         ranked = [(pk, cosine.get(pk), matched) for pk, _, matched in fused[:limit]]
     # Visible (and, with filters, passing them: what the words found is checked here).
-    shown = (filtered if filtered is not None else Image.objects.visible()).filter(pk_among([pk for pk, *_ in ranked])).order_by()
-    # The dates only to sort by them: reading and converting ~300 of them cost ~1 ms a search.
-    taken = dict(shown.values_list("pk", "taken_at")) if options.sort != "relevance" else dict.fromkeys(shown.values_list("pk", flat=True))
+    ids = [pk for pk, *_ in ranked]
+    shown = (filtered if filtered is not None else Image.objects.visible()).filter(pk_among(ids)).order_by()
+    if options.sort != "relevance":  # the dates only to sort by them: ~300 of them cost ~1 ms a search
+        taken = dict(shown.values_list("pk", "taken_at"))
+    else:
+        taken = dict.fromkeys(shown.values_list("pk", flat=True) if filtered is not None else _visible_among(ids))
     ranked = [hit for hit in ranked if hit[0] in taken]
     if options.sort == "relevance":
         if filtered is None:  # a pinned image outside a filter would not belong in its results
@@ -348,6 +352,24 @@ def _clip_ranking(
         collection_size=collection_size,
     )
     return pairs, relevant
+
+
+VISIBLE_IDS_INDEX = "image_visible_ids"  # migrations 0016 (PostgreSQL) and 0017 (SQLite)
+
+
+def _visible_among(ids: list[int]) -> list[int]:
+    """Which of ``ids`` are visible images, read from the small index of visible ids alone, not
+    from the rows (which hold their vectors: 320 of them are scattered over a large file).
+    PostgreSQL's planner takes that index itself; SQLite's goes by rowid unless told."""
+    if connection.vendor != "sqlite":
+        return list(Image.objects.visible().filter(pk_among(ids)).order_by().values_list("pk", flat=True))
+    wanted = among(ids)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT id FROM {Image._meta.db_table} INDEXED BY {VISIBLE_IDS_INDEX} WHERE NOT hidden AND id IN ({wanted.sql})",
+            wanted.params,
+        )
+        return [pk for (pk,) in cursor.fetchall()]
 
 
 def merge_ranked(*rankings: list[tuple[int, float]]) -> list[tuple[int, float]]:
