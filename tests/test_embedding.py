@@ -135,17 +135,21 @@ def test_importing_the_embedding_package_loads_neither_torch_nor_onnxruntime():
     assert done.stdout.strip() == "[]"
 
 
-def test_a_process_that_loads_a_model_runs_numpys_blas_on_one_thread():
+@pytest.mark.parametrize("entry_point", ["webapp.wsgi", "webapp.asgi"])
+def test_a_web_process_runs_numpys_blas_on_one_thread(entry_point):
     """The model's thread pool and OpenBLAS' would take turns at the same cores: the encoding
-    and the matrix-vector products after it both slowed (indexer.embedding.factory)."""
-    from threadpoolctl import threadpool_info, threadpool_limits
+    and the matrix-vector products after it both slowed (indexer.embedding.factory). The web
+    entry points set it before serving; the indexer keeps its threads for large products."""
+    import importlib
 
-    from indexer.embedding.factory import load_embedder
+    from threadpoolctl import threadpool_info, threadpool_limits
 
     def blas_threads():
         return {pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"}
 
     with threadpool_limits(2, user_api="blas"):  # as numpy starts on a host of 2 cores or more
         assert blas_threads() == {2}
-        load_embedder(TINY)
+        get_embedder(TINY)  # loading a model leaves them (an indexing process)
+        assert blas_threads() == {2}
+        importlib.reload(importlib.import_module(entry_point))
         assert blas_threads() == {1}

@@ -14,5 +14,8 @@ os.environ.setdefault("GALLERY_VAR_DIR", "/tmp/gallery")  # the only writable pl
 from apig_wsgi import make_lambda_handler  # noqa: E402
 from django.core.wsgi import get_wsgi_application  # noqa: E402
 
+from indexer.embedding.factory import leave_the_cores_to_the_model  # noqa: E402
+
+leave_the_cores_to_the_model()  # numpy's BLAS on one thread beside the model, set before serving
 application = get_wsgi_application()
 handler = make_lambda_handler(application, binary_support=True)

@@ -54,7 +54,6 @@ def load_embedder(spec: ModelSpec, *, onnx_files: ExportFiles | None = None) -> 
 
 
 def _load(spec: ModelSpec, onnx_files: ExportFiles | None) -> Embedder:
-    leave_the_cores_to_the_model()
     if spec.runtime == TORCH:
         from indexer.embedding.torch_backend import TorchEmbedder
 
@@ -69,13 +68,16 @@ def _load(spec: ModelSpec, onnx_files: ExportFiles | None) -> Embedder:
 
 
 def leave_the_cores_to_the_model() -> None:
-    """Numpy's BLAS runs one thread in a process that runs a CLIP model. torch (OpenMP) and ONNX
-    Runtime keep a pool of threads that spin for a while after each call, and OpenBLAS keeps
-    another: on a host with few cores the two pools take turns at the same cores. On 2 AMD EPYC
-    cores a text encoding took 89 ms instead of 41, and the 1,000 x 512 matrix-vector product
-    after it (the relevance sample) 3.2 ms instead of 0.1 (docs/performance.md, section 23).
-    What numpy does beside a model (a query against the fresh segment, the relevance sample) is
-    matrix-vector sized, and one thread serves it as fast."""
+    """Numpy's BLAS runs one thread in a web process, which runs the CLIP model for each new query.
+    torch (OpenMP) and ONNX Runtime keep a pool of threads that spin for a while after each call,
+    and OpenBLAS keeps another: on a host with few cores the two pools take turns at the same
+    cores. On 2 AMD EPYC cores a text encoding took 89 ms instead of 41, and the 1,000 x 512
+    matrix-vector product after it (the relevance sample) 3.2 ms instead of 0.1
+    (docs/performance.md, section 23). What a search does with numpy beside the model (a query
+    against the fresh segment, the relevance sample) is matrix-vector sized, and one thread
+    serves it as fast. The web entry points (``webapp.wsgi``, ``webapp.asgi``, the Lambda
+    handler) call this once, before serving; the indexer's processes keep every thread for their
+    large products (the build's layout and recall measure, near-duplicate blocks)."""
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(1, user_api="blas")  # for the process: threadpoolctl restores nothing unless used as a context
