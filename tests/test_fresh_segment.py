@@ -248,3 +248,14 @@ def test_a_web_tier_on_another_runtime_finds_what_the_indexer_embedded(fresh_gal
     first = by_image(image_bytes(102))[0]  # the fresh upload of seed 102, by its own picture
     assert first.image.pk == fresh[2].pk and first.score > 0.99
     assert len(search.search(search.text_query("a red square"))) == 25
+
+
+def test_more_like_an_image_not_embedded_yet_says_so_without_loading_the_model(indexed_gallery, upload, monkeypatch):
+    """Its vector space is its stored vector's: before there is one, nothing needs the model."""
+    from gallery.engine import embedder
+    from gallery.errors import NotReady
+
+    image = upload(77)[0]  # uploaded, not embedded
+    monkeypatch.setattr(embedder, "embedder", lambda **kwargs: pytest.fail("the model was loaded"))
+    with pytest.raises(NotReady, match="not embedded yet"):
+        search.search(search.SearchQuery.similar(image))

@@ -144,7 +144,8 @@ def search_view(model_id: str) -> tuple[IndexReader | None, fresh_segment.FreshS
     :func:`current_reader`) and, on a snapshot engine, the fresh segment of that model (``None``
     on a live engine, which holds new vectors itself). Both come from one query, so they agree:
     a version made current in between cannot leave the rows it took from the segment out of
-    both."""
+    both (unless that version cannot be loaded here: ``index_cache`` then serves the one it
+    holds, and says so in the log)."""
     if is_live():
         return current_reader(), None
     seen = fresh_segment.fingerprint(model_id)

@@ -36,6 +36,7 @@ from functools import lru_cache
 import numpy as np
 from django.conf import settings
 from django.db import connection
+from django.db.models import F
 
 from gallery.models import Image, IndexVersion, vectors_of
 
@@ -112,12 +113,13 @@ def _fingerprint_sql(model_id: str, vendor: str) -> tuple[str, tuple]:
     runs: as an ORM aggregate this query cost ~1 ms of every search after the text encoding, four
     times its own run (2 AMD EPYC cores, a million images; docs/performance.md, section 23). The
     version rides along through a join, so that an empty segment still reads it."""
-    rows_sql, rows_params = fresh_rows(model_id).order_by().values("pk", "embedded_at").query.sql_with_params()
+    rows = fresh_rows(model_id).order_by().values(fresh_id=F("pk"), fresh_at=F("embedded_at"))
+    rows_sql, rows_params = rows.query.sql_with_params()
     current = IndexVersion.objects.filter(is_current=True).order_by().values("version", "checksum", "backend")[:1]
     current_sql, current_params = current.query.sql_with_params()
     sql = (
         "SELECT v.version, v.checksum, v.backend, f.n, f.last, f.top FROM "
-        f"(SELECT COUNT(*) AS n, MAX(r.embedded_at) AS last, MAX(r.pk) AS top FROM ({rows_sql}) r) f "
+        f"(SELECT COUNT(*) AS n, MAX(r.fresh_at) AS last, MAX(r.fresh_id) AS top FROM ({rows_sql}) r) f "
         f"LEFT JOIN ({current_sql}) v ON TRUE"
     )
     return sql, (*rows_params, *current_params)

@@ -6,7 +6,8 @@ scattered over a large file, which a million-image gallery cannot keep cached: 1
 with the pages cold, 4.1 ms warm (2 AMD EPYC cores with AVX-512). This partial index holds the
 visible ids and their dates only (touched by every search, so it stays cached): an index-only
 scan, 2.2 ms (3.0 ms with the dates; docs/performance.md section 22). Index-only scans need the
-visibility map that autovacuum keeps. SQLite looks rows up by rowid whatever index exists, so it gets none.
+visibility map that autovacuum keeps. SQLite looks rows up by rowid whatever index exists: its index
+(migration 0017) is named in the query.
 """
 
 from django.db import migrations

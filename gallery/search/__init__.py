@@ -12,17 +12,18 @@ rows deleted or hidden since the index was built, and returns :class:`SearchResu
 from __future__ import annotations
 
 import base64
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from functools import cached_property
 from typing import BinaryIO
 
 import numpy as np
 from django.conf import settings
 from django.core import signing
 from django.core.paginator import InvalidPage, Page, Paginator
-from django.db import connection
+from django.db import OperationalError, connection
 from django.db.models import QuerySet
+from django.utils.functional import cached_property
 
 from gallery.catalogue import access, keywords
 from gallery.catalogue.filters import BrowseFilter, browse_params, shown_unless_asked
@@ -30,13 +31,15 @@ from gallery.catalogue.sampling import among, pk_among
 from gallery.catalogue.status import searchable_count
 from gallery.catalogue.uploads import decode_upload, read_upload
 from gallery.engine import embedder
-from gallery.engine.backend import index_errors, search_view
+from gallery.engine.backend import current_reader, index_errors, search_view
 from gallery.errors import BadQuery, NotReady, PageNotFound, UploadRejected
 from gallery.models import MAX_QUERY_LENGTH, Image
 from gallery.search import facets, filtered_search, pins, ranking, relevance
 from gallery.search.facets import Facets
 from indexer.index import IndexMismatch
 from indexer.timing import timed
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_NEGATIVE_WEIGHT = 0.5
 _TOKEN_SALT = "gallery.search-query"
@@ -165,11 +168,13 @@ class SearchQuery:
             return
         raise BadQuery("The weights cancel out: give the text or the image a weight above zero.")
 
-    def model_id(self) -> str:
+    def model_id(self) -> str | None:
         """The vector space the query is searched in (a model id), known before any encoding:
-        "more like" an image, the model of its stored vector; otherwise the configured model's."""
-        stored = self._similar if self.similar_to is not None else None
-        return stored[1] if stored is not None else embedder.embedder().model_id
+        "more like" an image, the model of its stored vector (None before it is embedded:
+        :meth:`vector` says so); otherwise the configured model's (loading the model)."""
+        if self.similar_to is not None:
+            return self._similar[1] if self._similar is not None else None
+        return embedder.embedder().model_id
 
     @cached_property
     def _similar(self) -> tuple[np.ndarray, str] | None:
@@ -314,10 +319,11 @@ def _clip_ranking(
     relevant (None: too few images to judge). ``only_visible``: an engine that filters
     visibility leaves hidden rows out (a curator's ``hidden=true`` filter wants them)."""
     model_id = query.model_id()
-    index, segment = search_view(model_id)  # one query; the segment is None on a live engine
+    # One query; the segment is None on a live engine (and for an image not embedded yet).
+    index, segment = search_view(model_id) if model_id is not None else (current_reader(), None)
     if index is None and not (segment is not None and len(segment)):
         _not_ready()  # before encoding: nothing to search, no work
-    if index is not None:
+    if index is not None and model_id is not None:
         try:
             index.info.check_model(model_id)
         except IndexMismatch as exc:
@@ -364,12 +370,16 @@ def _visible_among(ids: list[int]) -> list[int]:
     if connection.vendor != "sqlite":
         return list(Image.objects.visible().filter(pk_among(ids)).order_by().values_list("pk", flat=True))
     wanted = among(ids)
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"SELECT id FROM {Image._meta.db_table} INDEXED BY {VISIBLE_IDS_INDEX} WHERE NOT hidden AND id IN ({wanted.sql})",
-            wanted.params,
-        )
-        return [pk for (pk,) in cursor.fetchall()]
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"SELECT id FROM {Image._meta.db_table} INDEXED BY {VISIBLE_IDS_INDEX} WHERE NOT hidden AND id IN ({wanted.sql})",
+                wanted.params,
+            )
+            return [pk for (pk,) in cursor.fetchall()]
+    except OperationalError as exc:  # "no such index": not migrated, or a table rebuilt without it
+        logger.error("search reads visibility from the rows, slowly: %s (run `manage.py migrate`)", exc)
+        return list(Image.objects.visible().filter(pk_among(ids)).order_by().values_list("pk", flat=True))
 
 
 def merge_ranked(*rankings: list[tuple[int, float]]) -> list[tuple[int, float]]:
