@@ -367,19 +367,18 @@ def _visible_among(ids: list[int]) -> list[int]:
     """Which of ``ids`` are visible images, read from the small index of visible ids alone, not
     from the rows (which hold their vectors: 320 of them are scattered over a large file).
     PostgreSQL's planner takes that index itself; SQLite's goes by rowid unless told."""
-    if connection.vendor != "sqlite":
-        return list(Image.objects.visible().filter(pk_among(ids)).order_by().values_list("pk", flat=True))
-    wanted = among(ids)
-    try:
-        with connection.cursor() as cursor:
-            cursor.execute(
-                f"SELECT id FROM {Image._meta.db_table} INDEXED BY {VISIBLE_IDS_INDEX} WHERE NOT hidden AND id IN ({wanted.sql})",
-                wanted.params,
-            )
-            return [pk for (pk,) in cursor.fetchall()]
-    except OperationalError as exc:  # "no such index": not migrated, or a table rebuilt without it
-        logger.error("search reads visibility from the rows, slowly: %s (run `manage.py migrate`)", exc)
-        return list(Image.objects.visible().filter(pk_among(ids)).order_by().values_list("pk", flat=True))
+    if connection.vendor == "sqlite":
+        wanted = among(ids)
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    f"SELECT id FROM {Image._meta.db_table} INDEXED BY {VISIBLE_IDS_INDEX} WHERE NOT hidden AND id IN ({wanted.sql})",
+                    wanted.params,
+                )
+                return [pk for (pk,) in cursor.fetchall()]
+        except OperationalError as exc:  # "no such index": not migrated, or a table rebuilt without it
+            logger.error("search reads visibility from the rows, slowly: %s (run `manage.py migrate`)", exc)
+    return list(Image.objects.visible().filter(pk_among(ids)).order_by().values_list("pk", flat=True))
 
 
 def merge_ranked(*rankings: list[tuple[int, float]]) -> list[tuple[int, float]]:
