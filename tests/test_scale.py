@@ -197,7 +197,8 @@ def test_search_checks_visibility_with_what_one_small_index_holds(indexed_galler
     partial index (migrations 0016 and 0017), not from 320 rows scattered over a large table:
     on PostgreSQL 18.8 ms per search at a million images with those pages cold, against 2.2 ms
     (the plan at that size; on a test's few rows the planner's choice turns on its estimates);
-    on SQLite 0.8-4.6 ms against 0.45 ms, named in the query (SQLite goes by rowid otherwise)."""
+    on SQLite 0.8-4.6 ms against 0.45 ms, named in the query (SQLite goes by rowid otherwise);
+    2 AMD EPYC cores with avx2 avx512f avx512_vnni avx512_bf16."""
     from gallery import search
 
     images_set_hidden(images=Image.objects.filter(pk=indexed_gallery[0].pk), hidden=True)

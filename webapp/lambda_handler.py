@@ -12,10 +12,7 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "webapp.settings")
 os.environ.setdefault("GALLERY_VAR_DIR", "/tmp/gallery")  # the only writable place on Lambda
 
 from apig_wsgi import make_lambda_handler  # noqa: E402
-from django.core.wsgi import get_wsgi_application  # noqa: E402
 
-from indexer.embedding.factory import leave_the_cores_to_the_model  # noqa: E402
+from webapp.wsgi import application  # noqa: E402  (the WSGI entry point's process set-up too)
 
-leave_the_cores_to_the_model()  # numpy's BLAS on one thread beside the model, set before serving
-application = get_wsgi_application()
 handler = make_lambda_handler(application, binary_support=True)

@@ -111,7 +111,8 @@ def _fingerprint_sql(model_id: str, vendor: str) -> tuple[str, tuple]:
     """The fingerprint's SQL, compiled once per process and model from the QuerySets that say
     which rows are fresh and which version is current. Django compiles a QuerySet each time it
     runs: as an ORM aggregate this query cost ~1 ms of every search after the text encoding, four
-    times its own run (2 AMD EPYC cores, a million images; docs/performance.md, section 23). The
+    times its own run (2 AMD EPYC cores with avx2 avx512f avx512_vnni avx512_bf16, a million images;
+    docs/performance.md, section 23). The
     version rides along through a join, so that an empty segment still reads it."""
     rows = fresh_rows(model_id).order_by().values(fresh_id=F("pk"), fresh_at=F("embedded_at"))
     rows_sql, rows_params = rows.query.sql_with_params()

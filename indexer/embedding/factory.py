@@ -71,12 +71,12 @@ def leave_the_cores_to_the_model() -> None:
     """Numpy's BLAS runs one thread in a web process, which runs the CLIP model for each new query.
     torch (OpenMP) and ONNX Runtime keep a pool of threads that spin for a while after each call,
     and OpenBLAS keeps another: on a host with few cores the two pools take turns at the same
-    cores. On 2 AMD EPYC cores a text encoding took 89 ms instead of 41, and the 1,000 x 512
+    cores. On 2 AMD EPYC cores (avx2 avx512f avx512_vnni avx512_bf16) a text encoding took 89 ms instead of 41, and the 1,000 x 512
     matrix-vector product after it (the relevance sample) 3.2 ms instead of 0.1
     (docs/performance.md, section 23). What a search does with numpy beside the model (a query
     against the fresh segment, the relevance sample) is matrix-vector sized, and one thread
-    serves it as fast. The web entry points (``webapp.wsgi``, ``webapp.asgi``, the Lambda
-    handler) call this once, before serving; the indexer's processes keep every thread for their
+    serves it as fast. The web entry points (``webapp.wsgi``, which the Lambda handler serves,
+    and ``webapp.asgi``) call this once, before serving; the indexer's processes keep every thread for their
     large products (the build's layout and recall measure, near-duplicate blocks)."""
     from threadpoolctl import threadpool_limits
 
