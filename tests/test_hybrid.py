@@ -128,12 +128,28 @@ def test_keywords_take_websearch_syntax(catalogue):
 
 
 def test_code_and_exact_title_are_exact_matches(catalogue):
-    candidates = keyword_ids("SKU-10482")
-    assert candidates[0] == catalogue["sku"].pk and catalogue["other_sku"].pk not in candidates
+    candidates = keywords.keyword_ranking("SKU-10482", 50)
+    assert candidates[0][0] == catalogue["sku"].pk and catalogue["other_sku"].pk not in dict(candidates)
     assert keywords.exact_matches("SKU-10482", candidates) == {catalogue["sku"].pk}
     assert keywords.exact_matches("sku-10482", candidates) == {catalogue["sku"].pk}
-    assert keywords.exact_matches("old   LIGHTHOUSE", keyword_ids("old lighthouse")) == {catalogue["lighthouse"].pk}
-    assert keywords.exact_matches("lighthouse", keyword_ids("lighthouse")) == set()  # a word, not the title
+    assert keywords.exact_matches("old   LIGHTHOUSE", keywords.keyword_ranking("old lighthouse", 50)) == {catalogue["lighthouse"].pk}
+    assert keywords.exact_matches("lighthouse", keywords.keyword_ranking("lighthouse", 50)) == set()  # a word, not the title
+
+
+def test_a_sentence_found_by_any_of_its_words_is_not_read_for_an_exact_title(catalogue):
+    """A title equal to the query holds every word of it: when only the any-word fallback
+    answers, no title can be exact, and the rows are not read for one."""
+    whole = keywords.keyword_ranking("old lighthouse", 50)
+    fallback = keywords.keyword_ranking("old lighthouse zeppelin", 50)
+    assert whole.every_word and not fallback.every_word
+    assert catalogue["lighthouse"].pk in dict(fallback)
+    with CaptureQueriesContext(connection) as queries:
+        assert keywords.exact_matches("old lighthouse zeppelin", fallback) == set()
+    assert len(queries) == 0
+    # The same hits from the whole query are read (the title is not this query, so none is exact).
+    with CaptureQueriesContext(connection) as queries:
+        assert keywords.exact_matches("old lighthouse zeppelin", keywords.KeywordRanking(fallback, every_word=True)) == set()
+    assert len(queries) == 1 and "ocr_text" not in queries[0]["sql"]  # a sentence is no code: titles only
 
 
 @pytest.mark.skipif(connection.vendor != "postgresql", reason="PostgreSQL's GIN index")

@@ -316,5 +316,5 @@ def test_a_code_misread_with_look_alike_characters_is_found_by_the_code_typed():
     keywords.images_reindex([misread.pk, other.pk])
     for typed in ("SKU-10473", "sku10473", "SKU-l0473"):
         assert keyword_ids(typed) == [misread.pk], typed
-        assert keywords.exact_matches(typed, [other.pk, misread.pk]) == {misread.pk}, typed
+        assert keywords.exact_matches(typed, keywords.KeywordRanking([(other.pk, 1.0), (misread.pk, 0.5)])) == {misread.pk}, typed
     assert keyword_ids("SKU-10478") == [other.pk]

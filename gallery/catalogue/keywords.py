@@ -72,27 +72,37 @@ STOP_WORDS = frozenset(
 _WEBSEARCH_TOKEN = re.compile(r'(-?)"([^"]*)"?|(\S+)')
 
 
-def keyword_ranking(text: str, limit: int) -> list[tuple[int, float]]:
+class KeywordRanking(list):
+    """``(image id, score)`` pairs, best first. ``every_word``: whether they match the whole
+    query, not one of its fallbacks (another spelling of its codes, any of its words)."""
+
+    def __init__(self, pairs=(), *, every_word: bool = False):
+        super().__init__(pairs)
+        self.every_word = every_word
+
+
+def keyword_ranking(text: str, limit: int) -> KeywordRanking:
     """Images whose title, tags or description match ``text`` (web search syntax), best first,
     as ``(image id, score)``; the score is the engine's own (ts_rank or -BM25; on SQLite, for a
     word too common to rank, falling with the order), higher is better, and only comparable
     within one answer. Hidden images are included: search drops them."""
     text = " ".join(text.split())
     if not text or limit <= 0:
-        return []
+        return KeywordRanking()
     run = {"postgresql": _postgres, "sqlite": _sqlite}.get(connection.vendor)
     if run is None:
-        return []
+        return KeywordRanking()
     tokens = text.split()
     # Any word only for plain words: quotes, "or" and -exclusions say what was meant.
     plain = '"' not in text and not any(token.lower() == "or" or token.startswith("-") for token in tokens)
     words = re.findall(r"\w+", text)
     look_alikes = " or ".join(dict.fromkeys(look_alike_key(code) for code in codes_in(text)))
-    for attempt in (text, look_alikes):
-        if attempt and (found := run(attempt, limit)):
-            return found
+    if found := run(text, limit):
+        return KeywordRanking(found, every_word=True)
+    if look_alikes and (found := run(look_alikes, limit)):
+        return KeywordRanking(found)
     if not (plain and len(words) > 1):
-        return []
+        return KeywordRanking()
     # Any word, the rare ones first: a word in more images than are ranked says little about
     # which one is meant, and beside it a rare word's older matches would fall outside the
     # newest RANKED_MATCHES_MAX ("photo or lighthouse" would rank the newest photos only).
@@ -100,8 +110,8 @@ def keyword_ranking(text: str, limit: int) -> list[tuple[int, float]]:
     rare = [word for word in words if word not in common]
     for attempt in (" or ".join(rare) if common and rare else "", " or ".join(words)):
         if attempt and (found := run(attempt, limit)):
-            return found
-    return []
+            return KeywordRanking(found)
+    return KeywordRanking()
 
 
 def _common_words(words: list[str]) -> set[str]:
@@ -120,27 +130,31 @@ def _common_words(words: list[str]) -> set[str]:
     return {word for word, phrase in phrases.items() if phrase in common}
 
 
-def exact_matches(text: str, candidates: Iterable[int]) -> set[int]:
-    """Which of the (best) ``candidates`` carry the query exactly: a title equal to the whole
-    query (case and spacing aside), or, when the query is a code like ``SKU-10482``, that code
-    as a whole word in the title, the tags, the description or the text read in the picture
-    (where "sku10482" also matches, through its spellings). Search puts these first."""
-    ids = list(candidates)[:EXACT_CANDIDATES]
+def exact_matches(text: str, ranking: KeywordRanking) -> set[int]:
+    """Which of the best hits of ``ranking`` (:func:`keyword_ranking`'s for ``text``) carry the
+    query exactly: a title equal to the whole query (case and spacing aside), or, when the query
+    is a code like ``SKU-10482``, that code as a whole word in the title, the tags, the
+    description or the text read in the picture (where "sku10482" also matches, through its
+    spellings). Search puts these first.
+
+    A title equal to the query holds every word of it, so hits of a fallback (any word) cannot
+    have one: then only a code is looked for, and a sentence costs no query (~1 ms of a search
+    at a million images, read from scattered rows)."""
+    ids = [pk for pk, _ in ranking][:EXACT_CANDIDATES]
     folded = " ".join(text.split()).casefold()
-    if not ids or not folded:
-        return set()
     code = folded if CODE.fullmatch(folded) else None
-    spellings = f"{re.escape(code)}|{look_alike_key(code)}" if code else ""
-    whole_word = re.compile(rf"(?<![\w-])(?:{spellings})(?![\w-])", re.IGNORECASE) if code else None
-    exact = set()
-    for pk, title, tag_names, description, ocr_text, ocr_terms in Image.objects.filter(pk__in=ids).values_list(
-        "pk", "title", "tag_names", "description", "ocr_text", "ocr_terms"
-    ):
-        if " ".join(title.split()).casefold() == folded or (
-            whole_word and whole_word.search(f"{title}\n{tag_names}\n{description}\n{ocr_text}\n{ocr_terms}")
-        ):
-            exact.add(pk)
-    return exact
+    if not ids or not folded or not (code or ranking.every_word):
+        return set()
+    if not code:
+        return {pk for pk, title in Image.objects.filter(pk__in=ids).values_list("pk", "title") if " ".join(title.split()).casefold() == folded}
+    whole_word = re.compile(rf"(?<![\w-])(?:{re.escape(code)}|{look_alike_key(code)})(?![\w-])", re.IGNORECASE)
+    return {
+        pk
+        for pk, title, tag_names, description, ocr_text, ocr_terms in Image.objects.filter(pk__in=ids).values_list(
+            "pk", "title", "tag_names", "description", "ocr_text", "ocr_terms"
+        )
+        if " ".join(title.split()).casefold() == folded or whole_word.search(f"{title}\n{tag_names}\n{description}\n{ocr_text}\n{ocr_terms}")
+    }
 
 
 def images_reindex(ids: Iterable[int]) -> None:

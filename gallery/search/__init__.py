@@ -292,7 +292,7 @@ def search(query: SearchQuery, options: ResultOptions = ResultOptions()) -> Sear
         # The order is the fused one; the score shown stays the CLIP cosine, where CLIP ranked
         # the image (None for images only the words found).
         cosine = dict(clip_pairs)
-        exact = keywords.exact_matches(query.text, [pk for pk, _ in keyword_pairs])
+        exact = keywords.exact_matches(query.text, keyword_pairs)
         fused = ranking.fuse(clip_pairs, keyword_pairs, k=settings.SEARCH_RRF_K, exact=exact)
         ranked = [(pk, cosine.get(pk), matched) for pk, _, matched in fused[:limit]]
     # Visible (and, with filters, passing them: what the words found is checked here).
