@@ -6,6 +6,8 @@ import re
 import pytest
 from django.contrib.auth.models import Permission, User
 from django.core.management import call_command
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from rest_framework.test import APIClient
 
 from gallery import search
@@ -42,6 +44,16 @@ def ranked_ids(results):
 @pytest.mark.parametrize("text", [" Red  Shoes ", "RED SHOES", "red\tshoes\n", "red shoes"])
 def test_queries_match_after_normalising_case_and_spaces(text):
     assert pins.normalise_query(text) == QUERY
+
+
+def test_a_query_without_a_pin_costs_one_lookup_of_the_id_alone():
+    """Every text search asks: one statement by the unique column, reading no pin's row."""
+    pin(pinned=[])
+    ranked = [(1, 0.5), (2, 0.4)]
+    with CaptureQueriesContext(connection) as queries:
+        assert pins.apply_pins("blue shoes", ranked) == ranked
+    assert len(queries) == 1
+    assert re.fullmatch(r'SELECT "id" FROM "gallery_querypin" WHERE "query" = .+', queries[0]["sql"]), queries[0]["sql"]
 
 
 def test_pinned_images_come_first_in_order_and_excluded_never(indexed_gallery):
