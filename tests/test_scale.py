@@ -192,30 +192,36 @@ def test_a_saved_searchs_matches_are_one_page_read_in_index_order(client, member
 
 
 @pytest.mark.parametrize("sort", ["relevance", "newest"])
-def test_search_checks_visibility_with_what_one_small_index_holds(indexed_gallery, sort):
-    """The ~320 ranked ids' visibility (and, on PostgreSQL, dates to sort by) come from a small
-    partial index (migrations 0016 and 0017), not from 320 rows scattered over a large table:
-    on PostgreSQL 18.8 ms per search at a million images with those pages cold, against 2.2 ms
-    (the plan at that size; on a test's few rows the planner's choice turns on its estimates);
-    on SQLite 0.8-4.6 ms against 0.45 ms, named in the query (SQLite goes by rowid otherwise);
-    2 AMD EPYC cores with avx2 avx512f avx512_vnni avx512_bf16."""
+def test_search_reads_its_results_visibility_dates_and_facets_from_one_small_index(indexed_gallery, sort):
+    """The ~320 ranked ids' visibility, their dates (to sort by date) and what their facets
+    count (dates, cameras) come from a small partial index (migrations 0016-0018), not from 320
+    rows scattered over a large table: on PostgreSQL 18.8 ms per search at a million images with
+    those pages cold, against 2.2 ms (the plan at that size; on a test's few rows the planner's
+    choice turns on its estimates); on SQLite 0.8-4.6 ms against 0.45 ms, named in the query
+    (SQLite goes by rowid otherwise); 2 AMD EPYC cores with avx2 avx512f avx512_vnni avx512_bf16."""
     from gallery import search
 
     images_set_hidden(images=Image.objects.filter(pk=indexed_gallery[0].pk), hidden=True)
+    Image.objects.filter(pk=indexed_gallery[1].pk).update(camera_model="X-100")
     with CaptureQueriesContext(connection) as captured:
         found = search.search(search.text_query("photo"), search.ResultOptions(relevant=sort != "relevance", sort=sort))
+        spread = found.facets()
     assert indexed_gallery[0].pk not in {hit.image.pk for hit in found} and len(found) >= 1
-    (check,) = [query["sql"] for query in captured if "hidden" in query["sql"] and "gallery_image_fts" not in query["sql"]]
-    if connection.vendor == "sqlite":
-        if sort == "relevance":
+    assert spread.cameras == ({"X-100": 1} if indexed_gallery[1].pk in {hit.image.pk for hit in found} else {})
+    assert sum(spread.years.values()) == len(found)
+    checks = [query["sql"] for query in captured if "hidden" in query["sql"] and "gallery_image_fts" not in query["sql"]]
+    assert len(checks) == 2, checks  # the search's, the facets'
+    for check in checks:
+        if connection.vendor == "sqlite":
             assert "INDEXED BY image_visible_ids" in check, check
             assert query_plan(check).count("USING COVERING INDEX image_visible_ids") == 1, query_plan(check)
-        return  # the dates by rowid: sorting by date reads the rows
-    read = set(re.findall(r'"gallery_image"\."(\w+)"', check))
-    assert read <= {"id", "hidden", "taken_at"} and 'NOT "gallery_image"."hidden"' in check, check
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_get_indexdef('image_visible_ids'::regclass)")
-        assert cursor.fetchone()[0].endswith("USING btree (id) INCLUDE (taken_at) WHERE (NOT hidden)")
+            continue
+        read = set(re.findall(r'"gallery_image"\."(\w+)"', check))
+        assert read <= {"id", "hidden", "taken_at", "camera_model"} and 'NOT "gallery_image"."hidden"' in check, check
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_get_indexdef('image_visible_ids'::regclass)")
+            assert cursor.fetchone()[0].endswith("USING btree (id) INCLUDE (taken_at, camera_model) WHERE (NOT hidden)")
 
 
 @pytest.mark.skipif(connection.vendor != "sqlite", reason="SQLite names its index in the query")

@@ -12,7 +12,6 @@ rows deleted or hidden since the index was built, and returns :class:`SearchResu
 from __future__ import annotations
 
 import base64
-import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import BinaryIO
@@ -21,15 +20,15 @@ import numpy as np
 from django.conf import settings
 from django.core import signing
 from django.core.paginator import InvalidPage, Page, Paginator
-from django.db import OperationalError, connection
 from django.db.models import QuerySet
 from django.utils.functional import cached_property
 
 from gallery.catalogue import access, keywords
 from gallery.catalogue.filters import BrowseFilter, browse_params, shown_unless_asked
-from gallery.catalogue.sampling import among, pk_among
+from gallery.catalogue.sampling import pk_among
 from gallery.catalogue.status import searchable_count
 from gallery.catalogue.uploads import decode_upload, read_upload
+from gallery.catalogue.visible import visible_among
 from gallery.engine import embedder
 from gallery.engine.backend import current_reader, index_errors, search_view
 from gallery.errors import BadQuery, NotReady, PageNotFound, UploadRejected
@@ -38,8 +37,6 @@ from gallery.search import facets, filtered_search, pins, ranking, relevance
 from gallery.search.facets import Facets
 from indexer.index import IndexMismatch
 from indexer.timing import timed
-
-logger = logging.getLogger(__name__)
 
 DEFAULT_NEGATIVE_WEIGHT = 0.5
 _TOKEN_SALT = "gallery.search-query"
@@ -297,18 +294,21 @@ def search(query: SearchQuery, options: ResultOptions = ResultOptions()) -> Sear
         ranked = [(pk, cosine.get(pk), matched) for pk, _, matched in fused[:limit]]
     # Visible (and, with filters, passing them: what the words found is checked here).
     ids = [pk for pk, *_ in ranked]
-    shown = (filtered if filtered is not None else Image.objects.visible()).filter(pk_among(ids)).order_by()
-    if options.sort != "relevance":  # the dates only to sort by them: ~300 of them cost ~1 ms a search
-        taken = dict(shown.values_list("pk", "taken_at"))
+    dates = ("taken_at",) if options.sort != "relevance" else ()  # the dates only to sort by them
+    if filtered is not None:
+        rows = filtered.filter(pk_among(ids)).order_by().values_list("pk", *dates)
     else:
-        taken = dict.fromkeys(shown.values_list("pk", flat=True) if filtered is not None else _visible_among(ids))
-    ranked = [hit for hit in ranked if hit[0] in taken]
+        rows = visible_among(ids, dates)  # from one small index, not ~320 rows
+    shown = {pk: at for pk, *at in rows}  # at: [taken_at] to sort by, or []
+    ranked = [hit for hit in ranked if hit[0] in shown]
     if options.sort == "relevance":
         if filtered is None:  # a pinned image outside a filter would not belong in its results
             ranked = pins.apply_pins(query.plain_text, ranked)  # only a plain text query is pinned
     else:  # by date taken; equal dates keep their relevance order (sorted() is stable)
-        ranked = sorted(ranked, key=lambda hit: taken[hit[0]], reverse=options.sort == "newest")
-    return SearchResults(ranked, text=query.text if mode != ranking.CLIP else "", relevant=relevant)
+        ranked = sorted(ranked, key=lambda hit: shown[hit[0]][0], reverse=options.sort == "newest")
+    return SearchResults(
+        ranked, text=query.text if mode != ranking.CLIP else "", relevant=relevant, hidden_included=options.includes_hidden
+    )
 
 
 def _clip_ranking(
@@ -360,27 +360,6 @@ def _clip_ranking(
     return pairs, relevant
 
 
-VISIBLE_IDS_INDEX = "image_visible_ids"  # migrations 0016 (PostgreSQL) and 0017 (SQLite)
-
-
-def _visible_among(ids: list[int]) -> list[int]:
-    """Which of ``ids`` are visible images, read from the small index of visible ids alone, not
-    from the rows (which hold their vectors: 320 of them are scattered over a large file).
-    PostgreSQL's planner takes that index itself; SQLite's goes by rowid unless told."""
-    if connection.vendor == "sqlite":
-        wanted = among(ids)
-        try:
-            with connection.cursor() as cursor:
-                cursor.execute(
-                    f"SELECT id FROM {Image._meta.db_table} INDEXED BY {VISIBLE_IDS_INDEX} WHERE NOT hidden AND id IN ({wanted.sql})",
-                    wanted.params,
-                )
-                return [pk for (pk,) in cursor.fetchall()]
-        except OperationalError as exc:  # "no such index": not migrated, or a table rebuilt without it
-            logger.error("search reads visibility from the rows, slowly: %s (run `manage.py migrate`)", exc)
-    return list(Image.objects.visible().filter(pk_among(ids)).order_by().values_list("pk", flat=True))
-
-
 def merge_ranked(*rankings: list[tuple[int, float]]) -> list[tuple[int, float]]:
     """One ranking, best first, from several: an id found more than once keeps its best score
     (a row published while a query ran can come from both the index and the fresh segment)."""
@@ -411,9 +390,10 @@ class SearchResults(Sequence):
     that slice: a page of 16 costs one small query (their tags are in the rows:
     ``Image.tag_name_list``), however many results were ranked."""
 
-    def __init__(self, ranked: list[tuple], *, text: str = "", relevant: int | None = None):
-        # (image id, score, matched), best first, hidden and deleted ids dropped; an
-        # (image id, score) pair is a CLIP hit.
+    def __init__(self, ranked: list[tuple], *, text: str = "", relevant: int | None = None, hidden_included: bool = False):
+        # (image id, score, matched), best first, hidden (unless a curator asked for them:
+        # ``hidden_included``) and deleted ids dropped; an (image id, score) pair is a CLIP hit.
+        self._hidden_included = hidden_included
         self._pinned = getattr(ranked, "pinned", frozenset())  # a gallery.search.pins.PinnedRanking
         self._ranked = [(hit[0], hit[1], hit[2] if len(hit) > 2 else ranking.LOOKS) for hit in ranked]
         self._text = text  # the query's words, to show which words in a picture matched
@@ -442,7 +422,7 @@ class SearchResults(Sequence):
     def facets(self) -> Facets:
         """How these results spread over dates taken, cameras and tags: what the filters can
         narrow them to (``gallery.search.facets``; at most SEARCH_MAX_RESULTS rows read)."""
-        return facets.of_ids([pk for pk, *_ in self._ranked])
+        return facets.of_ids([pk for pk, *_ in self._ranked], visible=not self._hidden_included)
 
     def __iter__(self):
         return iter(self[:])  # one query, not one per hit

@@ -25,6 +25,7 @@ from django.db.models import Count, QuerySet
 from django.utils import timezone
 
 from gallery.catalogue.sampling import among, id_sample, pk_among
+from gallery.catalogue.visible import visible_among
 from gallery.models import Image
 
 FACET_SIZE = 10  # values shown per facet, largest first
@@ -44,17 +45,24 @@ class Facets:
         return {"years": self.years, "months": self.months, "cameras": self.cameras, "tags": self.tags}
 
 
-def of_ids(ids: list[int], *, weight: float = 1.0, estimated: bool = False) -> Facets:
-    """The facets of these images (two queries over them), each count times ``weight``."""
+def of_ids(ids: list[int], *, weight: float = 1.0, estimated: bool = False, visible: bool = False) -> Facets:
+    """The facets of these images (two queries over them), each count times ``weight``.
+    ``visible``: they are all visible images (a search's results), whose dates and cameras the
+    index of visible ids holds (``gallery.catalogue.visible``), so no row is read for them."""
+    if visible:
+        rows = [row[1:] for row in visible_among(ids, ("taken_at", "camera_model"))]
+    else:
+        rows = Image.objects.filter(pk_among(ids)).order_by().values_list("taken_at", "camera_model")
+    zone = timezone.get_current_timezone()
+    by_month: Counter[tuple[int, int]] = Counter()
+    cameras: Counter[str] = Counter(camera for _, camera in rows if camera)
+    for taken_at, _ in rows:
+        local = taken_at.astimezone(zone)
+        by_month[local.year, local.month] += 1
+    months = Counter({f"{year}-{month:02d}": n for (year, month), n in by_month.items()})
     years: Counter[str] = Counter()
-    months: Counter[str] = Counter()
-    cameras: Counter[str] = Counter()
-    for taken_at, camera in Image.objects.filter(pk_among(ids)).order_by().values_list("taken_at", "camera_model"):
-        local = timezone.localtime(taken_at)
-        years[f"{local.year}"] += 1
-        months[f"{local.year}-{local.month:02d}"] += 1
-        if camera:
-            cameras[camera] += 1
+    for (year, _), n in by_month.items():
+        years[f"{year}"] += n
     tags = Counter(dict(
         Image.tags.through.objects.filter(image_id__in=among(ids)).values_list("tag__name").annotate(n=Count("id")).values_list("tag__name", "n")
     ))
