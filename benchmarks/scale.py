@@ -280,6 +280,13 @@ def requests_for(base: str, info: dict, run: str) -> list[tuple[str, object]]:
     session = {"Cookie": f"sessionid={info['session']}"}
     token = {"Authorization": f"Token {info['token']}"}
     new_text = lambda n: f"{WORDS[n % 23]}+{WORDS[(n * 7) % 23]}+{run}+{n}"  # noqa: E731
+
+    def another_image(n: int) -> int:
+        """A visible image below the target, a different one for each attempt (even offsets;
+        the odd one beside a hidden row)."""
+        pk = info["image"] - 2 * (n + 2)
+        return pk - 1 if pk % HIDDEN_EVERY == 0 else pk
+
     return [
         ("gallery page `/`", lambda n: (f"{base}/", {}, 200)),
         ("gallery page 50 (cursor)", lambda n: (f"{base}/?cursor={info['page_50']}", {}, 200)),
@@ -300,6 +307,8 @@ def requests_for(base: str, info: dict, run: str) -> list[tuple[str, object]]:
         ("API search, any-word fallback", lambda n: (f"{base}/api/v1/search/?q=photo+lighthouse", {}, 200)),
         ("API search, relevant only, newest taken first", lambda n: (f"{base}/api/v1/search/?q=a+red+bicycle&sort=newest", {}, 200)),
         ("API more like this", lambda n: (f"{base}/api/v1/images/{info['image']}/similar/", {}, 200)),
+        # The same image's ranking is kept per snapshot (gallery.search.recent): another one asks the index.
+        ("API more like this, another image each time", lambda n: (f"{base}/api/v1/images/{another_image(n)}/similar/", {}, 200)),
         ("one thumbnail", lambda n: (f"{base}/media/{info['thumbnail']}", {}, 200)),
         ("one original", lambda n: (f"{base}/media/{info['original']}", {}, 200)),
         ("a missing media path (404)", lambda n: (f"{base}/media/thumbnails/missing-{n}.jpg", {}, 404)),

@@ -12,6 +12,7 @@ from gallery.catalogue.sampling import forget as forget_id_sample
 from gallery.engine.backend import clear_backend_cache
 from gallery.engine.fresh_segment import clear_fresh_cache
 from gallery.engine.index_cache import clear_index_cache
+from gallery.search.recent import forget as forget_recent_rankings
 from gallery.search.relevance import forget as forget_relevance_backgrounds
 from indexer.embedding import ModelSpec, clear_embedders
 from tests.images import image_bytes
@@ -88,6 +89,7 @@ def media(settings, tmp_path, s3_bucket):
     clear_fresh_cache()
     clear_backend_cache()
     forget_relevance_backgrounds()
+    forget_recent_rankings()
     forget_id_sample()
     forget_word_counts()
     yield settings.MEDIA_ROOT
@@ -95,6 +97,7 @@ def media(settings, tmp_path, s3_bucket):
     clear_fresh_cache()
     clear_backend_cache()
     forget_relevance_backgrounds()
+    forget_recent_rankings()
     forget_id_sample()
     cache.clear()  # what a test cached with INDEX_STATUS_CACHE_SECONDS on (counts, facets) is its own
 

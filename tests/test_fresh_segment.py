@@ -259,3 +259,28 @@ def test_more_like_an_image_not_embedded_yet_says_so_without_loading_the_model(i
     monkeypatch.setattr(embedder, "embedder", lambda **kwargs: pytest.fail("the model was loaded"))
     with pytest.raises(NotReady, match="not embedded yet"):
         search.search(search.SearchQuery.similar(image))
+
+
+def test_a_repeated_search_asks_the_index_once_per_snapshot(index_engine, fresh_gallery, upload, monkeypatch):
+    """Paging through results and popular searches ask again: within one snapshot (the index
+    version and the fresh segment) the index is asked once; a newly embedded row or a publish
+    is a new snapshot, seen at once, and hiding is checked on every search. A live engine
+    (Milvus) has no snapshot to go by: asked every time."""
+    built, fresh = fresh_gallery
+    reader = type(backend.current_reader())
+    asked, real = [], reader.query
+    monkeypatch.setattr(reader, "query", lambda self, *args, **kwargs: asked.append(1) or real(self, *args, **kwargs))
+    live = index_engine == "milvus"
+    ranked = [hit.image.pk for hit in by_text("a red square")]
+    assert len(ranked) == 25 and len(asked) == 1
+    assert [hit.image.pk for hit in by_text("a red square")] == ranked and len(asked) == (2 if live else 1)
+    assert [hit.image.pk for hit in by_text("a blue circle")] != ranked and len(asked) == (3 if live else 2)
+    images_set_hidden(images=Image.objects.filter(pk=ranked[0]), hidden=True)
+    assert [hit.image.pk for hit in by_text("a red square")] == ranked[1:]
+    new = upload(300, title="Newest")[0]
+    assert indexing.images_embed_pending().embedded == 1
+    assert new.pk in [hit.image.pk for hit in by_text("a red square")]
+    asked.clear()
+    indexing.index_publish(force=True)
+    assert [hit.image.pk for hit in by_text("a red square")] == [hit.image.pk for hit in by_text("a red square")]
+    assert len(asked) == (2 if live else 1)

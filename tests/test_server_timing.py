@@ -32,7 +32,8 @@ def test_a_new_text_search_says_how_long_the_encoder_and_the_index_took(client, 
     assert 0 < spent["encode"] < spent["app"] and 0 < spent["index"] < spent["app"] and 0 < spent["db"] < spent["app"]
 
     again = timings(client.get("/api/v1/search/", {"q": "a photo never searched before"}))
-    assert set(again) == {"index", "db", "app"}  # the vector was cached: no encoder this time
+    # The vector and the ranking were kept (gallery.search.recent): neither the encoder nor the index this time.
+    assert set(again) == {"db", "app"}
 
 
 def test_pages_without_a_search_report_the_database_and_the_app(client, indexed_gallery, timed):

@@ -12,7 +12,7 @@ rows deleted or hidden since the index was built, and returns :class:`SearchResu
 from __future__ import annotations
 
 import base64
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import BinaryIO
 
@@ -33,7 +33,7 @@ from gallery.engine import embedder
 from gallery.engine.backend import current_reader, index_errors, search_view
 from gallery.errors import BadQuery, NotReady, PageNotFound, UploadRejected
 from gallery.models import MAX_QUERY_LENGTH, Image
-from gallery.search import facets, filtered_search, pins, ranking, relevance
+from gallery.search import facets, filtered_search, pins, ranking, recent, relevance
 from gallery.search.facets import Facets
 from indexer.index import IndexMismatch
 from indexer.timing import timed
@@ -343,21 +343,30 @@ def _clip_ranking(
         with index_errors(), timed("index"):
             return index.query(vector, k, only_visible=only_visible, among_ids=ids)
 
-    collection_size = searchable_count  # at most INDEX_STATUS_CACHE_SECONDS old: the size matters, not the rows
-    if filtered is None:
-        pairs = nearest(limit)
-    else:
+    def relevant(pairs: Sequence[tuple[int, float]], collection_size: Callable[[], int]) -> int | None:
+        return relevance.relevant_prefix(
+            [score for _, score in pairs], vector, model_id=model_id, version=index.version if index is not None else None,
+            collection_size=collection_size,
+        )
+
+    if filtered is not None:
         pairs, share = filtered_search.nearest_within(
             filtered, vector, model_id=model_id, limit=limit, nearest=nearest, collection_size=searchable_count,
             # An engine that filters inside its search holds every vector (no fresh segment beside it).
             nearest_among=nearest_among if index is not None and index.filters_ids and segment is None else None,
         )
-        collection_size = lambda: max(1, round(share * searchable_count()))  # noqa: E731 (chance among the filtered)
-    relevant = relevance.relevant_prefix(
-        [score for _, score in pairs], vector, model_id=model_id, version=index.version if index is not None else None,
-        collection_size=collection_size,
-    )
-    return pairs, relevant
+        return pairs, relevant(pairs, lambda: max(1, round(share * searchable_count())))  # chance among the filtered
+
+    def unfiltered() -> tuple[tuple[tuple[int, float], ...], int | None]:
+        pairs = tuple(nearest(limit))  # kept, so never changed in place
+        return pairs, relevant(pairs, searchable_count)  # a count at most INDEX_STATUS_CACHE_SECONDS old
+
+    if segment is None:  # a live engine: no snapshot to keep an answer by
+        pairs, count = unfiltered()
+    else:
+        snapshot = (index.version if index is not None else None, segment.fingerprint)
+        pairs, count = recent.ranking((snapshot, vector.tobytes(), limit, only_visible), unfiltered)
+    return list(pairs), count
 
 
 def merge_ranked(*rankings: list[tuple[int, float]]) -> list[tuple[int, float]]:
