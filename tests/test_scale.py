@@ -101,13 +101,16 @@ VISITOR_PAGES = {
     # 2; its facets (3 queries over the id sample) are in the cache since the warm-up request
     "deep timeline page, filtered": ("/?order=taken&orientation=landscape&cursor={timeline_cursor}", 2),
     # The current version and the fresh segment's fingerprint are one query (gallery.engine.backend.search_view).
-    "image with more like this": ("/images/{pk}/", 8),  # 7, and whether OCR read its original (one row by key)
+    # The image's vector is taken from its row, read once (gallery.search.SearchQuery.similar).
+    "image with more like this": ("/images/{pk}/", 7),  # 6, and whether OCR read its original (one row by key)
     # No image has both words: the any-word fallback runs. It asks which words are too common to
     # rank: SQLite counts each word's matches up to RANKED_MATCHES_MAX + 1 (one query, the same at
     # any size, kept per process: the warm-up request paid it), PostgreSQL reads its statistics.
     "search page": ("/search/?q=a+red+square", 9),  # 7, and the facets of the results (their rows, their tags)
     # A page's tags are in its rows (Image.tag_name_list): no query for them here or in the lists.
     "API search": (f"{API}/search/?q=a+red+square", 6),
+    # the image with its vector, the index and segment's statement, the visibility check, the page
+    "API more like this": (API + "/images/{pk}/similar/", 4),
     "API image list": (f"{API}/images/", 1),
     "API deep image list": (API + "/images/?cursor={api_cursor}", 1),
     "status": (f"{API}/index/", 1),

@@ -94,7 +94,9 @@ class ImageViewSet(_HitsPage, viewsets.GenericViewSet):
     pagination_class = ImageListPagination
 
     def get_queryset(self) -> QuerySet[Image]:
-        return access.viewable_images(self.request.user)  # the tags are in the rows (Image.tag_name_list)
+        images = access.viewable_images(self.request.user)  # the tags are in the rows (Image.tag_name_list)
+        # "More like this" starts from the image's vector: read with its row, not a second time.
+        return images.defer(None) if self.action == "similar" else images
 
     def get_permissions(self):
         by_action = {"create": CanUpload, "partial_update": CanCurate, "hide": CanCurate, "unhide": CanCurate, "destroy": CanDelete}

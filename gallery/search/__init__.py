@@ -144,7 +144,12 @@ class SearchQuery:
 
     @classmethod
     def similar(cls, image: Image) -> SearchQuery:
-        return cls(similar_to=image.pk)
+        """"More like" ``image``: its stored vector, taken from the row at hand when it was read
+        with it (the image page and the API's read the whole row), not read a second time."""
+        query = cls(similar_to=image.pk)
+        if "embedding" not in image.get_deferred_fields():
+            query.__dict__["_similar"] = (image.vector, image.embedding_model) if image.vector is not None else None
+        return query
 
     @property
     def plain_text(self) -> str:
