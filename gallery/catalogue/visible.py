@@ -12,6 +12,7 @@ it itself; SQLite's goes by rowid whatever index exists, unless the query names 
 from __future__ import annotations
 
 import logging
+from functools import cache
 
 from django.db import OperationalError, connection
 
@@ -40,10 +41,16 @@ def visible_among(ids: list[int], columns: tuple[str, ...] = ()) -> list[tuple]:
                 )
                 rows = cursor.fetchall()
         except OperationalError as exc:  # "no such index": not migrated, or a table rebuilt without it
-            logger.error("search reads visibility from the rows, slowly: %s (run `manage.py migrate`)", exc)
+            _say_once(str(exc))
         else:
             return _with_dates(rows, columns.index("taken_at") + 1) if "taken_at" in columns else rows
     return list(Image.objects.visible().filter(pk_among(ids)).order_by().values_list("pk", *columns))
+
+
+@cache
+def _say_once(error: str) -> None:
+    """Once per process and error: every search and its facets would say it again."""
+    logger.error("search reads visibility, dates and cameras from the rows, slowly: %s (run `manage.py migrate`)", error)
 
 
 def _with_dates(rows: list[tuple], at: int) -> list[tuple]:
