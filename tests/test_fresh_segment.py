@@ -270,13 +270,17 @@ def test_a_repeated_search_asks_the_index_once_per_snapshot(index_engine, fresh_
     reader = type(backend.current_reader())
     asked, real = [], reader.query
     monkeypatch.setattr(reader, "query", lambda self, *args, **kwargs: asked.append(1) or real(self, *args, **kwargs))
+    judged, judge = [], search.relevance.relevant_prefix
+    monkeypatch.setattr(search.relevance, "relevant_prefix", lambda *args, **kwargs: judged.append(1) or judge(*args, **kwargs))
     live = index_engine == "milvus"
     ranked = [hit.image.pk for hit in by_text("a red square")]
     assert len(ranked) == 25 and len(asked) == 1
     assert [hit.image.pk for hit in by_text("a red square")] == ranked and len(asked) == (2 if live else 1)
     assert [hit.image.pk for hit in by_text("a blue circle")] != ranked and len(asked) == (3 if live else 2)
     images_set_hidden(images=Image.objects.filter(pk=ranked[0]), hidden=True)
-    assert [hit.image.pk for hit in by_text("a red square")] == ranked[1:]
+    assert [hit.image.pk for hit in by_text("a red square")] == ranked[1:] and len(asked) == (4 if live else 2)
+    # Which results are relevant is judged on every search (the gallery's size and sample change).
+    assert len(judged) == 4
     new = upload(300, title="Newest")[0]
     assert indexing.images_embed_pending().embedded == 1
     assert new.pk in [hit.image.pk for hit in by_text("a red square")]

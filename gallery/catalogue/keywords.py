@@ -130,7 +130,7 @@ def _common_words(words: list[str]) -> set[str]:
     return {word for word, phrase in phrases.items() if phrase in common}
 
 
-def exact_matches(text: str, ranking: KeywordRanking) -> set[int]:
+def exact_matches(text: str, ranking: Iterable[tuple[int, float]]) -> set[int]:
     """Which of the best hits of ``ranking`` (:func:`keyword_ranking`'s for ``text``) carry the
     query exactly: a title equal to the whole query (case and spacing aside), or, when the query
     is a code like ``SKU-10482``, that code as a whole word in the title, the tags, the
@@ -143,7 +143,9 @@ def exact_matches(text: str, ranking: KeywordRanking) -> set[int]:
     ids = [pk for pk, _ in ranking][:EXACT_CANDIDATES]
     folded = " ".join(text.split()).casefold()
     code = folded if CODE.fullmatch(folded) else None
-    if not ids or not folded or not (code or ranking.every_word):
+    # Plain (id, score) pairs (a slice of a ranking) do not say: their rows are read.
+    every_word = ranking.every_word if isinstance(ranking, KeywordRanking) else True
+    if not ids or not folded or not (code or every_word):
         return set()
     if not code:
         return {pk for pk, title in Image.objects.filter(pk__in=ids).values_list("pk", "title") if " ".join(title.split()).casefold() == folded}

@@ -12,7 +12,7 @@ rows deleted or hidden since the index was built, and returns :class:`SearchResu
 from __future__ import annotations
 
 import base64
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import BinaryIO
 
@@ -147,8 +147,10 @@ class SearchQuery:
         """"More like" ``image``: its stored vector, taken from the row at hand when it was read
         with it (the image page and the API's read the whole row), not read a second time."""
         query = cls(similar_to=image.pk)
-        if "embedding" not in image.get_deferred_fields():
-            query.__dict__["_similar"] = (image.vector, image.embedding_model) if image.vector is not None else None
+        # An instance without a vector may be older than its row (embedding writes the row, not
+        # the instances held): that one is read again.
+        if "embedding" not in image.get_deferred_fields() and image.embedding is not None:
+            query.__dict__["_similar"] = (image.vector, image.embedding_model)
         return query
 
     @property
@@ -348,30 +350,25 @@ def _clip_ranking(
         with index_errors(), timed("index"):
             return index.query(vector, k, only_visible=only_visible, among_ids=ids)
 
-    def relevant(pairs: Sequence[tuple[int, float]], collection_size: Callable[[], int]) -> int | None:
-        return relevance.relevant_prefix(
-            [score for _, score in pairs], vector, model_id=model_id, version=index.version if index is not None else None,
-            collection_size=collection_size,
-        )
-
+    collection_size = searchable_count  # at most INDEX_STATUS_CACHE_SECONDS old: the size matters, not the rows
     if filtered is not None:
         pairs, share = filtered_search.nearest_within(
             filtered, vector, model_id=model_id, limit=limit, nearest=nearest, collection_size=searchable_count,
             # An engine that filters inside its search holds every vector (no fresh segment beside it).
             nearest_among=nearest_among if index is not None and index.filters_ids and segment is None else None,
         )
-        return pairs, relevant(pairs, lambda: max(1, round(share * searchable_count())))  # chance among the filtered
-
-    def unfiltered() -> tuple[tuple[tuple[int, float], ...], int | None]:
-        pairs = tuple(nearest(limit))  # kept, so never changed in place
-        return pairs, relevant(pairs, searchable_count)  # a count at most INDEX_STATUS_CACHE_SECONDS old
-
-    if segment is None:  # a live engine: no snapshot to keep an answer by
-        pairs, count = unfiltered()
-    else:
+        collection_size = lambda: max(1, round(share * searchable_count()))  # noqa: E731 (chance among the filtered)
+    elif segment is None:  # a live engine: no snapshot to keep an answer by
+        pairs = nearest(limit)
+    else:  # the same nearest vectors until the snapshot changes (kept as a tuple: never changed in place)
         snapshot = (index.version if index is not None else None, segment.fingerprint)
-        pairs, count = recent.ranking((snapshot, vector.tobytes(), limit, only_visible), unfiltered)
-    return list(pairs), count
+        pairs = list(recent.ranking((snapshot, vector.tobytes(), limit, only_visible), lambda: tuple(nearest(limit))))
+    # Judged on every search: the gallery's size and the background sample change within a snapshot.
+    relevant = relevance.relevant_prefix(
+        [score for _, score in pairs], vector, model_id=model_id, version=index.version if index is not None else None,
+        collection_size=collection_size,
+    )
+    return pairs, relevant
 
 
 def merge_ranked(*rankings: list[tuple[int, float]]) -> list[tuple[int, float]]:

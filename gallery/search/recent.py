@@ -4,9 +4,11 @@ from: the index version and the fresh segment's fingerprint.
 Paging through results asks the same question again for every page, and so does a popular
 search; the index query is the part of a search that grows with the gallery (Annoy at a million
 images: 3-4 ms of what a page of results costs, against ~1 ms at 10,000; docs/performance.md,
-section 24). Within one snapshot the answer cannot change: a publish or a newly embedded row
-gives a new key, and hidden or deleted rows are dropped after, on every search. A live engine
-(Milvus, no fresh segment) changes without a new key, so its answers are never kept.
+section 24). Within one snapshot the nearest vectors cannot change: a publish or a newly
+embedded row gives a new key; what can change is judged after, on every search: which rows are
+hidden or deleted, and how many results are relevant (against the gallery's size and its
+background sample). A live engine (Milvus, no fresh segment) changes without a new key, so its
+answers are never kept.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import TypeVar
 
 from cachetools import LRUCache
 
-HELD = 512  # rankings of up to 320 (id, score) pairs: ~20 KB each
+HELD = 256  # rankings of up to 320 (id, score) pairs and their 2 KB key: ~40 KB each, ~10 MB in all
 
 Ranking = TypeVar("Ranking")
 _held: LRUCache = LRUCache(maxsize=HELD)
