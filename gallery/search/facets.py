@@ -52,7 +52,7 @@ def of_ids(ids: list[int], *, weight: float = 1.0, estimated: bool = False, visi
     if visible:
         rows = [row[1:] for row in visible_among(ids, ("taken_at", "camera_model"))]
     else:
-        rows = Image.objects.filter(pk_among(ids)).order_by().values_list("taken_at", "camera_model")
+        rows = list(Image.objects.filter(pk_among(ids)).order_by().values_list("taken_at", "camera_model"))
     zone = timezone.get_current_timezone()
     by_month: Counter[tuple[int, int]] = Counter()
     cameras: Counter[str] = Counter(camera for _, camera in rows if camera)
