@@ -264,8 +264,12 @@ def test_on_postgres_a_word_too_common_to_rank_ranks_about_its_newest_matches(ca
     # The plain words' any-word fallback leaves the too-common word out first: the lighthouse is
     # found (an explicit "or", above, is ranked as asked: the newest matches of either).
     assert [pk for pk, _ in keywords.keyword_ranking("picture lighthouse", 320)] == [catalogue["lighthouse"].pk]
-    found = sorted(pk for pk, _ in keywords.keyword_ranking("picture zeppelin", 320))
+    with CaptureQueriesContext(connection) as queries:
+        found = sorted(pk for pk, _ in keywords.keyword_ranking("picture zeppelin", 320))
     assert 3 <= len(found) < len(pictures) and found == pictures[-len(found):]
+    # Each word's lexemes are asked once per process ("picture" above): the three questions
+    # about the words' shares (every word, which are too common, any word) cost one query.
+    assert sum("to_tsvector" in query["sql"] for query in queries) == 1, [query["sql"] for query in queries]
     monkeypatch.setattr(keywords, "RANKED_MATCHES_MAX", 10_000)
     assert sorted(pk for pk, _ in keywords.keyword_ranking("picture", 320)) == pictures
 

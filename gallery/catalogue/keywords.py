@@ -31,6 +31,7 @@ import threading
 import time
 from collections.abc import Iterable
 
+from cachetools import LRUCache
 from django.db import connection
 
 from gallery.models import Image
@@ -289,13 +290,32 @@ def _postgres_lexeme_shares(words: list[str]) -> tuple[list[dict[str, float]], f
     common, rows = _postgres_word_statistics()
     if not common or rows <= RANKED_MATCHES_MAX or not words:
         return None
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"SELECT tsvector_to_array(to_tsvector('{TEXT_CONFIG}', word)) "
-            "FROM unnest(%s::text[]) WITH ORDINALITY AS t(word, n) ORDER BY n",
-            [words],
-        )
-        return [{lexeme: common.get(lexeme, 0.0) for lexeme in lexemes or ()} for (lexemes,) in cursor.fetchall()], rows
+    return [{lexeme: common.get(lexeme, 0.0) for lexeme in lexemes} for lexemes in _postgres_lexemes(words)], rows
+
+
+_lexemes_lock = threading.Lock()
+_lexemes: LRUCache = LRUCache(maxsize=50_000)  # word -> its lexemes (they never change)
+
+
+def _postgres_lexemes(words: list[str]) -> list[tuple[str, ...]]:
+    """Each word's lexemes (``english`` stemming; none for a stop word), from the database's
+    ``to_tsvector``, asked once per word and process: a sentence the words' fallback answers
+    asks for the same words' shares two or three times."""
+    with _lexemes_lock:
+        held = {word: _lexemes.get(word) for word in words}
+    missing = [word for word, lexemes in held.items() if lexemes is None]
+    if missing:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"SELECT tsvector_to_array(to_tsvector('{TEXT_CONFIG}', word)) "
+                "FROM unnest(%s::text[]) WITH ORDINALITY AS t(word, n) ORDER BY n",
+                [missing],
+            )
+            found = [tuple(lexemes or ()) for (lexemes,) in cursor.fetchall()]
+        with _lexemes_lock:
+            for word, lexemes in zip(missing, found):
+                _lexemes[word] = held[word] = lexemes
+    return [held[word] for word in words]
 
 
 _statistics_lock = threading.Lock()
@@ -331,6 +351,8 @@ def forget_statistics() -> None:
         _statistics = None
     with _counts_lock:
         _counts.clear()
+    with _lexemes_lock:
+        _lexemes.clear()
 
 
 def _sqlite(text: str, limit: int) -> list[tuple[int, float]]:
