@@ -304,8 +304,10 @@ class SearchIndex:
             return []
         # Twice k at least: the candidates a tree walk gathers repeat across trees, and k
         # results need k distinct ones.
+        # A list: Annoy reads its argument item by item, and each item of an array is a new
+        # numpy scalar (~25 us of 512 of them).
         items, distances = self._forest.get_nns_by_vector(
-            vector, k, search_k=max(search_k or self.search_k, 2 * k), include_distances=True
+            vector.tolist(), k, search_k=max(search_k or self.search_k, 2 * k), include_distances=True
         )
         # Annoy's angular distance is sqrt(2 - 2 cos) between normalised vectors. The ids are
         # read in one gather (one memmap lookup per hit cost ~1 ms for 320 hits).

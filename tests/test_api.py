@@ -306,6 +306,10 @@ def test_images_are_written_as_drf_would_write_every_field(indexed_gallery, uplo
                 serializer = serializer_class(image, context={"request": request})
                 by_drf = serializers.ModelSerializer.to_representation(serializer, image)
                 assert serializer.data == by_drf and list(serializer.data) == list(by_drf)
+                # the URLs as Django makes them absolute (the serializer reads the origin once)
+                assert [serializer.data[name] for name in ("page_url", "original_url", "thumbnail_url")] == [
+                    request.build_absolute_uri(url) for url in (image.get_absolute_url(), image.file.url, image.thumbnail.url)
+                ]
 
 
 @pytest.mark.usefixtures("one_signing_time")

@@ -1,4 +1,5 @@
 from django.utils import timezone
+from django.utils.functional import cached_property
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
@@ -84,8 +85,16 @@ class ImageSerializer(serializers.ModelSerializer):
         return data
 
     def _absolute(self, url: str) -> str:
+        if url.startswith("/") and not url.startswith("//") and self._origin is not None:
+            return self._origin + url  # what build_absolute_uri gives for a path, without parsing it
         request = self.context.get("request")
         return request.build_absolute_uri(url) if request else url
+
+    @cached_property
+    def _origin(self) -> str | None:
+        """``scheme://host`` of the request, read once for the three URLs of every image."""
+        request = self.context.get("request")
+        return request.build_absolute_uri("/")[:-1] if request else None
 
     def get_error(self, image) -> str:
         request = self.context.get("request")
@@ -160,8 +169,13 @@ class SearchHitSerializer(serializers.Serializer):
         """The fields above, written out as ImageSerializer does (a page of 16 hits)."""
         return {
             "rank": hit.rank, "score": hit.score, "matched": hit.matched, "pinned": hit.pinned,
-            "text_read": self.get_text_read(hit), "image": self.fields["image"].to_representation(hit.image),
+            "text_read": self.get_text_read(hit), "image": self._image.to_representation(hit.image),
         }
+
+    @cached_property
+    def _image(self) -> ImageSerializer:
+        # Not self.fields["image"]: binding the declared fields copies each of them, per request.
+        return ImageSerializer(context=self.context)
 
     @extend_schema_field(TextReadMatch(many=True))
     def get_text_read(self, hit) -> list[dict]:
