@@ -7,6 +7,7 @@ search for the ids alone, as the page cache held them, against 0.45 ms from the 
 of docs/performance.md; 2 AMD EPYC cores with avx2 avx512f avx512_vnni avx512_bf16). The partial
 index of visible ids (migrations 0016-0018) holds these columns too. PostgreSQL's planner takes
 it itself; SQLite's goes by rowid whatever index exists, unless the query names it (``INDEXED BY``).
+Both read it in plain SQL: compiling the QuerySet cost more than running it.
 """
 
 from __future__ import annotations
@@ -30,15 +31,18 @@ def visible_among(ids: list[int], columns: tuple[str, ...] = ()) -> list[tuple]:
     :data:`COLUMNS`."""
     if not set(columns) <= set(COLUMNS):
         raise ValueError(f"the index holds {COLUMNS}, not {columns}")
+    select = f"SELECT {', '.join(('id', *columns))} FROM {Image._meta.db_table}"
+    if connection.vendor == "postgresql":
+        # Plain SQL, one array: the QuerySet's compile and its IN (subquery), planned as a join
+        # of one index probe per id, cost 2.1-3.0 against 1.6-2.1 ms at a million images.
+        with connection.cursor() as cursor:
+            cursor.execute(f"{select} WHERE NOT hidden AND id = ANY(%s)", [list(ids)])
+            return cursor.fetchall()
     if connection.vendor == "sqlite":
         wanted = among(ids)
         try:
             with connection.cursor() as cursor:
-                cursor.execute(
-                    f"SELECT {', '.join(('id', *columns))} FROM {Image._meta.db_table} INDEXED BY {INDEX} "
-                    f"WHERE NOT hidden AND id IN ({wanted.sql})",
-                    wanted.params,
-                )
+                cursor.execute(f"{select} INDEXED BY {INDEX} WHERE NOT hidden AND id IN ({wanted.sql})", wanted.params)
                 rows = cursor.fetchall()
         except OperationalError as exc:  # "no such index": not migrated, or a table rebuilt without it
             _say_once(str(exc))
