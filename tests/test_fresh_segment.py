@@ -7,7 +7,7 @@ import pytest
 from gallery import indexing, search
 from gallery.catalogue.curation import image_delete, images_set_hidden
 from gallery.engine import backend
-from gallery.engine.fresh_segment import clear_fresh_cache, current_segment
+from gallery.engine.fresh_segment import Fingerprint, FreshSegment, clear_fresh_cache, current_segment
 from gallery.models import Image, IndexVersion
 from tests.images import image_bytes
 from tests.searching import by_image, by_text, similar
@@ -288,3 +288,19 @@ def test_a_repeated_search_asks_the_index_once_per_snapshot(index_engine, fresh_
     indexing.index_publish(force=True)
     assert [hit.image.pk for hit in by_text("a red square")] == [hit.image.pk for hit in by_text("a red square")]
     assert len(asked) == (2 if live else 1)
+
+
+def test_only_fresh_rows_as_near_as_the_indexs_kth_hit_are_merged_and_the_ranking_is_the_same():
+    """The segment returns the rows scoring at least the index's k-th score, best first: the
+    others cannot be among the k best, and the merged ranking is the one merging them all gives."""
+    rng = np.random.default_rng(0)
+    vectors = rng.standard_normal((300, 32)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    segment = FreshSegment(Fingerprint(MODEL, 300, None, 300, None, None, None), ids=np.arange(1000, 1300), vectors=vectors)
+    query = vectors[7]
+    built = [(n, 0.9 - n / 100) for n in range(10)]  # the index's 10 best, its 10th at 0.81
+    every = segment.query(query, 10)
+    near = segment.query(query, 10, at_least=built[-1][1])
+    assert near == [(pk, score) for pk, score in every if score >= built[-1][1]] and near[0] == (1007, pytest.approx(1.0))
+    assert len(near) < len(every) == 10
+    assert search.merge_ranked(built, near)[:10] == search.merge_ranked(built, every)[:10]

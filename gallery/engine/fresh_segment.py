@@ -76,15 +76,17 @@ class FreshSegment:
     def version(self) -> str | None:
         return self.fingerprint.version
 
-    def query(self, vector: np.ndarray, k: int) -> list[tuple[int, float]]:
-        """The ``k`` best (image id, cosine similarity) pairs, exactly, best first."""
+    def query(self, vector: np.ndarray, k: int, *, at_least: float = -np.inf) -> list[tuple[int, float]]:
+        """The ``k`` best (image id, cosine similarity) pairs, exactly, best first; only those
+        scoring ``at_least`` (what the index's k-th hit scored: the rest cannot make the top k)."""
         if not len(self.ids) or k <= 0:
             return []
         scores = self.vectors @ np.asarray(vector, dtype=np.float32).ravel()
-        k = min(k, len(scores))
-        top = np.argpartition(-scores, k - 1)[:k]
+        top = np.flatnonzero(scores >= at_least)
+        if len(top) > k:
+            top = top[np.argpartition(-scores[top], k - 1)[:k]]
         top = top[np.argsort(-scores[top], kind="stable")]
-        return [(int(self.ids[n]), float(scores[n])) for n in top]
+        return list(zip(self.ids[top].tolist(), scores[top].tolist()))
 
 
 _lock = threading.Lock()

@@ -346,7 +346,10 @@ def _clip_ranking(
         if index is not None:
             with index_errors(), timed("index"):
                 built = index.query(vector, k, only_visible=only_visible)  # Milvus leaves hidden rows out; Annoy cannot
-        return merge_ranked(built, segment.query(vector, k) if segment is not None else [])[:k]
+        # Of the fresh rows (hundreds between compactions), only those scoring as high as the
+        # index's k-th can be among the k best: merging all of them cost more than finding them.
+        at_least = built[-1][1] if len(built) >= k else -np.inf
+        return merge_ranked(built, segment.query(vector, k, at_least=at_least) if segment is not None else [])[:k]
 
     def nearest_among(ids: list[int], k: int) -> list[tuple[int, float]]:
         with index_errors(), timed("index"):
