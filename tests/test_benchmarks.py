@@ -109,6 +109,25 @@ def test_scale_benchmark(tmp_path):
     assert "CPU: " in done.stdout and sorted(path.name for path in tmp_path.iterdir()) == ["sqlite-tiny-test-150", "static"]
 
 
+def test_search_cost_benchmark(tmp_path):
+    """On a tiny gallery (benchmarks/scale.py's): every part of a search gets a time, and the
+    whole request takes longer than search() inside it."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("S3_")} | {"PYTHONPATH": str(ROOT)}
+    env.pop("DJANGO_SETTINGS_MODULE", None)
+    common = ["--model", "tiny-test", "--config-dir", CONFIGS, "--cache-dir", str(tmp_path)]
+    built = subprocess.run([sys.executable, "-m", "benchmarks.scale", "--prepare", "--sizes", "150", *common],
+                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert built.returncode == 0, built.stderr[-3000:]
+    done = subprocess.run([sys.executable, "-m", "benchmarks.search_cost", "--sizes", "150", "--requests", "10", *common],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = {line.split("|")[1].strip(): float(line.split("|")[2]) for line in done.stdout.splitlines()
+            if line.startswith("| ") and " ms " not in line and not line.startswith("| ---")}
+    assert len(rows) == 14 and all(ms > 0 for ms in rows.values()), rows
+    assert rows["the request (Django's test client)"] > rows["search() in all"] > rows["the index query (Annoy)"]
+    assert "CPU: " in done.stdout
+
+
 def test_filtered_search_benchmark(tmp_path):
     """A tiny gallery (benchmarks/scale.py's), tagged for the four shares and searched with
     and without each filter: the table has a row per share, and the exact way finds the truth."""
