@@ -186,14 +186,6 @@ def images_forget(ids: Iterable[int]) -> None:
             cursor.execute(f"DELETE FROM {FTS_TABLE} WHERE rowid IN ({', '.join(['%s'] * len(chunk))})", chunk)
 
 
-def stored_document():
-    """PostgreSQL's document of each image, as the database stores it (migration 0015)."""
-    from django.contrib.postgres.search import SearchVectorField
-    from django.db.models.expressions import RawSQL
-
-    return RawSQL(f'"{Image._meta.db_table}"."{DOCUMENT_COLUMN}"', [], output_field=SearchVectorField())
-
-
 def code_spellings(text: str) -> str:
     """The other spellings of the separated codes in ``text``, joined and spaced, one code a
     line: "SKU-10473 Trail Runner" gives "SKU10473 SKU 10473". Stored beside the text read
@@ -246,19 +238,18 @@ def matched_words(query: str, text: str) -> list[tuple[str, bool]]:
 
 
 def _postgres(text: str, limit: int) -> list[tuple[int, float]]:
-    from django.contrib.postgres.search import SearchQuery, SearchRank
-
-    document = stored_document()
-    query = SearchQuery(text, search_type="websearch", config=TEXT_CONFIG)
-    matching = Image.objects.annotate(document=document).filter(document=query)
-    if (oldest := _postgres_newest_bound(text)) is not None:
-        matching = matching.filter(pk__gt=oldest)
-    rows = (
-        matching.annotate(rank=SearchRank(document, query))
-        .order_by("-rank", "pk")
-        .values_list("pk", "rank")[:limit]
-    )
-    return [(pk, float(rank)) for pk, rank in rows]
+    # Plain SQL, as the QuerySet would write it (SearchRank: ts_rank of the stored document):
+    # compiling that QuerySet cost more than running it, on each of a search's one to three tries.
+    table, document = connection.ops.quote_name(Image._meta.db_table), connection.ops.quote_name(DOCUMENT_COLUMN)
+    query = "websearch_to_tsquery(%s::regconfig, %s)"
+    oldest = _postgres_newest_bound(text)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT id, ts_rank({document}, {query}) AS rank FROM {table} WHERE {document} @@ {query}"
+            + (" AND id > %s" if oldest is not None else "") + " ORDER BY rank DESC, id LIMIT %s",
+            [TEXT_CONFIG, text, TEXT_CONFIG, text, *([oldest] if oldest is not None else []), limit],
+        )
+        return [(pk, float(rank)) for pk, rank in cursor.fetchall()]
 
 
 def _postgres_newest_bound(text: str) -> int | None:
@@ -277,7 +268,9 @@ def _postgres_newest_bound(text: str) -> int | None:
     share = min(1.0, sum(shares)) if either else min(shares, default=0.0)
     if share * rows <= RANKED_MATCHES_MAX:
         return None
-    newest = Image.objects.order_by("-pk").values_list("pk", flat=True).first() or 0
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT max(id) FROM {connection.ops.quote_name(Image._meta.db_table)}")
+        newest = cursor.fetchone()[0] or 0
     return int(newest - RANKED_MATCHES_MAX / share)
 
 
