@@ -461,3 +461,19 @@ def test_search_reads_the_results_dates_only_to_sort_by_them(catalogue):
 
     assert "taken_at" not in visibility_columns(search.ResultOptions())
     assert "taken_at" in visibility_columns(search.ResultOptions(relevant=True, sort="newest"))
+
+
+@pytest.mark.skipif(connection.vendor != "sqlite", reason="SQLite counts a word's matches itself")
+def test_sqlite_keeps_each_words_count_and_drops_the_least_recently_used_past_its_size(catalogue):
+    """A word's matches are counted once per period, and a process that has seen more words than
+    it keeps drops the least recently used counts, not all of them at once."""
+    keywords.keyword_ranking("lighthouse harbour", 10)
+    with CaptureQueriesContext(connection) as again:
+        keywords.keyword_ranking("lighthouse harbour", 10)
+    assert not [query for query in again if "count(*)" in query["sql"]]  # counted the first time only
+    held, bound = keywords._counts, keywords.RANKED_MATCHES_MAX
+    for n in range(held.maxsize):
+        held[(f'"filler{n}"', bound)] = 0
+    keywords.keyword_ranking("zeppelin", 10)  # a word not counted yet
+    assert len(held) == held.maxsize and held[('"zeppelin"', bound)] == 0
+    assert ('"filler0"', bound) not in held and held[(f'"filler{held.maxsize - 1}"', bound)] == 0

@@ -31,7 +31,7 @@ import threading
 import time
 from collections.abc import Iterable
 
-from cachetools import LRUCache
+from cachetools import LRUCache, TTLCache
 from django.db import connection
 
 from gallery.models import Image
@@ -397,8 +397,9 @@ def _sqlite_by_field(match: str, positive: str, negative: list[str], limit: int)
 
 _PHRASE = re.compile(r'"[^"]*"')
 _counts_lock = threading.Lock()
-_counts: dict[tuple[str, int], tuple[float, int]] = {}  # (phrase, bound) -> (when counted, matches up to bound + 1)
-_COUNTS_HELD = 50_000  # phrases; past that the counts start again
+# (phrase, bound) -> its matches up to bound + 1, for _STATISTICS_SECONDS; past 50,000 phrases
+# the least recently used go first.
+_counts: TTLCache = TTLCache(maxsize=50_000, ttl=_STATISTICS_SECONDS, timer=time.monotonic)
 
 
 def _sqlite_common(phrases: list[str]) -> set[str]:
@@ -406,22 +407,20 @@ def _sqlite_common(phrases: list[str]) -> set[str]:
     FTS5 counts each to one past the bound (a walk of its index that stops there: about 1 ms at
     a million images, AMD EPYC); a process keeps the counts _STATISTICS_SECONDS, as PostgreSQL's
     statistics are kept, so a word it has seen costs nothing."""
-    bound, now = RANKED_MATCHES_MAX, time.monotonic()
+    bound = RANKED_MATCHES_MAX
     phrases = list(dict.fromkeys(phrases))
     with _counts_lock:
         held = {phrase: _counts.get((phrase, bound)) for phrase in phrases}
-    missing = [phrase for phrase, count in held.items() if count is None or now - count[0] >= _STATISTICS_SECONDS]
+    missing = [phrase for phrase, matches in held.items() if matches is None]
     if missing:
         count = f"(SELECT count(*) FROM (SELECT rowid FROM {FTS_TABLE} WHERE {FTS_TABLE} MATCH %s LIMIT %s))"
         with connection.cursor() as cursor:
             cursor.execute("SELECT " + ", ".join([count] * len(missing)), [value for phrase in missing for value in (phrase, bound + 1)])
             counted = cursor.fetchone()
         with _counts_lock:
-            if len(_counts) > _COUNTS_HELD:
-                _counts.clear()
             for phrase, matches in zip(missing, counted):
-                _counts[(phrase, bound)] = held[phrase] = (now, matches)
-    return {phrase for phrase, (_, matches) in held.items() if matches > bound}
+                _counts[(phrase, bound)] = held[phrase] = matches
+    return {phrase for phrase, matches in held.items() if matches > bound}
 
 
 def _fts5_parts(text: str) -> tuple[str, list[str]]:
