@@ -120,7 +120,8 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # default is 2 MB): a search reads ~320 entries of the visible-ids index and the words'
     # index, scattered over a 4.5 GB file at a million images, and from the operating system's
     # cache each page costs a read call (a new text search 14.3-14.9 -> 12.1-12.3 ms beyond its
-    # encoding at 1M, unchanged at 10k; docs/performance.md section 25).
+    # encoding at 1M, unchanged at 10k, 2 AMD EPYC cores with avx2 avx512f avx512_vnni avx512_bf16;
+    # docs/performance.md section 25).
     DATABASES["default"].setdefault("OPTIONS", {}).update({
         "timeout": 20, "transaction_mode": "IMMEDIATE",
         "init_command": f"PRAGMA cache_size = -{SQLITE_CACHE_MB * 1024}",

@@ -34,7 +34,8 @@ def visible_among(ids: list[int], columns: tuple[str, ...] = ()) -> list[tuple]:
     select = f"SELECT {', '.join(('id', *columns))} FROM {Image._meta.db_table}"
     if connection.vendor == "postgresql":
         # Plain SQL, one array: the QuerySet's compile and its IN (subquery), planned as a join
-        # of one index probe per id, cost 2.1-3.0 against 1.6-2.1 ms at a million images.
+        # of one index probe per id, cost 2.1-3.0 against 1.6-2.1 ms at a million images
+        # (2 AMD EPYC cores with avx2 avx512f avx512_vnni avx512_bf16).
         with connection.cursor() as cursor:
             cursor.execute(f"{select} WHERE NOT hidden AND id = ANY(%s)", [list(ids)])
             return cursor.fetchall()
