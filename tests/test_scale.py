@@ -375,3 +375,27 @@ def test_pages_of_results_read_their_rows_by_sql_compiled_once_per_page_length(i
     assert [[hit.image.pk for hit in page] for page in pages] == [[pk for pk, *_ in results._ranked[a:b]] for a, b in ((0, 4), (4, 8), (8, 11))]
     assert all(hit.image.get_deferred_fields() == {"embedding"} for page in pages for hit in page)
     assert (search._rows_sql.cache_info().misses, search._rows_sql.cache_info().hits) == (2, 1)  # lengths 4, 4, 3
+
+
+def test_an_images_page_url_is_reversed_once_per_script_prefix(monkeypatch):
+    """``reverse`` matches the URL patterns on every call (~20 us, 16 times a page of results or
+    of the gallery): an image's URL comes from a pattern reversed once per script prefix and
+    URLconf, and is still what ``reverse`` gives, under any prefix."""
+    from django.urls import reverse, set_script_prefix
+
+    from gallery import models
+
+    first, second = Image(pk=7), Image(pk=123_456)
+    models._image_page_url.cache_clear()
+    calls = []
+    monkeypatch.setattr(models, "reverse", lambda *args, **kwargs: calls.append(args) or reverse(*args, **kwargs))
+    try:
+        for prefix in ("/", "/photos/", "/"):
+            set_script_prefix(prefix)
+            assert [first.get_absolute_url(), second.get_absolute_url()] == [
+                reverse("gallery:image-detail", args=[image.pk]) for image in (first, second)
+            ]
+            assert first.get_absolute_url().startswith(f"{prefix}images/")
+    finally:
+        set_script_prefix("/")
+    assert len(calls) == 2  # once for "/", once for "/photos/"
