@@ -266,3 +266,15 @@ def test_staff_without_change_image_cannot_see_pins(client, db):
     assert client.get(ADMIN).status_code == 403
     assert client.post(ADMIN + "add/", {"query": "x", **inline([])}).status_code == 403
     assert list(QueryPin.objects.values_list("query", flat=True)) == [QUERY]
+
+
+def test_the_facets_of_results_count_a_pinned_image_search_did_not_rank(indexed_gallery, settings):
+    """The facets read with the results' visibility hold the ranked images only; a pinned image
+    search did not rank is counted too (its date and camera read with the tags)."""
+    settings.SEARCH_MAX_RESULTS = 5
+    unranked = next(image.pk for image in indexed_gallery if image.pk not in ranked_ids(by_text(QUERY)))
+    Image.objects.filter(pk=unranked).update(camera_model="Pinned-1")
+    pin(pinned=[unranked])
+    results = search.search(search.text_query(QUERY), search.ResultOptions(facets=True))
+    spread = results.facets()
+    assert len(results) == 6 and sum(spread.years.values()) == 6 and spread.cameras.get("Pinned-1") == 1

@@ -106,7 +106,8 @@ VISITOR_PAGES = {
     # No image has both words: the any-word fallback runs. It asks which words are too common to
     # rank: SQLite counts each word's matches up to RANKED_MATCHES_MAX + 1 (one query, the same at
     # any size, kept per process: the warm-up request paid it), PostgreSQL reads its statistics.
-    "search page": ("/search/?q=a+red+square", 9),  # 7, and the facets of the results (their rows, their tags)
+    # 7, and the facets' tags (the results' dates and cameras come with their visibility).
+    "search page": ("/search/?q=a+red+square", 8),
     # A page's tags are in its rows (Image.tag_name_list): no query for them here or in the lists.
     "API search": (f"{API}/search/?q=a+red+square", 6),
     # the image with its vector, the index and segment's statement, the visibility check, the page
@@ -214,6 +215,14 @@ def test_search_reads_its_results_visibility_dates_and_facets_from_one_small_ind
     assert spread.cameras == {"X-100": 1} and sum(spread.years.values()) == len(found)
     checks = [query["sql"] for query in [*captured, *counted] if "hidden" in query["sql"] and "gallery_image_fts" not in query["sql"]]
     assert len(checks) == 2, checks  # the search's, the facets'
+    # Asked for with the search (the search page always is; the API's facets=true), the facets'
+    # dates and cameras come with the results' visibility: one read of the index, the same facets.
+    with CaptureQueriesContext(connection) as once:
+        spread_too = search.search(
+            search.text_query("photo"), search.ResultOptions(relevant=sort != "relevance", sort=sort, facets=True)
+        ).facets()
+    assert spread_too == spread
+    assert len([query for query in once if "hidden" in query["sql"] and "gallery_image_fts" not in query["sql"]]) == 1
     for check in checks:
         if connection.vendor == "sqlite":
             assert "INDEXED BY image_visible_ids" in check, check

@@ -72,11 +72,12 @@ class _HitsPage:
     pagination_class = SearchPagination
 
     def hits_response(self, query: search.SearchQuery):
-        results = search.search(query, search.ResultOptions.from_params(self.request.query_params, user=self.request.user))
+        options = search.ResultOptions.from_params(self.request.query_params, user=self.request.user)
+        results = search.search(query, options)
         paginator = SearchPagination()
         page = paginator.paginate_queryset(results, self.request, view=self)
         data = SearchHitSerializer(page, many=True, context={"request": self.request}).data
-        facets = results.facets().as_dict() if self.request.query_params.get("facets") in ("true", "1") else None
+        facets = results.facets().as_dict() if options.facets else None
         return paginator.get_paginated_response(data, weak=results.weak, facets=facets)
 
 

@@ -60,11 +60,15 @@ class ResultOptions:
     # search by gallery.search.filtered_search; empty: the whole gallery.
     filters: tuple[tuple[str, str], ...] = ()
     curator: bool = False  # may search hidden images (``hidden=true``), as the gallery page does
+    # The results' facets will be shown (SearchResults.facets): their dates and cameras are read
+    # with their visibility, in the one query over the ranked ids, not in a second one.
+    facets: bool = False
 
     @classmethod
-    def from_params(cls, params, *, user=None) -> ResultOptions:
-        """From a page's or the API's query string (``relevant=true``, ``sort=newest``, and the
-        gallery's filters: ``taken_after``, ``camera``, ``tags``...), for ``user``."""
+    def from_params(cls, params, *, user=None, facets: bool | None = None) -> ResultOptions:
+        """From a page's or the API's query string (``relevant=true``, ``sort=newest``,
+        ``facets=true``, and the gallery's filters: ``taken_after``, ``camera``, ``tags``...), for
+        ``user``; ``facets``, when given, instead of the query string's."""
         sort = params.get("sort") or "relevance"
         if sort not in SORTS:
             raise BadQuery(f"Unknown sort {sort[:20]!r}: use one of {', '.join(SORTS)}.")
@@ -73,7 +77,11 @@ class ResultOptions:
             raise BadQuery("relevant is true or false.")
         filters = browse_params(params)
         curator = user is not None and access.can_curate(user)
-        options = cls(relevant=relevant in ("true", "1") or sort != "relevance", sort=sort, filters=filters, curator=curator)
+        if facets is None:
+            facets = (params.get("facets") or "").lower() in ("true", "1")
+        options = cls(
+            relevant=relevant in ("true", "1") or sort != "relevance", sort=sort, filters=filters, curator=curator, facets=facets
+        )
         options.filtered_images()  # bad filter values are the query's fault, said now
         return options
 
@@ -303,12 +311,13 @@ def search(query: SearchQuery, options: ResultOptions = ResultOptions()) -> Sear
         ranked = [(pk, cosine.get(pk), matched) for pk, _, matched in fused[:limit]]
     # Visible (and, with filters, passing them: what the words found is checked here).
     ids = [pk for pk, *_ in ranked]
-    dates = ("taken_at",) if options.sort != "relevance" else ()  # the dates only to sort by them
+    # The dates to sort by them; dates and cameras (facets.COLUMNS) for the facets.
+    columns = facets.COLUMNS if options.facets else ("taken_at",) if options.sort != "relevance" else ()
     if filtered is not None:
-        rows = filtered.filter(pk_among(ids)).order_by().values_list("pk", *dates)
+        rows = filtered.filter(pk_among(ids)).order_by().values_list("pk", *columns)
     else:
-        rows = visible_among(ids, dates)  # from one small index, not ~320 rows
-    shown = {pk: at for pk, *at in rows}  # at: [taken_at] to sort by, or []
+        rows = visible_among(ids, columns)  # from one small index, not ~320 rows
+    shown = {pk: tuple(read) for pk, *read in rows}  # read: the columns, in that order
     ranked = [hit for hit in ranked if hit[0] in shown]
     if options.sort == "relevance":
         if filtered is None:  # a pinned image outside a filter would not belong in its results
@@ -316,7 +325,8 @@ def search(query: SearchQuery, options: ResultOptions = ResultOptions()) -> Sear
     else:  # by date taken; equal dates keep their relevance order (sorted() is stable)
         ranked = sorted(ranked, key=lambda hit: shown[hit[0]][0], reverse=options.sort == "newest")
     return SearchResults(
-        ranked, text=query.text if mode != ranking.CLIP else "", relevant=relevant, hidden_included=options.includes_hidden
+        ranked, text=query.text if mode != ranking.CLIP else "", relevant=relevant, hidden_included=options.includes_hidden,
+        facet_rows=shown if options.facets else None,
     )
 
 
@@ -406,7 +416,10 @@ class SearchResults(Sequence):
     that slice: a page of 16 costs one small query (their tags are in the rows:
     ``Image.tag_name_list``), however many results were ranked."""
 
-    def __init__(self, ranked: list[tuple], *, text: str = "", relevant: int | None = None, hidden_included: bool = False):
+    def __init__(
+        self, ranked: list[tuple], *, text: str = "", relevant: int | None = None, hidden_included: bool = False,
+        facet_rows: dict[int, tuple] | None = None,
+    ):
         # (image id, score, matched), best first, hidden (unless a curator asked for them:
         # ``hidden_included``) and deleted ids dropped; an (image id, score) pair is a CLIP hit.
         self._hidden_included = hidden_included
@@ -415,6 +428,8 @@ class SearchResults(Sequence):
         self._text = text  # the query's words, to show which words in a picture matched
         # How many of CLIP's results the relevance rule kept (None: too few images to judge).
         self.relevant = relevant
+        # id -> (taken_at, camera_model), read with the hits' visibility when facets were asked for.
+        self._facet_rows = facet_rows
 
     def __len__(self) -> int:
         return len(self._ranked)
@@ -438,7 +453,11 @@ class SearchResults(Sequence):
     def facets(self) -> Facets:
         """How these results spread over dates taken, cameras and tags: what the filters can
         narrow them to (``gallery.search.facets``; at most SEARCH_MAX_RESULTS rows read)."""
-        return facets.of_ids([pk for pk, *_ in self._ranked], visible=not self._hidden_included)
+        ids = [pk for pk, *_ in self._ranked]
+        held = self._facet_rows
+        if held is not None and all(pk in held for pk in ids):  # a pinned image may not be among them
+            return facets.of_rows([held[pk] for pk in ids], ids)
+        return facets.of_ids(ids, visible=not self._hidden_included)
 
     def __iter__(self):
         return iter(self[:])  # one query, not one per hit

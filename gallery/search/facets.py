@@ -28,6 +28,7 @@ from gallery.catalogue.sampling import among, id_sample, pk_among
 from gallery.catalogue.visible import visible_among
 from gallery.models import Image
 
+COLUMNS = ("taken_at", "camera_model")  # what the facets count of each image, beside its tags
 FACET_SIZE = 10  # values shown per facet, largest first
 MONTHS_SHOWN = 12  # a year's months, all of them (the page shows months when the results are of one year)
 MIN_SAMPLED = 30  # sampled images below which an estimate says too little to show
@@ -50,9 +51,15 @@ def of_ids(ids: list[int], *, weight: float = 1.0, estimated: bool = False, visi
     ``visible``: they are all visible images (a search's results), whose dates and cameras the
     index of visible ids holds (``gallery.catalogue.visible``), so no row is read for them."""
     if visible:
-        rows = [row[1:] for row in visible_among(ids, ("taken_at", "camera_model"))]
+        rows = [row[1:] for row in visible_among(ids, COLUMNS)]
     else:
-        rows = list(Image.objects.filter(pk_among(ids)).order_by().values_list("taken_at", "camera_model"))
+        rows = list(Image.objects.filter(pk_among(ids)).order_by().values_list(*COLUMNS))
+    return of_rows(rows, ids, weight=weight, estimated=estimated)
+
+
+def of_rows(rows: list[tuple], ids: list[int], *, weight: float = 1.0, estimated: bool = False) -> Facets:
+    """The facets of images whose :data:`COLUMNS` are ``rows`` (read already: a search reads
+    them with its results' visibility) and whose ids are ``ids`` (their tags: one query)."""
     zone = timezone.get_current_timezone()
     by_month: Counter[tuple[int, int]] = Counter()
     cameras: Counter[str] = Counter(camera for _, camera in rows if camera)

@@ -196,7 +196,7 @@ def search_results(request):
     if wait := throttled(request, SearchThrottle):
         return _too_many(request, wait)
     try:
-        options = search.ResultOptions.from_params(request.GET, user=request.user)
+        options = search.ResultOptions.from_params(request.GET, user=request.user, facets=True)  # the refine links
         context |= {"options": options, "views": _result_views(request, options)}
         query = search.SearchQuery.from_token(token) if token else search.text_query(text, ranking_name=ranking_name)
         context["query_label"] = query.describe()
