@@ -323,7 +323,8 @@ def search(query: SearchQuery, options: ResultOptions = ResultOptions()) -> Sear
         if filtered is None:  # a pinned image outside a filter would not belong in its results
             ranked = pins.apply_pins(query.plain_text, ranked)  # only a plain text query is pinned
     else:  # by date taken; equal dates keep their relevance order (sorted() is stable)
-        ranked = sorted(ranked, key=lambda hit: shown[hit[0]][0], reverse=options.sort == "newest")
+        at = columns.index("taken_at")
+        ranked = sorted(ranked, key=lambda hit: shown[hit[0]][at], reverse=options.sort == "newest")
     return SearchResults(
         ranked, text=query.text if mode != ranking.CLIP else "", relevant=relevant, hidden_included=options.includes_hidden,
         facet_rows=shown if options.facets else None,
