@@ -142,3 +142,19 @@ def test_filtered_search_benchmark(tmp_path):
     assert list(rows) == ["100%", "10%", "1%", "0.1%"]
     assert all(cells[2] == "exact" and cells[3] == "1" for label, cells in rows.items() if label != "0.1%"), rows
     assert "CPU: " in done.stdout
+
+
+def test_reduced_dims_benchmark():
+    """Annoy over fewer dimensions, re-ranked: at a tiny size every configuration finds most of
+    the true top 10, and more nodes never find fewer."""
+    from benchmarks import reduced_dims
+
+    out = reduced_dims.main(["--items", "3000", "--dims", "32,8", "--nodes", "100,20000", "--queries", "20", "--trees", "5", "--dim", "32"])
+    assert "CPU: " in out and "32 (as built today)" in out and "8 principal components, re-ranked" in out
+    cells = [line.split("|")[1:4] for line in out.splitlines() if re.match(r"\| \d+ .*\| \d+ ", line)]
+    recall = {(index.strip(), int(nodes)): float(found) for index, nodes, found in cells}
+    assert len(recall) == 4
+    for dims in ("32 (as built today)", "8 principal components, re-ranked"):
+        assert recall[(dims, 20000)] >= recall[(dims, 100)], recall
+    # 20,000 nodes: more than the 5 trees' 15,000 leaf entries, so every item is a candidate.
+    assert recall[("32 (as built today)", 20000)] == 1.0
