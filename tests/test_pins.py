@@ -270,7 +270,7 @@ def test_staff_without_change_image_cannot_see_pins(client, db):
 
 def test_the_facets_of_results_count_a_pinned_image_search_did_not_rank(indexed_gallery, settings):
     """The facets read with the results' visibility hold the ranked images only; a pinned image
-    search did not rank is counted too (its date and camera read with the tags)."""
+    search did not rank is counted too (the facets then read every result's date and camera)."""
     settings.SEARCH_MAX_RESULTS = 5
     unranked = next(image.pk for image in indexed_gallery if image.pk not in ranked_ids(by_text(QUERY)))
     Image.objects.filter(pk=unranked).update(camera_model="Pinned-1")
