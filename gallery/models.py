@@ -75,7 +75,9 @@ class ImageQuerySet(models.QuerySet):
         return rows.filter(embedding_model__in=same_weights(model_id))
 
 
-_PK_MARKER = "9876543210123"  # an id no image has, replaced by the image's own
+# Stands for the id in the reversed URL and is replaced by it: its digits appear nowhere else
+# there (only a script prefix could hold them), whatever ids exist.
+_PK_MARKER = "9876543210123"
 
 
 @lru_cache(maxsize=16)
@@ -204,6 +206,8 @@ class Image(models.Model):
         return self.tag_names.split(TAG_NAMES_SEPARATOR) if self.tag_names else []
 
     def get_absolute_url(self):
+        if self.pk is None:  # not saved: no page (reverse says so, as before)
+            return reverse("gallery:image-detail", args=[self.pk])
         return _image_page_url(get_script_prefix(), get_urlconf() or settings.ROOT_URLCONF).replace(_PK_MARKER, str(self.pk))
 
     class SearchState(models.TextChoices):

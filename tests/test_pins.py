@@ -268,13 +268,17 @@ def test_staff_without_change_image_cannot_see_pins(client, db):
     assert list(QueryPin.objects.values_list("query", flat=True)) == [QUERY]
 
 
-def test_the_facets_of_results_count_a_pinned_image_search_did_not_rank(indexed_gallery, settings):
+def test_the_facets_of_results_count_a_pinned_image_search_did_not_rank(indexed_gallery, settings, monkeypatch):
     """The facets read with the results' visibility hold the ranked images only; a pinned image
     search did not rank is counted too (the facets then read every result's date and camera)."""
     settings.SEARCH_MAX_RESULTS = 5
-    unranked = next(image.pk for image in indexed_gallery if image.pk not in ranked_ids(by_text(QUERY)))
+    ranked = ranked_ids(by_text(QUERY))
+    unranked = next(image.pk for image in indexed_gallery if image.pk not in ranked)
     Image.objects.filter(pk=unranked).update(camera_model="Pinned-1")
     pin(pinned=[unranked])
     results = search.search(search.text_query(QUERY), search.ResultOptions(facets=True))
+    asked, columns_of = [], search.facets.columns_of
+    monkeypatch.setattr(search.facets, "columns_of", lambda ids, **kwargs: asked.append(list(ids)) or columns_of(ids, **kwargs))
     spread = results.facets()
     assert len(results) == 6 and sum(spread.years.values()) == 6 and spread.cameras.get("Pinned-1") == 1
+    assert asked == [[unranked]]  # the five the search ranked were read with it

@@ -138,3 +138,16 @@ def test_bad_result_options_are_a_400_on_api_and_page(client, planted, params, m
     assert reply.status_code == 400 and message in reply.json()["detail"]
     page = client.get("/search/", {"q": "a cat", **params})
     assert page.status_code == 400 and message in page.content.decode()
+
+
+def test_facets_is_true_or_false_on_the_api_and_the_page_always_shows_them(client, planted):
+    from rest_framework.test import APIClient
+
+    group, *_ = planted
+    api = APIClient()
+    reply = api.get(f"/api/v1/images/{group[0]}/similar/", {"facets": "maybe"})
+    assert reply.status_code == 400 and "facets is true or false" in reply.json()["detail"]
+    assert "facets" in api.get(f"/api/v1/images/{group[0]}/similar/", {"facets": "TRUE"}).json()
+    assert "facets" not in api.get(f"/api/v1/images/{group[0]}/similar/", {"facets": "0"}).json()
+    page = client.get("/search/", {"q": "a cat", "facets": "maybe"})  # the page's own choice: not a parameter of it
+    assert page.status_code == 200 and page.context["refine"]

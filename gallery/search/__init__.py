@@ -78,7 +78,10 @@ class ResultOptions:
         filters = browse_params(params)
         curator = user is not None and access.can_curate(user)
         if facets is None:
-            facets = (params.get("facets") or "").lower() in ("true", "1")
+            asked = (params.get("facets") or "").lower()
+            if asked not in ("", "true", "false", "1", "0"):
+                raise BadQuery("facets is true or false.")
+            facets = asked in ("true", "1")
         options = cls(
             relevant=relevant in ("true", "1") or sort != "relevance", sort=sort, filters=filters, curator=curator, facets=facets
         )
@@ -453,12 +456,17 @@ class SearchResults(Sequence):
 
     def facets(self) -> Facets:
         """How these results spread over dates taken, cameras and tags: what the filters can
-        narrow them to (``gallery.search.facets``; at most SEARCH_MAX_RESULTS rows read)."""
+        narrow them to (``gallery.search.facets``). Their dates and cameras as the search read
+        them (``ResultOptions.facets``), else from the visible-ids index (at most
+        SEARCH_MAX_RESULTS entries); their tags in one query."""
         ids = [pk for pk, *_ in self._ranked]
-        held = self._facet_rows
-        if held is not None and all(pk in held for pk in ids):  # a pinned image may not be among them
-            return facets.of_rows([held[pk] for pk in ids], ids)
-        return facets.of_ids(ids, visible=not self._hidden_included)
+        visible = not self._hidden_included
+        if self._facet_rows is None:
+            return facets.of_ids(ids, visible=visible)
+        # A pinned image the search did not rank was not read with the rest.
+        missing = [pk for pk in ids if pk not in self._facet_rows]
+        held = {**self._facet_rows, **facets.columns_of(missing, visible=visible)} if missing else self._facet_rows
+        return facets.of_rows([held[pk] for pk in ids if pk in held], ids)
 
     def __iter__(self):
         return iter(self[:])  # one query, not one per hit

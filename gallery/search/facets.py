@@ -28,7 +28,9 @@ from gallery.catalogue.sampling import among, id_sample, pk_among
 from gallery.catalogue.visible import visible_among
 from gallery.models import Image
 
-COLUMNS = ("taken_at", "camera_model")  # what the facets count of each image, beside its tags
+# What the facets count of each image beside its tags: both are in the visible-ids index
+# (gallery.catalogue.visible.COLUMNS), so a search's results need no row read for them.
+COLUMNS = ("taken_at", "camera_model")
 FACET_SIZE = 10  # values shown per facet, largest first
 MONTHS_SHOWN = 12  # a year's months, all of them (the page shows months when the results are of one year)
 MIN_SAMPLED = 30  # sampled images below which an estimate says too little to show
@@ -50,11 +52,13 @@ def of_ids(ids: list[int], *, weight: float = 1.0, estimated: bool = False, visi
     """The facets of these images (two queries over them), each count times ``weight``.
     ``visible``: they are all visible images (a search's results), whose dates and cameras the
     index of visible ids holds (``gallery.catalogue.visible``), so no row is read for them."""
-    if visible:
-        rows = [row[1:] for row in visible_among(ids, COLUMNS)]
-    else:
-        rows = list(Image.objects.filter(pk_among(ids)).order_by().values_list(*COLUMNS))
-    return of_rows(rows, ids, weight=weight, estimated=estimated)
+    return of_rows(list(columns_of(ids, visible=visible).values()), ids, weight=weight, estimated=estimated)
+
+
+def columns_of(ids: list[int], *, visible: bool = False) -> dict[int, tuple]:
+    """id -> :data:`COLUMNS` of these images (one query); ``visible`` as in :func:`of_ids`."""
+    rows = visible_among(ids, COLUMNS) if visible else Image.objects.filter(pk_among(ids)).order_by().values_list("pk", *COLUMNS)
+    return {pk: tuple(read) for pk, *read in rows}
 
 
 def of_rows(rows: list[tuple], ids: list[int], *, weight: float = 1.0, estimated: bool = False) -> Facets:
