@@ -72,18 +72,12 @@ class ResultOptions:
         sort = params.get("sort") or "relevance"
         if sort not in SORTS:
             raise BadQuery(f"Unknown sort {sort[:20]!r}: use one of {', '.join(SORTS)}.")
-        relevant = (params.get("relevant") or "").lower()
-        if relevant not in ("", "true", "false", "1", "0"):
-            raise BadQuery("relevant is true or false.")
+        relevant = _flag(params, "relevant")
         filters = browse_params(params)
         curator = user is not None and access.can_curate(user)
-        if facets is None:
-            asked = (params.get("facets") or "").lower()
-            if asked not in ("", "true", "false", "1", "0"):
-                raise BadQuery("facets is true or false.")
-            facets = asked in ("true", "1")
         options = cls(
-            relevant=relevant in ("true", "1") or sort != "relevance", sort=sort, filters=filters, curator=curator, facets=facets
+            relevant=relevant or sort != "relevance", sort=sort, filters=filters, curator=curator,
+            facets=_flag(params, "facets") if facets is None else facets,
         )
         options.filtered_images()  # bad filter values are the query's fault, said now
         return options
@@ -111,6 +105,15 @@ class ResultOptions:
 
     def as_params(self) -> dict:
         return {**({"relevant": "true"} if self.relevant and self.sort == "relevance" else {}), **({"sort": self.sort} if self.sort != "relevance" else {})}
+
+
+def _flag(params, name: str) -> bool:
+    """A yes-or-no query parameter: true, false, 1, 0 or absent (false); anything else is the
+    query's fault."""
+    value = (params.get(name) or "").lower()
+    if value not in ("", "true", "false", "1", "0"):
+        raise BadQuery(f"{name} is true or false.")
+    return value in ("true", "1")
 
 
 @dataclass(frozen=True, eq=False)
