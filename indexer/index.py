@@ -1,11 +1,15 @@
 """Annoy indexes: build, publish as an immutable version directory, load memory-mapped, query.
 
-A version directory holds three files:
+A version directory holds these files:
 
 - ``index.ann``: the Annoy forest over items 0..n-1 (Annoy reserves room for the largest item
   id, so items are numbered densely rather than by database key), numbered in a spatial order
-  (:func:`spatial_order`) so that near vectors lie near each other in the file;
+  (:func:`spatial_order`) so that near vectors lie near each other in the file; over the vectors'
+  first principal components (:data:`REDUCED_DIMS`), or over the whole vectors;
 - ``ids.npy``: item number -> external id (the ``Image`` primary key);
+- ``projection.npy`` and ``vectors.npy``, in a version over principal components only: the
+  projection (dimensions x components) and the whole unit vectors by item number, which re-rank
+  the forest's candidates exactly (:meth:`SearchIndex.query`);
 - ``manifest.json``: model, dimension, metric, trees, count, checksums, creation time, and the
   ``search_k`` this version is queried with (chosen at build by measured recall: :func:`tune_search_k`).
 
@@ -18,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import mmap
 import os
 import secrets
 import shutil
@@ -30,10 +35,14 @@ from pathlib import Path
 import numpy as np
 
 METRIC = "angular"
+REDUCED_METRIC = "dot"  # a projection keeps the ranking by inner product, not the vectors' lengths
 INDEX_FILE = "index.ann"
 IDS_FILE = "ids.npy"
+PROJECTION_FILE = "projection.npy"
+VECTORS_FILE = "vectors.npy"
 MANIFEST_FILE = "manifest.json"
-FILES = (INDEX_FILE, IDS_FILE, MANIFEST_FILE)  # the manifest last: its presence means complete
+FILES = (INDEX_FILE, IDS_FILE, PROJECTION_FILE, VECTORS_FILE, MANIFEST_FILE)  # the manifest last: its presence means complete
+REDUCED_FILES = (PROJECTION_FILE, VECTORS_FILE)  # only in a version over principal components
 
 # Annoy's default search_k (k * n_trees) finds only 20-50% of the true top 10 among 100k
 # 512-d vectors. Inspecting tens of thousands of nodes reaches ~98% at a few milliseconds
@@ -55,6 +64,18 @@ TUNING_QUERIES = 200
 # 8.9 -> 6.2 ms per query, the same recall, and the build 18% faster (docs/performance.md).
 LAYOUT_LEAF = 256  # items per stretch that the order leaves unsorted
 LAYOUT_DIMS = 32  # the order is computed on a random projection to this many dimensions
+# Each node a query inspects costs a read from memory at a million vectors (0.28 us a node
+# against 0.08 at 10,000: they no longer fit the CPU's cache), so a query's time is the nodes
+# it needs. A forest over the vectors' first 128 principal components, whose candidates are
+# re-ranked by the whole vectors, needs half the nodes for the same recall: at a million
+# CLIP-shaped vectors 0.988 of the true top 10 in 1.06 ms (5,000 nodes) against 0.991 in 1.92
+# ms (10,000) over the whole vectors, and a build 2.5x shorter (2 AMD EPYC cores with avx2
+# avx512f; docs/performance.md, sections 26 and 27). How real vectors spread over their
+# components is measured at each build: a reduced forest that misses the recall target is
+# replaced by one over the whole vectors.
+REDUCED_DIMS = 128
+RERANK_CANDIDATES = 320  # the forest's candidates re-ranked per query (a search asks for 320)
+PROJECTION_SAMPLE = 50_000  # vectors the principal components are computed on
 
 logger = logging.getLogger(__name__)
 
@@ -87,6 +108,16 @@ class Manifest:
     # that was measured, which is queried with DEFAULT_SEARCH_K.
     search_k: int = 0
     measured_recall: float = 0.0
+    # The forest's dimensions when it is over principal components (its candidates re-ranked by
+    # the whole vectors, REDUCED_FILES); 0: over the whole vectors, as every version before.
+    reduced_dim: int = 0
+    projection_checksum: str = ""
+    vectors_checksum: str = ""
+
+    @property
+    def files(self) -> tuple[str, ...]:
+        """The files this version holds, the manifest last."""
+        return FILES if self.reduced_dim else tuple(name for name in FILES if name not in REDUCED_FILES)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True)
@@ -131,11 +162,13 @@ def build_index(
     version: str | None = None,
     n_jobs: int = -1,
     recall_target: float = RECALL_TARGET,
+    reduced_dims: int = REDUCED_DIMS,
 ) -> Manifest:
     """Build a version directory ``out_dir/<version>`` from external ids and their vectors; its
-    ``search_k`` is the fewest nodes that find ``recall_target`` of the true top 10 (:func:`tune_search_k`)."""
-    from annoy import AnnoyIndex
-
+    ``search_k`` is the fewest nodes that find ``recall_target`` of the true top 10 (:func:`tune_search_k`).
+    The forest is over the vectors' first ``reduced_dims`` principal components when they have
+    more (0: never), unless that forest misses ``recall_target`` where one over the whole vectors
+    is built instead."""
     ids = np.asarray(ids, dtype=np.int64)
     vectors = np.asarray(vectors, dtype=np.float32)
     if vectors.ndim != 2 or len(ids) != len(vectors):
@@ -148,21 +181,28 @@ def build_index(
     work = Path(tempfile.mkdtemp(prefix=f".{version}.", dir=out_dir))
     try:
         order = spatial_order(vectors)
-        forest = AnnoyIndex(vectors.shape[1], METRIC)
-        forest.on_disk_build(str(work / INDEX_FILE))  # pages out to the file, not to RAM
-        for item, row in enumerate(order):
-            forest.add_item(item, vectors[row])
-        forest.build(n_trees, n_jobs)
-        search_k, recall = tune_search_k(forest, vectors, order, target=recall_target)
+        # Components need more vectors than dimensions to mean anything.
+        reduce = 0 < reduced_dims < vectors.shape[1] and len(vectors) > 4 * vectors.shape[1]
+        if reduce:
+            search_k, recall = _build_reduced(work, vectors, order, reduced_dims, n_trees=n_trees, n_jobs=n_jobs, target=recall_target)
+            if recall < recall_target:
+                logger.warning(
+                    "index %s: over %d principal components the index finds %.3f of the true top 10 (target %.3f): "
+                    "built over the whole vectors instead", version, reduced_dims, recall, recall_target,
+                )
+                for name in REDUCED_FILES:
+                    (work / name).unlink()
+                reduce = False
+        if not reduce:
+            search_k, recall = _build_forest(work, vectors, order, None, n_trees=n_trees, n_jobs=n_jobs, target=recall_target)
         logger.info("index %s: queries inspect %d nodes, which find %.3f of the true top 10 (target %.3f)", version, search_k, recall, recall_target)
-        forest.unload()
         ids = ids[order]
         np.save(work / IDS_FILE, ids)
         manifest = Manifest(
             version=version,
             model=model,
             dim=int(vectors.shape[1]),
-            metric=METRIC,
+            metric=REDUCED_METRIC if reduce else METRIC,
             n_trees=n_trees,
             item_count=len(ids),
             checksum=file_sha256(work / INDEX_FILE),
@@ -171,6 +211,9 @@ def build_index(
             build_seconds=round(time.perf_counter() - started, 3),
             search_k=search_k,
             measured_recall=round(recall, 4),
+            reduced_dim=reduced_dims if reduce else 0,
+            projection_checksum=file_sha256(work / PROJECTION_FILE) if reduce else "",
+            vectors_checksum=file_sha256(work / VECTORS_FILE) if reduce else "",
         )
         (work / MANIFEST_FILE).write_text(manifest.to_json())
         os.rename(work, out_dir / version)
@@ -178,6 +221,52 @@ def build_index(
         shutil.rmtree(work, ignore_errors=True)
         raise
     return manifest
+
+
+def _build_reduced(
+    work: Path, vectors: np.ndarray, order: np.ndarray, dims: int, *, n_trees: int, n_jobs: int, target: float
+) -> tuple[int, float]:
+    """A forest over the first ``dims`` principal components in ``work``, with the projection
+    and the whole unit vectors by item number that re-rank its candidates; its search_k and recall."""
+    projection = np.ascontiguousarray(principal_axes(vectors)[:dims].T, dtype=np.float32)
+    np.save(work / PROJECTION_FILE, projection)
+    # Written in item order, a block at a time: a million 512-d vectors are 2 GB, and a whole
+    # reordered copy would double the build's memory.
+    whole = np.lib.format.open_memmap(work / VECTORS_FILE, mode="w+", dtype=np.float32, shape=vectors.shape)
+    for start in range(0, len(order), 65_536):
+        whole[start : start + 65_536] = _unit(vectors[order[start : start + 65_536]])
+    whole.flush()
+    return _build_forest(work, vectors, order, projection, whole=whole, n_trees=n_trees, n_jobs=n_jobs, target=target)
+
+
+def _build_forest(
+    work: Path, vectors: np.ndarray, order: np.ndarray, projection: np.ndarray | None, *, whole: np.ndarray | None = None,
+    n_trees: int, n_jobs: int, target: float,
+) -> tuple[int, float]:
+    """The Annoy forest ``work/index.ann`` over the vectors in ``order`` (projected by
+    ``projection`` when given); the nodes its queries inspect and the recall they measured."""
+    from annoy import AnnoyIndex
+
+    forest = AnnoyIndex(vectors.shape[1] if projection is None else projection.shape[1], METRIC if projection is None else REDUCED_METRIC)
+    forest.on_disk_build(str(work / INDEX_FILE))  # pages out to the file, not to RAM
+    for start in range(0, len(order), 65_536):
+        block = vectors[order[start : start + 65_536]]
+        # Lists: Annoy reads an array item by item, each a new numpy scalar.
+        for item, vector in enumerate((block if projection is None else block @ projection).tolist(), start):
+            forest.add_item(item, vector)
+    forest.build(n_trees, n_jobs)
+    try:
+        return tune_search_k(forest, vectors, order, target=target, rerank=whole)
+    finally:
+        forest.unload()
+
+
+def principal_axes(vectors: np.ndarray, *, sample: int = PROJECTION_SAMPLE, seed: int = 0) -> np.ndarray:
+    """The vectors' principal axes (rows, largest variance first), from a uniform sample (about
+    a second for 50,000 512-d vectors)."""
+    rows = np.random.default_rng(seed).choice(len(vectors), size=min(sample, len(vectors)), replace=False)
+    picked = np.asarray(vectors[np.sort(rows)], dtype=np.float32)
+    return np.linalg.svd(picked - picked.mean(axis=0), full_matrices=False)[2]
 
 
 def spatial_order(vectors: np.ndarray, *, leaf: int = LAYOUT_LEAF, dims: int = LAYOUT_DIMS, seed: int = 0) -> np.ndarray:
@@ -207,10 +296,12 @@ def spatial_order(vectors: np.ndarray, *, leaf: int = LAYOUT_LEAF, dims: int = L
 def tune_search_k(
     forest, vectors: np.ndarray, order: np.ndarray, *, target: float = RECALL_TARGET,
     choices: tuple[int, ...] = SEARCH_K_CHOICES, queries: int = TUNING_QUERIES, seed: int = 0,
+    rerank: np.ndarray | None = None,
 ) -> tuple[int, float]:
     """The smallest of ``choices`` whose recall@10 reaches ``target`` on this built ``forest``
-    (item ``i`` holds ``vectors[order[i]]``), and that recall; the largest choice and its
-    recall when none does. Measured leave-one-out, as "more like this" asks: ``queries``
+    (item ``i`` holds ``vectors[order[i]]``, or its principal components when ``rerank`` holds
+    the whole unit vectors by item number, which re-rank the forest's candidates as queries do),
+    and that recall; the largest choice and its recall when none does. Measured leave-one-out, as "more like this" asks: ``queries``
     stored vectors each look for their 10 nearest others, against an exact search (one matrix
     product over the vectors: 3.6 s of the whole 5.6 s for a million 512-d ones on 2 AMD EPYC
     cores with AVX-512); a hit counts if it is as near
@@ -229,7 +320,12 @@ def tune_search_k(
     for search_k in choices:
         found = 0
         for n, item in enumerate(items.tolist()):
-            got = [other for other in forest.get_nns_by_item(item, 11, search_k=search_k) if other != item][:10]
+            if rerank is None:
+                got = forest.get_nns_by_item(item, 11, search_k=search_k)
+            else:
+                candidates = np.asarray(forest.get_nns_by_item(item, RERANK_CANDIDATES, search_k=search_k), dtype=np.int64)
+                got = candidates[np.argsort(-(rerank[candidates] @ unit[n]), kind="stable")[:11]].tolist()
+            got = [other for other in got if other != item][:10]
             found += int(np.count_nonzero(_unit(vectors[rows_of_items[got]]) @ unit[n] >= tenth[n] - 1e-5))
         recall = found / (10 * len(items))
         if recall >= target:
@@ -273,7 +369,15 @@ class SearchIndex:
         self.ids = np.load(self.directory / IDS_FILE, mmap_mode="r")
         if len(self.ids) != self.manifest.item_count:
             raise IndexCorrupt(f"{self.directory}: ids.npy does not match the manifest's count")
-        self._forest = AnnoyIndex(self.manifest.dim, self.manifest.metric)
+        self._forest = AnnoyIndex(self.manifest.reduced_dim or self.manifest.dim, self.manifest.metric)
+        # Over principal components: the projection of a query, and the whole vectors that
+        # re-rank the candidates (memory-mapped: a query reads its 320 rows).
+        self._projection = self._whole = None
+        if self.manifest.reduced_dim:
+            self._projection = np.load(self.directory / PROJECTION_FILE)
+            self._whole = _map_array(self.directory / VECTORS_FILE, prefault=prefault)
+            if self._whole.shape != (self.manifest.item_count, self.manifest.dim):
+                raise IndexCorrupt(f"{self.directory}: {VECTORS_FILE} does not match the manifest's count and dimension")
         if self.manifest.item_count:
             # mmap. ``prefault`` maps every page at load (MAP_POPULATE: about 50 ms for a 1M
             # index already in the page cache) instead of on first touch, where each query with
@@ -302,25 +406,49 @@ class SearchIndex:
             )
         if not len(self) or k <= 0:
             return []
+        search_k = search_k or self.search_k
+        if self._projection is not None:
+            return self._query_reranked(vector, k, search_k)
         # Twice k at least: the candidates a tree walk gathers repeat across trees, and k
         # results need k distinct ones.
         # A list: Annoy reads its argument item by item, and each item of an array is a new
         # numpy scalar (~25 us of 512 of them, 2 AMD EPYC cores with avx2 avx512f avx512_vnni avx512_bf16).
-        items, distances = self._forest.get_nns_by_vector(
-            vector.tolist(), k, search_k=max(search_k or self.search_k, 2 * k), include_distances=True
-        )
+        items, distances = self._forest.get_nns_by_vector(vector.tolist(), k, search_k=max(search_k, 2 * k), include_distances=True)
         # Annoy's angular distance is sqrt(2 - 2 cos) between normalised vectors. The ids are
         # read in one gather (one memmap lookup per hit cost ~1 ms for 320 hits).
         ids = self.ids[np.asarray(items, dtype=np.int64)].tolist()
         scores = (1.0 - np.square(np.asarray(distances, dtype=np.float64)) / 2.0).tolist()
         return list(zip(ids, scores))
 
+    def _query_reranked(self, vector: np.ndarray, k: int, search_k: int) -> list[tuple[int, float]]:
+        """The forest's RERANK_CANDIDATES nearest in principal components (k if more), re-ranked
+        by their whole vectors: the scores are the exact cosines."""
+        wanted = max(k, RERANK_CANDIDATES)
+        items = self._forest.get_nns_by_vector((vector @ self._projection).tolist(), wanted, search_k=max(search_k, 2 * wanted))
+        items = np.asarray(items, dtype=np.int64)
+        scores = self._whole[items] @ _unit(vector)
+        best = np.argsort(-scores, kind="stable")[:k]
+        return list(zip(self.ids[items[best]].tolist(), scores[best].astype(np.float64).tolist()))
+
     def close(self) -> None:
         self._forest.unload()
+        self._whole = None
+
+
+def _map_array(path: Path, *, prefault: bool) -> np.ndarray:
+    """A ``.npy`` file memory-mapped read-only; ``prefault`` maps every page at once, as the
+    forest's are (MAP_POPULATE), not on the first query that reads each row."""
+    mapped = np.load(path, mmap_mode="r")
+    if not prefault or not hasattr(mmap, "MAP_POPULATE") or not mapped.size:
+        return mapped
+    with open(path, "rb") as handle:
+        pages = mmap.mmap(handle.fileno(), 0, flags=mmap.MAP_SHARED | mmap.MAP_POPULATE, prot=mmap.PROT_READ)
+    return np.frombuffer(pages, dtype=mapped.dtype, count=mapped.size, offset=mapped.offset).reshape(mapped.shape)
 
 
 def verify_files(directory: Path, manifest: Manifest) -> None:
-    for name, expected in ((INDEX_FILE, manifest.checksum), (IDS_FILE, manifest.ids_checksum)):
+    expected_sums = {INDEX_FILE: manifest.checksum, IDS_FILE: manifest.ids_checksum, PROJECTION_FILE: manifest.projection_checksum, VECTORS_FILE: manifest.vectors_checksum}
+    for name, expected in ((name, expected_sums[name]) for name in manifest.files if name != MANIFEST_FILE):
         path = Path(directory) / name
         if not path.is_file():
             raise IndexCorrupt(f"{path} is missing")

@@ -8,6 +8,8 @@ import pytest
 from indexer.index import (
     DEFAULT_SEARCH_K,
     FILES,
+    REDUCED_FILES,
+    RERANK_CANDIDATES,
     SEARCH_K_CHOICES,
     IndexCorrupt,
     IndexMismatch,
@@ -30,7 +32,9 @@ def test_build_writes_a_complete_version_directory(tmp_path):
     ids = np.array([5, 1_000_000_007, 42])  # sparse primary keys
     manifest = build_index(ids, unit_vectors(3), model="m/1", out_dir=tmp_path, n_trees=4, version="v1")
     version_dir = tmp_path / "v1"
-    assert sorted(p.name for p in version_dir.iterdir()) == sorted(FILES)
+    # 32 dimensions: too few to reduce; the forest is over the whole vectors.
+    assert sorted(p.name for p in version_dir.iterdir()) == sorted(set(FILES) - set(REDUCED_FILES)) == sorted(manifest.files)
+    assert manifest.reduced_dim == 0
     assert [p.name for p in tmp_path.iterdir()] == ["v1"]  # no temporary directory left behind
     on_disk = json.loads((version_dir / "manifest.json").read_text())
     assert on_disk["model"] == "m/1" and on_disk["dim"] == 32 and on_disk["metric"] == "angular"
@@ -116,6 +120,65 @@ def test_each_build_measures_the_fewest_nodes_that_find_the_recall_target(tmp_pa
     assert len({pk for pk, _ in index.query(queries[1], 320)}) == 320
 
 
+def test_a_forest_over_principal_components_is_re_ranked_by_the_whole_vectors(tmp_path):
+    """Over its first principal components a forest's candidates are re-ranked by the whole
+    vectors: the scores are the exact cosines, the top 10 as good as the build measured, and a
+    query asks the forest for RERANK_CANDIDATES however few results it wants."""
+    vectors = unit_vectors(3000, dim=256, seed=5)
+    ids = np.arange(3000) * 2 + 1
+    manifest = build_index(ids, vectors, model="m", out_dir=tmp_path, n_trees=10, version="v", reduced_dims=32)
+    assert manifest.reduced_dim == 32 and manifest.metric == "dot" and manifest.measured_recall >= 0.98
+    assert sorted(p.name for p in (tmp_path / "v").iterdir()) == sorted(FILES) == sorted(manifest.files)
+    index = SearchIndex(tmp_path / "v")
+    assert index._forest.f == 32 and np.load(tmp_path / "v" / "projection.npy").shape == (256, 32)
+    queries = unit_vectors(100, dim=256, seed=6)
+    exact = queries @ vectors.T
+    found = 0
+    for n, query in enumerate(queries):
+        hits = index.query(query, 10)
+        got = [(pk - 1) // 2 for pk, _ in hits]
+        assert [score for _, score in hits] == pytest.approx(exact[n, got].tolist(), abs=1e-5)  # exact cosines, best first
+        assert [score for _, score in hits] == sorted((score for _, score in hits), reverse=True)
+        found += len(set(got) & set(np.argsort(-exact[n])[:10].tolist()))
+    assert found / 1000 >= 0.97
+    assert index.query(vectors[1234], 1) == [(1234 * 2 + 1, pytest.approx(1.0, abs=1e-5))]
+    # Mapped at load (INDEX_PREFAULT), the whole vectors answer the same.
+    assert SearchIndex(tmp_path / "v", prefault=True).query(queries[3], 20) == index.query(queries[3], 20)
+    asked = []
+    real = index._forest
+
+    class Spy:
+        def get_nns_by_vector(self, vector, k, search_k):
+            asked.append((len(vector), k, search_k))
+            return real.get_nns_by_vector(vector, k, search_k=search_k)
+
+    index._forest = Spy()
+    index.query(queries[0], 10)
+    index.query(queries[0], 500)
+    assert asked == [(32, RERANK_CANDIDATES, manifest.search_k), (32, 500, max(manifest.search_k, 1000))]
+
+
+def test_a_reduced_forest_that_misses_the_recall_target_gives_way_to_the_whole_vectors(tmp_path):
+    """Vectors spread evenly over their dimensions lose their neighbours in a few components:
+    the build measures it and builds over the whole vectors instead."""
+    rng = np.random.default_rng(8)
+    vectors = rng.normal(size=(2000, 256)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    manifest = build_index(np.arange(2000), vectors, model="m", out_dir=tmp_path, n_trees=5, version="v", reduced_dims=8)
+    assert manifest.reduced_dim == 0 and manifest.metric == "angular"
+    assert sorted(p.name for p in (tmp_path / "v").iterdir()) == sorted(manifest.files) and "vectors.npy" not in manifest.files
+    assert SearchIndex(tmp_path / "v").query(vectors[77], 1)[0][0] == 77
+
+
+def test_a_damaged_vectors_file_is_refused(tmp_path):
+    build_index(np.arange(600), unit_vectors(600, dim=64), model="m", out_dir=tmp_path, n_trees=4, version="v", reduced_dims=16)
+    with open(tmp_path / "v" / "vectors.npy", "r+b") as handle:
+        handle.seek(1000)
+        handle.write(b"\x00garbage")
+    with pytest.raises(IndexCorrupt, match="vectors.npy does not match the checksum"):
+        SearchIndex(tmp_path / "v")
+
+
 def test_the_exact_kth_neighbour_is_found_across_blocks_with_duplicates_tied():
     vectors = unit_vectors(300, dim=16, seed=4) * 3.0  # not unit length: cosines all the same
     vectors[7] = vectors[8]  # a duplicate: each is the other's nearest, at cosine 1
@@ -176,10 +239,14 @@ def test_manifest_round_trip():
         Manifest.from_json('{"version": "v"}')
 
 
-@pytest.mark.parametrize("name, value", [("INDEX_SEARCH_K", "-1"), ("INDEX_RECALL_TARGET", "1.5")])
-def test_a_nonsense_nodes_or_recall_setting_is_refused_at_start(tmp_path, name, value):
+@pytest.mark.parametrize("name, value, sound, says", [
+    ("INDEX_SEARCH_K", "-1", "5000", "INDEX_SEARCH_K is a number of nodes"),
+    ("INDEX_RECALL_TARGET", "1.5", "0.9", "INDEX_SEARCH_K is a number of nodes"),
+    ("INDEX_REDUCED_DIMS", "-1", "0", "INDEX_REDUCED_DIMS is a number of principal components"),
+])
+def test_a_nonsense_nodes_recall_or_dimensions_setting_is_refused_at_start(tmp_path, name, value, sound, says):
     from tests.test_access import check_deploy
 
     done = check_deploy(tmp_path, "check", **{name: value})
-    assert done.returncode != 0 and "INDEX_SEARCH_K is a number of nodes" in done.stderr
-    assert check_deploy(tmp_path, "check", **{name: "0.9" if name == "INDEX_RECALL_TARGET" else "5000"}).returncode == 0
+    assert done.returncode != 0 and says in done.stderr
+    assert check_deploy(tmp_path, "check", **{name: sound}).returncode == 0

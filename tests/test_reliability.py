@@ -5,6 +5,7 @@ import fcntl
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -233,6 +234,32 @@ def test_a_web_host_keeps_only_the_index_versions_in_use(upload, settings):
     versions.append(publish_one_more(upload, 7))
     assert current_index().version == versions[-1]
     assert local_copies(settings) == [versions[-1]]
+
+
+@pytest.mark.django_db
+def test_a_version_over_principal_components_is_stored_fetched_and_re_ranked(settings, media):
+    """A version whose forest is over principal components carries its projection and whole
+    vectors to storage; a host without a copy fetches them with it and answers with exact cosines."""
+    from benchmarks.fresh_segment import add_rows
+    from benchmarks.index import clip_like_vectors
+    from gallery.engine.index_cache import clear_index_cache
+
+    settings.INDEX_REDUCED_DIMS = 8
+    vectors = clip_like_vectors(600, dim=32, seed=4)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    add_rows(vectors, model_id=MODEL, status="pending", start=0)
+    version = index_publish(force=True).version
+    stored = [name for name in ("index.ann", "ids.npy", "projection.npy", "vectors.npy", "manifest.json") if default_storage.exists(f"indexes/{version}/{name}")]
+    assert len(stored) == 5, stored
+    clear_index_cache()
+    shutil.rmtree(Path(settings.INDEX_CACHE_DIR) / "indexes" / version)  # a host that never had it
+    index = current_index()
+    assert index.manifest.reduced_dim == 8 and (index.directory / "vectors.npy").is_file()
+    ids = np.array(Image.objects.order_by("pk").values_list("pk", flat=True))
+    hits = index.query(vectors[321], 5)
+    assert hits[0] == (ids[321], pytest.approx(1.0, abs=1e-5))
+    exact = dict(zip(ids.tolist(), (vectors @ vectors[321]).tolist()))
+    assert [score for _, score in hits] == pytest.approx([exact[pk] for pk, _ in hits], abs=1e-5)
 
 
 # --- 8. unreadable originals -----------------------------------------------------------------

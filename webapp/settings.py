@@ -227,6 +227,11 @@ INDEX_SEARCH_K = env.int("INDEX_SEARCH_K", default=0)
 INDEX_RECALL_TARGET = env.float("INDEX_RECALL_TARGET", default=0.98)
 if INDEX_SEARCH_K < 0 or not 0 < INDEX_RECALL_TARGET <= 1:
     raise ImproperlyConfigured("INDEX_SEARCH_K is a number of nodes (0: each version's own) and INDEX_RECALL_TARGET a share above 0, at most 1.")
+# Annoy over the vectors' first principal components, its candidates re-ranked by the whole
+# vectors (indexer.index.REDUCED_DIMS: half the nodes for the same recall); 0: over the whole vectors.
+INDEX_REDUCED_DIMS = env.int("INDEX_REDUCED_DIMS", default=128)
+if INDEX_REDUCED_DIMS < 0:
+    raise ImproperlyConfigured("INDEX_REDUCED_DIMS is a number of principal components (0: the whole vectors).")
 # Map the whole Annoy index when a process loads it, not page by page as queries touch it.
 INDEX_PREFAULT = env.bool("INDEX_PREFAULT", default=True)
 INDEX_STORAGE_PREFIX = env.str("INDEX_STORAGE_PREFIX", default="indexes")

@@ -22,8 +22,9 @@ def local_folder(kind: str) -> Path:
     return path
 
 
-def local_copy(prefix: str, names: tuple[str, ...], target: Path) -> Path:
-    """``target`` holding ``names`` from ``prefix/`` in storage; the last name marks completeness.
+def local_copy(prefix: str, names: tuple[str, ...], target: Path, *, optional: tuple[str, ...] = ()) -> Path:
+    """``target`` holding ``names`` from ``prefix/`` in storage (those of ``optional`` only
+    where storage has them); the last name marks completeness.
 
     Processes of one host take turns on a lock file, so the first downloads and the others
     find its copy: a 3 GB index is fetched once per host, not once per worker."""
@@ -37,6 +38,8 @@ def local_copy(prefix: str, names: tuple[str, ...], target: Path) -> Path:
         work = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
         try:
             for name in names:
+                if name in optional and not default_storage.exists(f"{prefix}/{name}"):
+                    continue
                 with default_storage.open(f"{prefix}/{name}", "rb") as src, open(work / name, "wb") as dst:
                     shutil.copyfileobj(src, dst, 1 << 20)
             os.rename(work, target)

@@ -61,14 +61,14 @@ def index_backend() -> IndexBackend:
     :func:`is_live` twice, so it is not named (and its folder made) again on each call."""
     global _milvus, _annoy
     if settings.INDEX_BACKEND == "annoy":
-        key = (str(settings.INDEX_CACHE_DIR), settings.INDEX_TREES, settings.INDEX_SEARCH_K, settings.INDEX_RECALL_TARGET)
+        key = (str(settings.INDEX_CACHE_DIR), settings.INDEX_TREES, settings.INDEX_SEARCH_K, settings.INDEX_RECALL_TARGET, settings.INDEX_REDUCED_DIMS)
         annoy = _annoy
         if annoy is None or annoy[0] != key:
             annoy = _annoy = (
                 key,
                 get_backend(
                     "annoy", root=local_folder("builds"), n_trees=settings.INDEX_TREES, search_k=settings.INDEX_SEARCH_K,
-                    recall_target=settings.INDEX_RECALL_TARGET,
+                    recall_target=settings.INDEX_RECALL_TARGET, reduced_dims=settings.INDEX_REDUCED_DIMS,
                 ),
             )
         return annoy[1]
@@ -262,7 +262,7 @@ class IndexBuild:
             return {"backend": self.backend.name, "n_trees": 0, "checksum": ""}
         manifest = annoy_index.Manifest.from_json((self.folder / annoy_index.MANIFEST_FILE).read_text())
         try:
-            store_artifact(self.folder, self._storage_prefix, annoy_index.FILES)
+            store_artifact(self.folder, self._storage_prefix, manifest.files)
         except Exception as exc:  # a full disk, a bucket refusing: the run fails and is retried
             logger.error("index %s could not be stored: %s", self.version, exc)
             raise StorageUnavailable(f"The index could not be stored ({exc}); nothing was published.") from exc

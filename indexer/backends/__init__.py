@@ -32,7 +32,7 @@ __all__ = [
 def get_backend(name: str, **options) -> IndexBackend:
     """The backend called ``name`` (``INDEX_BACKEND``), built with its own options:
 
-    - ``annoy``: ``root`` (the folder of version directories), ``n_trees``, ``search_k`` (0: each version's own, chosen at build), ``recall_target`` (what that choice must find), ``verify``;
+    - ``annoy``: ``root`` (the folder of version directories), ``n_trees``, ``search_k`` (0: each version's own, chosen at build), ``recall_target`` (what that choice must find), ``reduced_dims`` (principal components the forest is over, 0: the whole vectors), ``verify``;
     - ``milvus``: ``uri`` (``MILVUS_URI``: a ``*.db`` path for Milvus Lite, or
       ``http://host:19530``), ``token`` (``MILVUS_TOKEN``), ``prefix``
       (``MILVUS_COLLECTION_PREFIX``), ``index_type``, ``index_params``, ``search_params``,

@@ -29,6 +29,7 @@ from indexer.index import (
     DEFAULT_TREES,
     MANIFEST_FILE,
     RECALL_TARGET,
+    REDUCED_DIMS,
     IndexCorrupt,
     Manifest,
     SearchIndex,
@@ -93,6 +94,7 @@ class AnnoyBackend(IndexBackend):
         verify: bool = True,
         n_jobs: int = -1,
         recall_target: float = RECALL_TARGET,
+        reduced_dims: int = REDUCED_DIMS,
     ):
         self.root = Path(root)
         self.n_trees = n_trees
@@ -100,6 +102,7 @@ class AnnoyBackend(IndexBackend):
         self.verify = verify  # checksum the files when opening (reads them once)
         self.n_jobs = n_jobs
         self.recall_target = recall_target  # what each build measures its search_k against
+        self.reduced_dims = reduced_dims  # principal components the forest is over (0: the whole vectors)
 
     def directory(self, version: str) -> Path:
         """Where a version's files are (``indexer.index.FILES``), e.g. to copy them to storage."""
@@ -119,7 +122,7 @@ class AnnoyBackend(IndexBackend):
             vectors = np.concatenate([vectors for _, vectors in parts])
         manifest = build_index(
             ids, vectors, model=model_id, out_dir=self.root, n_trees=self.n_trees, version=version, n_jobs=self.n_jobs,
-            recall_target=self.recall_target,
+            recall_target=self.recall_target, reduced_dims=self.reduced_dims,
         )
         return version_info(manifest)
 
