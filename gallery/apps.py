@@ -1,4 +1,5 @@
 from django.apps import AppConfig
+from django.db.models.signals import post_migrate
 
 
 class GalleryConfig(AppConfig):
@@ -10,3 +11,13 @@ class GalleryConfig(AppConfig):
         # takes hides and deletions, Airflow hears of new uploads.
         from gallery.engine import backend  # noqa: F401
         from gallery.indexing import airflow_api  # noqa: F401
+
+        post_migrate.connect(_ensure_tombstone_trigger, sender=self)
+
+
+def _ensure_tombstone_trigger(sender, using, **kwargs) -> None:
+    """After every migrate: SQLite drops a table's triggers when a migration rebuilds it
+    (gallery.catalogue.tombstones)."""
+    from gallery.catalogue import tombstones
+
+    tombstones.ensure_trigger(using)

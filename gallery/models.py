@@ -194,6 +194,10 @@ class Image(models.Model):
             # The status line's counts (gallery.catalogue.status.index_counts, cached) read this index
             # alone, not the rows with their vectors: ~20 bytes a row instead of ~2 KB.
             models.Index(fields=["status", "hidden", "embedded_at"], name="image_status_counts"),
+            # Which of a search's ~320 ranked ids are hidden (gallery.catalogue.visible): a probe
+            # each into the few hidden ones, not into an index of the whole gallery. With the
+            # column it is about, so SQLite reads the index alone, not the rows it finds.
+            models.Index(fields=["id", "hidden"], condition=models.Q(hidden=True), name="image_hidden_ids"),
         ]
 
     def __str__(self):
@@ -267,6 +271,20 @@ def vectors_of(blobs) -> np.ndarray:
     if not blobs:
         return np.zeros((0, 0), dtype=np.float32)
     return np.frombuffer(b"".join(blobs), dtype=np.float32).reshape(len(blobs), -1)
+
+
+class DeletedImage(models.Model):
+    """An image deleted while a kept index version may still hold its vector: search leaves it
+    out (``gallery.catalogue.visible``) by a probe into these few rows, not into an index of the
+    whole gallery. Written by the database itself on every deletion, whichever way it came (a
+    trigger: ``gallery.catalogue.tombstones``); removed by ``index_prune`` once no kept version
+    was read before it."""
+
+    image_id = models.BigIntegerField(primary_key=True)
+    deleted_at = models.DateTimeField()  # the database's clock, set by the trigger
+
+    class Meta:
+        verbose_name = _("deleted image")
 
 
 class IndexVersionQuerySet(models.QuerySet):

@@ -17,10 +17,11 @@ import numpy as np
 from django.conf import settings
 from django.core.files.storage import default_storage
 from django.db import transaction
-from django.db.models import Q, QuerySet
+from django.db.models import Count, Min, Q, QuerySet
 from django.utils import timezone
 from tqdm import tqdm
 
+from gallery.catalogue import tombstones
 from gallery.catalogue.sampling import pk_among
 from gallery.engine import embedder
 from gallery.engine.backend import (
@@ -425,8 +426,21 @@ def index_prune(*, keep: int | None = None, grace_seconds: int | None = None) ->
         removed.append(version.version)
     if removed:
         logger.info("pruned index versions %s", ", ".join(removed))
+    _prune_tombstones(grace)
     sweep_leftovers()  # builds the database does not know, older than any publish in flight
     return removed
+
+
+def _prune_tombstones(grace: int) -> None:
+    """Drop the tombstones of images deleted before the oldest kept version read its vectors
+    (no version that could be served holds them), less ``grace`` for the database's clock,
+    which wrote them, against this process's. None while a kept version's reading time is
+    unknown (a version published before it was recorded)."""
+    kept = IndexVersion.objects.aggregate(oldest=Min("snapshot_at"), unknown=Count("pk", filter=Q(snapshot_at__isnull=True)))
+    if kept["oldest"] is None or kept["unknown"]:
+        return
+    if dropped := tombstones.prune(kept["oldest"] - timedelta(seconds=grace)):
+        logger.info("dropped %d tombstones of images no kept index version holds", dropped)
 
 
 def index_rollback() -> IndexVersion:
