@@ -38,19 +38,31 @@ def relevant_count(scores, background, *, collection_size: int, fdr: float = DEF
     # The tail is what matters, and a query's scores over a collection are a mixture (one hump per
     # kind of photo): a normal curve matched to the sample's 90th and 97.5th percentiles describes
     # the upper tail far better than one matched to the bulk.
-    q90, q975 = np.percentile(background, [90, 97.5])
-    spread = float(q975 - q90) / (_Z975 - _Z90)
+    q90, q975 = _percentiles(background, 90, 97.5)
+    spread = (q975 - q90) / (_Z975 - _Z90)
     if not spread > 0:
         return None
-    centre = float(q90) - _Z90 * spread
-    # Over plain floats: numpy's scalars doubled this loop's time (0.15 against 0.08 ms for 320,
+    centre = q90 - _Z90 * spread
+    # P(Z >= z) = erfc(z / sqrt 2) / 2, erfc mapped over plain floats: numpy has none, and a
+    # loop over numpy's scalars cost twice as much (0.15 against 0.08 ms for 320; this, 0.02 ms;
     # 2 AMD EPYC cores with avx2 avx512f avx512_vnni avx512_bf16).
-    chance = np.array([_upper_tail((score - centre) / spread) for score in scores.tolist()]) * max(collection_size, 1)
+    z = ((scores - centre) / (spread * math.sqrt(2))).tolist()
+    chance = np.fromiter(map(math.erfc, z), dtype=np.float64, count=len(z)) * (0.5 * max(collection_size, 1))
     ranks = np.arange(1, len(scores) + 1)
     passing = np.flatnonzero(chance <= fdr * ranks)
     return int(passing[-1]) + 1 if len(passing) else 0
 
 
-def _upper_tail(z: float) -> float:
-    """P(Z >= z) for a standard normal Z."""
-    return 0.5 * math.erfc(z / math.sqrt(2))
+def _percentiles(values: np.ndarray, *percents: float) -> list[float]:
+    """``np.percentile(values, percents)`` (linear interpolation), from one partial sort: the
+    whole percentile machinery cost 37 us of a search for a 1,000-score background."""
+    positions = [percent / 100 * (len(values) - 1) for percent in percents]
+    below = sorted({math.floor(position) for position in positions} | {min(math.floor(position) + 1, len(values) - 1) for position in positions})
+    ranked = np.partition(values, below)
+    result = []
+    for position in positions:
+        low = math.floor(position)
+        high = min(low + 1, len(values) - 1)
+        fraction = position - low
+        result.append(float(ranked[low]) + (float(ranked[high]) - float(ranked[low])) * fraction)
+    return result
