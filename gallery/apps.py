@@ -12,12 +12,12 @@ class GalleryConfig(AppConfig):
         from gallery.engine import backend  # noqa: F401
         from gallery.indexing import airflow_api  # noqa: F401
 
-        post_migrate.connect(_ensure_tombstone_trigger, sender=self)
+        post_migrate.connect(_ensure_triggers, sender=self)
 
 
-def _ensure_tombstone_trigger(sender, using, **kwargs) -> None:
-    """After every migrate: SQLite drops a table's triggers when a migration rebuilds it
-    (gallery.catalogue.tombstones)."""
+def _ensure_triggers(sender, using, **kwargs) -> None:
+    """After every migrate (and flush): SQLite drops a table's triggers when a migration rebuilds
+    it, and a flush empties the visibility generation's table (gallery.catalogue.tombstones)."""
     from gallery.catalogue import tombstones
 
-    tombstones.ensure_trigger(using)
+    tombstones.ensure_triggers(using)

@@ -287,6 +287,14 @@ class DeletedImage(models.Model):
         verbose_name = _("deleted image")
 
 
+class VisibilityGeneration(models.Model):
+    """One row: a random number the database changes whenever an image is hidden, shown again,
+    inserted hidden or deleted (triggers: ``gallery.catalogue.tombstones``). A process keeps the
+    ids search leaves out and reads them again only when it changed (``gallery.catalogue.visible``)."""
+
+    generation = models.BigIntegerField()
+
+
 class IndexVersionQuerySet(models.QuerySet):
     def current(self, *fields: str) -> IndexVersion | None:
         """The version search serves, or ``None`` before the first publish; ``fields``: read only

@@ -9,6 +9,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 
 from gallery.catalogue.keywords import forget_statistics as forget_word_counts
 from gallery.catalogue.sampling import forget as forget_id_sample
+from gallery.catalogue.visible import forget as forget_left_out
 from gallery.engine.backend import clear_backend_cache
 from gallery.engine.fresh_segment import clear_fresh_cache
 from gallery.engine.index_cache import clear_index_cache
@@ -92,6 +93,7 @@ def media(settings, tmp_path, s3_bucket):
     forget_recent_rankings()
     forget_id_sample()
     forget_word_counts()
+    forget_left_out()
     yield settings.MEDIA_ROOT
     clear_index_cache()
     clear_fresh_cache()
@@ -99,6 +101,7 @@ def media(settings, tmp_path, s3_bucket):
     forget_relevance_backgrounds()
     forget_recent_rankings()
     forget_id_sample()
+    forget_left_out()
     cache.clear()  # what a test cached with INDEX_STATUS_CACHE_SECONDS on (counts, facets) is its own
 
 

@@ -223,23 +223,16 @@ def test_search_reads_its_results_visibility_dates_and_facets_from_one_small_ind
         ).facets()
     assert spread_too == spread
     assert len([query for query in once if "hidden" in query["sql"] and "gallery_image_fts" not in query["sql"]]) == 1
-    # A search by relevance wants no dates or cameras: it asks which of its ids are hidden or
-    # deleted, from the index of hidden ids and the tombstones (a few rows each), not from the
-    # index of the whole gallery (1.04 against 0.45 ms at 1M and 10k on SQLite: section 27).
+    # A search by relevance wants no dates or cameras: it reads the hidden and deleted ids
+    # instead (the test below), the facets the index of visible ids.
     search_check, facets_check = checks
-    for check, index in ((search_check, "image_hidden_ids" if sort == "relevance" else "image_visible_ids"), (facets_check, "image_visible_ids")):
+    if sort == "relevance":
+        assert "gallery_deletedimage" in search_check and "image_visible_ids" not in search_check, search_check
+        checks = [facets_check]
+    for check in checks:
         if connection.vendor == "sqlite":
-            assert f"INDEXED BY {index}" in check, check
-            plan = query_plan(check)
-            assert plan.count(f"USING COVERING INDEX {index}") == 1, plan
-            if index == "image_hidden_ids":
-                assert "SEARCH gallery_deletedimage USING" in plan and "SCAN gallery_deletedimage" not in plan, plan
-            continue
-        if index == "image_hidden_ids":
-            assert re.fullmatch(
-                r"SELECT id FROM gallery_image WHERE hidden AND id = ANY\(.+\) UNION ALL "
-                r"SELECT image_id FROM gallery_deletedimage WHERE image_id = ANY\(.+\)", check, re.DOTALL
-            ), check
+            assert "INDEXED BY image_visible_ids" in check, check
+            assert query_plan(check).count("USING COVERING INDEX image_visible_ids") == 1, query_plan(check)
             continue
         read = re.fullmatch(r"SELECT (.+) FROM gallery_image WHERE NOT hidden AND id = ANY\(.+\)", check, re.DOTALL)
         assert read and set(read[1].split(", ")) <= {"id", "taken_at", "camera_model"}, check
@@ -247,6 +240,53 @@ def test_search_reads_its_results_visibility_dates_and_facets_from_one_small_ind
         with connection.cursor() as cursor:
             cursor.execute("SELECT pg_get_indexdef('image_visible_ids'::regclass)")
             assert cursor.fetchone()[0].endswith("USING btree (id) INCLUDE (taken_at, camera_model) WHERE (NOT hidden)")
+
+
+def test_a_search_by_relevance_reads_one_number_for_its_results_visibility(indexed_gallery, settings):
+    """A search that wants no dates or cameras (the API's, by relevance) leaves out the hidden
+    and deleted ids this process holds, and per search reads only the number the database
+    changes with them (gallery.catalogue.tombstones): one row, whatever the gallery's size,
+    where asking which of its ~320 ids are visible cost 1.04 ms at a million images on SQLite
+    against 0.45 at ten thousand (section 27). A hide or a deletion is seen by the next search;
+    a change that is not about visibility reads nothing again."""
+    from gallery import search
+    from gallery.catalogue import visible
+
+    ids = [image.pk for image in indexed_gallery]
+    generation = "SELECT generation FROM gallery_visibilitygeneration WHERE id = 1"
+
+    def searched():
+        with CaptureQueriesContext(connection) as captured:
+            found = sorted(hit.image.pk for hit in search.search(search.text_query("photo")))
+        about_visibility = [
+            query["sql"] for query in captured
+            if any(word in query["sql"] for word in ("gallery_visibilitygeneration", "gallery_deletedimage", "WHERE hidden", "NOT hidden"))
+        ]
+        return found, about_visibility
+
+    found, first = searched()  # nothing held yet: the number and the ids in one statement
+    assert found == ids and len(first) == 1 and "gallery_deletedimage" in first[0] and "image_visible_ids" not in first[0]
+    if connection.vendor == "sqlite":
+        assert "USING COVERING INDEX image_hidden_ids" in query_plan(first[0]), query_plan(first[0])
+    assert searched() == (ids, [generation])
+    images_set_hidden(images=Image.objects.filter(pk=ids[0]), hidden=True)
+    Image.objects.filter(pk=ids[1]).delete()
+    found, changed = searched()
+    assert found == ids[2:] and changed[0] == generation and len(changed) == 2
+    Image.objects.filter(pk=ids[2]).update(title="Renamed")  # not about visibility
+    indexed_gallery[3].save()  # every field written again, hidden as it was
+    assert searched() == (ids[2:], [generation])
+    images_set_hidden(images=Image.objects.filter(pk=ids[0]), hidden=False)
+    assert searched()[0] == [ids[0], *ids[2:]]
+    # More hidden and deleted ids than a process keeps: each search asks about its own.
+    settings_max, visible.MAX_HELD = visible.MAX_HELD, 1
+    try:
+        images_set_hidden(images=Image.objects.filter(pk__in=ids[2:4]), hidden=True)
+        found, asked = searched()
+        assert found == [ids[0], *ids[4:]] and len(asked) == 3, asked  # the number, the ids (too many), its own
+        assert ("= ANY" if connection.vendor == "postgresql" else "IN wanted") in asked[2], asked
+    finally:
+        visible.MAX_HELD = settings_max
 
 
 @pytest.mark.skipif(connection.vendor != "sqlite", reason="SQLite names its index in the query")

@@ -1,18 +1,26 @@
-"""Tombstones: the ids of deleted images, written by the database on every deletion.
+"""Tombstones and the visibility generation: what the database records so that a search can tell
+which of its ids to leave out without reading an index of the whole gallery.
 
 An Annoy version keeps the vectors of images deleted after it read them, until the next build,
 and a rollback can bring back an older one (``gallery.indexing.index_rollback``). Search must
-leave those ids out. Asking the table which of a search's ~320 ids still exist probes an index of
-the whole gallery, which costs twice as much at a million images as at ten thousand (1.04 against
-0.45 ms on SQLite; docs/performance.md, section 27); asking which are tombstoned (or hidden) probes
-a few rows. So every deletion leaves a :class:`gallery.models.DeletedImage` row, written by a
-trigger in the database (the admin, the API, duplicate clean-up, a bulk or raw SQL delete alike),
-and ``index_prune`` removes those older than every kept version's snapshot (:func:`prune`).
+leave those ids out, and the hidden ones. Asking the table which of a search's ~320 ids still
+exist and are shown probes an index of the whole gallery, which costs twice as much at a million
+images as at ten thousand (1.04 against 0.45 ms on SQLite; docs/performance.md, section 27). So
+the database records what is left out, whichever way it came (the admin, the API, duplicate
+clean-up, a bulk or raw SQL statement alike), in triggers:
 
-SQLite drops a table's triggers when a migration rebuilds the table, so the trigger is created
-again after every ``migrate`` (:func:`ensure_trigger`, from ``GalleryConfig.ready``'s
-``post_migrate`` listener); on PostgreSQL it is replaced in place. Image ids are never reused
-(SQLite's AUTOINCREMENT, PostgreSQL's sequences), so a tombstone never hides a newer image.
+- every deletion leaves a :class:`gallery.models.DeletedImage` row (a tombstone), which
+  ``index_prune`` removes once every kept version read its vectors after it (:func:`prune`);
+- every deletion, every change of ``hidden`` and every image inserted hidden gives
+  :class:`gallery.models.VisibilityGeneration` a new random number: a process keeps the hidden
+  and tombstoned ids (``gallery.catalogue.visible``) and reads them again only when it changed
+  (random, not counted up: a number a rolled-back transaction had set may come back, a random
+  one does not).
+
+SQLite drops a table's triggers when a migration rebuilds the table, so they are created again
+after every ``migrate`` (:func:`ensure_trigger`, from ``GalleryConfig.ready``'s ``post_migrate``
+listener); on PostgreSQL they are replaced in place. Image ids are never reused (SQLite's
+AUTOINCREMENT, PostgreSQL's sequences), so a tombstone never hides a newer image.
 """
 
 from __future__ import annotations
@@ -25,20 +33,40 @@ from django.db import connections
 from gallery.models import DeletedImage
 
 TRIGGER = "image_tombstones"
-_TABLE, _IMAGES = "gallery_deletedimage", "gallery_image"
+_TABLE, _IMAGES, _GENERATION = "gallery_deletedimage", "gallery_image", "gallery_visibilitygeneration"
+TRIGGERS = (TRIGGER, "image_hidden_changed", "image_inserted_hidden")
+_NEW_SQLITE_GENERATION = f"UPDATE {_GENERATION} SET generation = random();"
 
-_SQLITE = f"""
-CREATE TRIGGER IF NOT EXISTS {TRIGGER} AFTER DELETE ON {_IMAGES}
-BEGIN
-    INSERT OR IGNORE INTO {_TABLE} (image_id, deleted_at) VALUES (OLD.id, strftime('%Y-%m-%d %H:%M:%f', 'now'));
-END
-"""
-# One statement-level trigger: a bulk delete of many rows writes its tombstones in one INSERT.
+_SQLITE = [
+    f"""
+    CREATE TRIGGER IF NOT EXISTS {TRIGGER} AFTER DELETE ON {_IMAGES}
+    BEGIN
+        INSERT OR IGNORE INTO {_TABLE} (image_id, deleted_at) VALUES (OLD.id, strftime('%Y-%m-%d %H:%M:%f', 'now'));
+        {_NEW_SQLITE_GENERATION}
+    END
+    """,
+    f"""
+    CREATE TRIGGER IF NOT EXISTS image_hidden_changed AFTER UPDATE OF hidden ON {_IMAGES}
+    WHEN OLD.hidden IS NOT NEW.hidden
+    BEGIN {_NEW_SQLITE_GENERATION} END
+    """,
+    f"""
+    CREATE TRIGGER IF NOT EXISTS image_inserted_hidden AFTER INSERT ON {_IMAGES} WHEN NEW.hidden
+    BEGIN {_NEW_SQLITE_GENERATION} END
+    """,
+    f"INSERT OR IGNORE INTO {_GENERATION} (id, generation) VALUES (1, random())",
+]
+# A bulk delete writes its tombstones in one INSERT (a statement-level trigger). Hides and hidden
+# inserts fire row by row, and only where ``hidden`` changed (the WHEN clause costs the other
+# rows nothing; every ``Model.save()`` writes ``hidden`` again, and a statement-level trigger
+# would copy every row an UPDATE touches, vectors and all, to compare them).
+_NEW_POSTGRES_GENERATION = f"UPDATE {_GENERATION} SET generation = (random() * 9.2e18)::bigint;"
 _POSTGRES = [
     f"""
     CREATE OR REPLACE FUNCTION {TRIGGER}() RETURNS trigger LANGUAGE plpgsql AS $$
     BEGIN
         INSERT INTO {_TABLE} (image_id, deleted_at) SELECT id, now() FROM gone ON CONFLICT (image_id) DO NOTHING;
+        IF FOUND THEN {_NEW_POSTGRES_GENERATION} END IF;
         RETURN NULL;
     END
     $$
@@ -47,42 +75,64 @@ _POSTGRES = [
     CREATE OR REPLACE TRIGGER {TRIGGER} AFTER DELETE ON {_IMAGES}
     REFERENCING OLD TABLE AS gone FOR EACH STATEMENT EXECUTE FUNCTION {TRIGGER}()
     """,
+    f"""
+    CREATE OR REPLACE FUNCTION image_visibility_changed() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        {_NEW_POSTGRES_GENERATION}
+        RETURN NULL;
+    END
+    $$
+    """,
+    f"""
+    CREATE OR REPLACE TRIGGER image_hidden_changed AFTER UPDATE OF hidden ON {_IMAGES}
+    FOR EACH ROW WHEN (OLD.hidden IS DISTINCT FROM NEW.hidden) EXECUTE FUNCTION image_visibility_changed()
+    """,
+    f"""
+    CREATE OR REPLACE TRIGGER image_inserted_hidden AFTER INSERT ON {_IMAGES}
+    FOR EACH ROW WHEN (NEW.hidden) EXECUTE FUNCTION image_visibility_changed()
+    """,
+    f"INSERT INTO {_GENERATION} (id, generation) VALUES (1, (random() * 9.2e18)::bigint) ON CONFLICT (id) DO NOTHING",
 ]
 
 
-def ensure_trigger(using: str = "default") -> bool:
-    """Create the trigger where it is missing; False when the tables are not migrated yet."""
+def ensure_triggers(using: str = "default") -> bool:
+    """Create the triggers where they are missing, and the generation's row; False when the
+    tables are not migrated yet."""
     connection = connections[using]
-    if not {_TABLE, _IMAGES} <= set(connection.introspection.table_names()):
+    if not {_TABLE, _IMAGES, _GENERATION} <= set(connection.introspection.table_names()):
         return False
-    statements = {"sqlite": [_SQLITE], "postgresql": _POSTGRES}.get(connection.vendor, [])
+    statements = {"sqlite": _SQLITE, "postgresql": _POSTGRES}.get(connection.vendor, [])
     with connection.cursor() as cursor:
         for statement in statements:
             cursor.execute(statement)
     return bool(statements)
 
 
-def drop_trigger(using: str = "default") -> None:
+def drop_triggers(using: str = "default") -> None:
     connection = connections[using]
-    statements = {
-        "sqlite": [f"DROP TRIGGER IF EXISTS {TRIGGER}"],
-        "postgresql": [f"DROP TRIGGER IF EXISTS {TRIGGER} ON {_IMAGES}", f"DROP FUNCTION IF EXISTS {TRIGGER}()"],
-    }.get(connection.vendor, [])
+    if connection.vendor == "sqlite":
+        statements = [f"DROP TRIGGER IF EXISTS {name}" for name in TRIGGERS]
+    elif connection.vendor == "postgresql":
+        statements = [f"DROP TRIGGER IF EXISTS {name} ON {_IMAGES}" for name in TRIGGERS] + [
+            f"DROP FUNCTION IF EXISTS {name}()" for name in (TRIGGER, "image_visibility_changed")
+        ]
+    else:
+        statements = []
     with connection.cursor() as cursor:
         for statement in statements:
             cursor.execute(statement)
 
 
-def has_trigger(using: str = "default") -> bool:
-    """Whether the database holds the trigger (tests; a SQLite table rebuild drops it)."""
+def triggers(using: str = "default") -> set[str]:
+    """The triggers the database holds of these (tests; a SQLite table rebuild drops them)."""
     connection = connections[using]
     query = {
-        "sqlite": ("SELECT 1 FROM sqlite_master WHERE type = 'trigger' AND name = %s", [TRIGGER]),
-        "postgresql": ("SELECT 1 FROM pg_trigger WHERE tgname = %s", [TRIGGER]),
+        "sqlite": "SELECT name FROM sqlite_master WHERE type = 'trigger'",
+        "postgresql": "SELECT tgname FROM pg_trigger",
     }[connection.vendor]
     with connection.cursor() as cursor:
-        cursor.execute(*query)
-        return cursor.fetchone() is not None
+        cursor.execute(query)
+        return {name for name, in cursor.fetchall()} & set(TRIGGERS)
 
 
 def record_missing_ids(image_model, deleted_model, *, at: datetime) -> int:

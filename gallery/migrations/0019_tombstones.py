@@ -1,8 +1,8 @@
-"""Tombstones for deleted images and an index of the hidden ones: what a search asks of its ~320
-ranked ids (which are hidden or deleted) is answered by probing a few rows, not an index of the
-whole gallery (``gallery.catalogue.tombstones``, ``gallery.catalogue.visible``).
+"""Tombstones for deleted images, the visibility generation, and an index of the hidden ids:
+which of a search's ~320 ranked ids are hidden or deleted is known without probing an index of
+the whole gallery (``gallery.catalogue.tombstones``, ``gallery.catalogue.visible``).
 
-The trigger comes first, then a tombstone for every id under the largest that no image holds
+The triggers come first, then a tombstone for every id under the largest that no image holds
 (images deleted before, which a kept index version may still hold): ~1 s at a million images.
 """
 
@@ -13,12 +13,12 @@ from gallery.catalogue import tombstones
 
 
 def forwards(apps, schema_editor):
-    tombstones.ensure_trigger(schema_editor.connection.alias)
+    tombstones.ensure_triggers(schema_editor.connection.alias)
     tombstones.record_missing_ids(apps.get_model("gallery", "Image"), apps.get_model("gallery", "DeletedImage"), at=timezone.now())
 
 
 def backwards(apps, schema_editor):
-    tombstones.drop_trigger(schema_editor.connection.alias)
+    tombstones.drop_triggers(schema_editor.connection.alias)
 
 
 class Migration(migrations.Migration):
@@ -37,6 +37,13 @@ class Migration(migrations.Migration):
             options={
                 "verbose_name": "deleted image",
             },
+        ),
+        migrations.CreateModel(
+            name="VisibilityGeneration",
+            fields=[
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("generation", models.BigIntegerField()),
+            ],
         ),
         migrations.AddIndex(
             model_name="image",
