@@ -96,13 +96,13 @@ def test_the_index_and_the_fresh_segment_come_from_one_query_and_agree(fresh_gal
     of both (the index read before the publish, the segment after it)."""
     built, fresh = fresh_gallery
     before = IndexVersion.objects.get(is_current=True).version
-    index, segment = backend.search_view(MODEL)  # loads both
+    index, segment, _ = backend.search_view(MODEL)  # loads both
     with django_assert_num_queries(1):
-        index, segment = backend.search_view(MODEL)
+        index, segment, _ = backend.search_view(MODEL)
     assert index.version == segment.version == before and len(segment) == 5
     assert index.query(fresh[4].vector, 1)[0][0] != fresh[4].pk  # not built in: the segment holds it
     published = indexing.index_publish()
-    index, segment = backend.search_view(MODEL)
+    index, segment, _ = backend.search_view(MODEL)
     assert index.version == segment.version == published.version != before and len(segment) == 0
     assert index.query(fresh[4].vector, 1)[0][0] == fresh[4].pk
     hits = search.search(search.SearchQuery.similar(fresh[4]))

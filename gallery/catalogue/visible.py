@@ -11,10 +11,12 @@ Both read it in plain SQL: compiling the QuerySet cost more than running it.
 
 A search that wants no columns (the API's, by relevance, without facets) asks the opposite:
 which of its ids are hidden or deleted. The process keeps those ids (the hidden ones and the
-tombstones, ``gallery.catalogue.tombstones``) and, per search, reads only the number the
-database changes with them (``VisibilityGeneration``): at a million images 1.04 ms of a search
-on SQLite became ~0.05 (section 27). Where more than MAX_HELD are hidden or deleted, a search
-asks which of its ids are among them, from the index of hidden ids and the tombstones.
+tombstones, ``gallery.catalogue.tombstones``) and reads them again only when the number the
+database changes with them (``VisibilityGeneration``) changed; a search reads that number with
+the index version, in the statement it makes anyway (``gallery.engine.backend.search_view``):
+at a million images 1.04 ms of a search on SQLite became ~0.02 (section 27). Where more than
+MAX_HELD are hidden or deleted, a search asks which of its ids are among them, from the index
+of hidden ids and the tombstones.
 """
 
 from __future__ import annotations
@@ -39,12 +41,13 @@ _held: tuple[int, frozenset[int] | None] | None = None  # (generation, the ids l
 logger = logging.getLogger(__name__)
 
 
-def visible_among(ids: list[int], columns: tuple[str, ...] = ()) -> list[tuple]:
+def visible_among(ids: list[int], columns: tuple[str, ...] = (), *, generation: int | None = None) -> list[tuple]:
     """``(id, *columns)`` of the visible images among ``ids`` (any order); ``columns`` from
-    :data:`COLUMNS`."""
+    :data:`COLUMNS`. ``generation``: the visibility generation, when the caller read it (search
+    reads it with the index version: ``gallery.engine.backend.search_view``)."""
     if not set(columns) <= set(COLUMNS):
         raise ValueError(f"the index holds {COLUMNS}, not {columns}")
-    if not columns and (gone := _left_out(ids)) is not None:
+    if not columns and (gone := _left_out(ids, generation)) is not None:
         return [(pk,) for pk in dict.fromkeys(ids) if pk not in gone]
     select = f"SELECT {', '.join(('id', *columns))} FROM {Image._meta.db_table}"
     if connection.vendor == "postgresql":
@@ -67,16 +70,18 @@ def visible_among(ids: list[int], columns: tuple[str, ...] = ()) -> list[tuple]:
     return list(Image.objects.visible().filter(pk_among(ids)).order_by().values_list("pk", *columns))
 
 
-def _left_out(ids: list[int]) -> Collection[int] | None:
-    """The hidden and deleted ids (those held, when the generation is the one they were read
-    at; else of ``ids``); None where the database cannot say (not migrated)."""
+def _left_out(ids: list[int], generation: int | None = None) -> Collection[int] | None:
+    """The hidden and deleted ids (those held, when ``generation``, or the one read now, is the
+    one they were read at; else of ``ids``); None where the database cannot say (not migrated)."""
     global _held
     if connection.vendor not in ("sqlite", "postgresql"):
         return None
     held = _held
+    if held is not None and generation is not None and generation == held[0]:
+        return held[1] if held[1] is not None else _hidden_or_deleted(ids)
     try:
         with connection.cursor() as cursor:
-            if held is not None:
+            if held is not None and generation is None:
                 cursor.execute(f"SELECT generation FROM {VisibilityGeneration._meta.db_table} WHERE id = 1")
                 row = cursor.fetchone()
                 if row is not None and row[0] == held[0]:
@@ -85,9 +90,10 @@ def _left_out(ids: list[int]) -> Collection[int] | None:
     except OperationalError as exc:  # SQLite, not migrated: no such table (PostgreSQL's are)
         _say_once(str(exc))
         return None
+    if held is not None:
+        _held = held
     if held is None or held[1] is None:  # a flushed table (tests), or too many to hold
         return _hidden_or_deleted(ids)
-    _held = held
     return held[1]
 
 

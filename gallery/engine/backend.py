@@ -29,6 +29,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
+from typing import NamedTuple
 from pathlib import Path
 
 import numpy as np
@@ -139,17 +140,23 @@ def current_reader() -> IndexReader | None:
     return _reader_of(IndexVersion.objects.current("version", "checksum", "backend"))
 
 
-def search_view(model_id: str) -> tuple[IndexReader | None, fresh_segment.FreshSegment | None]:
+class SearchView(NamedTuple):
+    index: IndexReader | None
+    segment: fresh_segment.FreshSegment | None  # None on a live engine, which holds new vectors itself
+    # The visibility generation read with them (gallery.catalogue.visible); None on a live engine.
+    left_out: int | None = None
+
+
+def search_view(model_id: str) -> SearchView:
     """What a search in ``model_id``'s space reads: the current version's reader (as
-    :func:`current_reader`) and, on a snapshot engine, the fresh segment of that model (``None``
-    on a live engine, which holds new vectors itself). Both come from one query, so they agree:
-    a version made current in between cannot leave the rows it took from the segment out of
-    both (unless that version cannot be loaded here: ``index_cache`` then serves the one it
-    holds, and says so in the log)."""
+    :func:`current_reader`) and, on a snapshot engine, the fresh segment of that model and the
+    visibility generation. They come from one query, so they agree: a version made current in
+    between cannot leave the rows it took from the segment out of both (unless that version
+    cannot be loaded here: ``index_cache`` then serves the one it holds, and says so in the log)."""
     if is_live():
-        return current_reader(), None
+        return SearchView(current_reader(), None)
     seen = fresh_segment.fingerprint(model_id)
-    return _reader_of(seen.current_version()), fresh_segment.segment_of(seen)
+    return SearchView(_reader_of(seen.current_version()), fresh_segment.segment_of(seen), seen.left_out)
 
 
 def fresh_segment_of(model_id: str) -> fresh_segment.FreshSegment | None:

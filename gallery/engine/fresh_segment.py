@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 
 import numpy as np
@@ -38,7 +38,7 @@ from django.conf import settings
 from django.db import connection
 from django.db.models import F
 
-from gallery.models import Image, IndexVersion, vectors_of
+from gallery.models import Image, IndexVersion, VisibilityGeneration, vectors_of
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +57,9 @@ class Fingerprint:
     # That version's checksum and engine, so that search loads it without asking again.
     checksum: str | None = None
     backend: str | None = None
+    # The visibility generation as it was then (gallery.catalogue.visible): search's hidden and
+    # deleted ids, checked without a query of their own. Not part of what the segment is.
+    left_out: int | None = field(default=None, compare=False)
 
     def current_version(self) -> IndexVersion | None:
         """The current version's row as read with the rows (its version, checksum and engine)."""
@@ -104,8 +107,8 @@ def fingerprint(model_id: str) -> Fingerprint:
     sql, params = _fingerprint_sql(model_id, connection.vendor)
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
-        version, checksum, backend, count, last, top = cursor.fetchone()
-    return Fingerprint(model_id, count, last, top, version, checksum, backend)
+        version, checksum, backend, count, last, top, left_out = cursor.fetchone()
+    return Fingerprint(model_id, count, last, top, version, checksum, backend, left_out)
 
 
 @lru_cache(maxsize=32)
@@ -115,13 +118,15 @@ def _fingerprint_sql(model_id: str, vendor: str) -> tuple[str, tuple]:
     runs: as an ORM aggregate this query cost ~1 ms of every search after the text encoding, four
     times its own run (2 AMD EPYC cores with avx2 avx512f avx512_vnni avx512_bf16, a million images;
     docs/performance.md, section 23). The
-    version rides along through a join, so that an empty segment still reads it."""
+    version rides along through a join, so that an empty segment still reads it, and the
+    visibility generation as a scalar subquery."""
     rows = fresh_rows(model_id).order_by().values(fresh_id=F("pk"), fresh_at=F("embedded_at"))
     rows_sql, rows_params = rows.query.sql_with_params()
     current = IndexVersion.objects.filter(is_current=True).order_by().values("version", "checksum", "backend")[:1]
     current_sql, current_params = current.query.sql_with_params()
+    generation_sql = f"SELECT generation FROM {VisibilityGeneration._meta.db_table} WHERE id = 1"
     sql = (
-        "SELECT v.version, v.checksum, v.backend, f.n, f.last, f.top FROM "
+        f"SELECT v.version, v.checksum, v.backend, f.n, f.last, f.top, ({generation_sql}) FROM "
         f"(SELECT COUNT(*) AS n, MAX(r.fresh_at) AS last, MAX(r.fresh_id) AS top FROM ({rows_sql}) r) f "
         f"LEFT JOIN ({current_sql}) v ON TRUE"
     )

@@ -29,7 +29,7 @@ def nearest_stored(vectors: np.ndarray, *, model_id: str, k: int) -> list[list[t
     vectors = np.asarray(vectors, dtype=np.float32)
     found: list[dict[int, float]] = [{} for _ in range(len(vectors))]
     try:
-        index, segment = search_view(model_id)
+        index, segment, _ = search_view(model_id)
     except NotReady as exc:  # the current version is in the engine configured before: the next publish replaces it
         logger.warning("near neighbours from the fresh segment only: %s", exc)
         index, segment = None, fresh_segment_of(model_id)

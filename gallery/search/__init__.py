@@ -302,7 +302,9 @@ def search(query: SearchQuery, options: ResultOptions = ResultOptions()) -> Sear
     limit = settings.SEARCH_MAX_RESULTS
     mode = query.ranking_mode()
     filtered = options.filtered_images()
-    clip_pairs, relevant = _clip_ranking(query, limit, filtered, only_visible=not options.includes_hidden) if mode != ranking.KEYWORDS else ([], None)
+    clip_pairs, relevant, left_out = (
+        _clip_ranking(query, limit, filtered, only_visible=not options.includes_hidden) if mode != ranking.KEYWORDS else ([], None, None)
+    )
     if options.relevant and relevant is not None:
         clip_pairs = clip_pairs[:relevant]
     keyword_pairs = keywords.keyword_ranking(query.text, limit) if mode != ranking.CLIP else []
@@ -322,7 +324,7 @@ def search(query: SearchQuery, options: ResultOptions = ResultOptions()) -> Sear
     if filtered is not None:
         rows = filtered.filter(pk_among(ids)).order_by().values_list("pk", *columns)
     else:
-        rows = visible_among(ids, columns)  # from one small index, not ~320 rows
+        rows = visible_among(ids, columns, generation=left_out)  # not from ~320 rows
     shown = {pk: tuple(read) for pk, *read in rows}  # read: the columns, in that order
     ranked = [hit for hit in ranked if hit[0] in shown]
     if options.sort == "relevance":
@@ -339,14 +341,15 @@ def search(query: SearchQuery, options: ResultOptions = ResultOptions()) -> Sear
 
 def _clip_ranking(
     query: SearchQuery, limit: int, filtered: QuerySet[Image] | None = None, *, only_visible: bool = True
-) -> tuple[list[tuple[int, float]], int | None]:
+) -> tuple[list[tuple[int, float]], int | None, int | None]:
     """``(id, cosine)`` of the nearest vectors, best first, from the index and the fresh segment
-    (among ``filtered`` only, when given: ``gallery.search.filtered_search``); and how many of them are
-    relevant (None: too few images to judge). ``only_visible``: an engine that filters
-    visibility leaves hidden rows out (a curator's ``hidden=true`` filter wants them)."""
+    (among ``filtered`` only, when given: ``gallery.search.filtered_search``); how many of them are
+    relevant (None: too few images to judge); and the visibility generation read with the index
+    (None when none was). ``only_visible``: an engine that filters visibility leaves hidden rows
+    out (a curator's ``hidden=true`` filter wants them)."""
     model_id = query.model_id()
     # One query; the segment is None on a live engine (and for an image not embedded yet).
-    index, segment = search_view(model_id) if model_id is not None else (current_reader(), None)
+    index, segment, left_out = search_view(model_id) if model_id is not None else (current_reader(), None, None)
     if index is None and not (segment is not None and len(segment)):
         _not_ready()  # before encoding: nothing to search, no work
     if index is not None and model_id is not None:
@@ -390,7 +393,7 @@ def _clip_ranking(
         [score for _, score in pairs], vector, model_id=model_id, version=index.version if index is not None else None,
         collection_size=collection_size,
     )
-    return pairs, relevant
+    return pairs, relevant, left_out
 
 
 def merge_ranked(*rankings: list[tuple[int, float]]) -> list[tuple[int, float]]:
