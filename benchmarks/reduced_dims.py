@@ -6,10 +6,11 @@ against Annoy over the whole vectors, on CLIP-shaped vectors (docs/performance.m
 
 At a million images an Annoy query is memory-bound: each node it inspects is a 512-d vector read
 from memory, not from the CPU's cache (0.28 us a node at 1M against 0.08 at 10k). This measures
-the way out that section 26 proposes, before the product builds it: an index over the first
-``d`` principal components of the vectors (computed on a sample of 50,000), whose 320
-candidates (a search's SEARCH_MAX_RESULTS) are re-ranked by their whole vectors; a ``d`` equal
-to ``--dim`` is Annoy as the product builds it today (angular, no re-ranking). Queries are
+the way out that section 26 proposed and ``indexer.index`` now builds (``INDEX_REDUCED_DIMS``,
+section 27): an index over the first ``d`` principal components of the vectors (computed on a
+sample of 50,000: ``indexer.index.principal_axes``), whose 320 candidates (a search's
+SEARCH_MAX_RESULTS) are re-ranked by their whole vectors; a ``d`` equal to ``--dim`` is Annoy
+over the whole vectors (angular, no re-ranking). Queries are
 held-out vectors of the same distribution; the truth is an exact search. Each index is queried
 once to page it in, then timed.
 """
@@ -25,16 +26,9 @@ import numpy as np
 
 from benchmarks.index import DIM, clip_like_vectors, exact_top10
 from benchmarks.report import machine, percentile_ms, table
+from indexer.index import RERANK_CANDIDATES, principal_axes
 
-CANDIDATES = 320  # what a search asks the index for (SEARCH_MAX_RESULTS)
-SAMPLE = 50_000  # vectors the principal components are computed on
-
-
-def principal_axes(vectors: np.ndarray, *, sample: int = SAMPLE, seed: int = 0) -> np.ndarray:
-    """The vectors' principal axes (rows, largest variance first), from a uniform sample."""
-    rows = np.random.default_rng(seed).choice(len(vectors), size=min(sample, len(vectors)), replace=False)
-    picked = vectors[np.sort(rows)]
-    return np.linalg.svd(picked - picked.mean(axis=0), full_matrices=False)[2]
+CANDIDATES = RERANK_CANDIDATES  # what a search asks the index for (SEARCH_MAX_RESULTS)
 
 
 def build(vectors: np.ndarray, projection: np.ndarray | None, *, trees: int, path: Path):

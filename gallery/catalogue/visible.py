@@ -14,7 +14,7 @@ which of its ids are hidden or deleted. The process keeps those ids (the hidden 
 tombstones, ``gallery.catalogue.tombstones``) and reads them again only when the number the
 database changes with them (``VisibilityGeneration``) changed; a search reads that number with
 the index version, in the statement it makes anyway (``gallery.engine.backend.search_view``):
-at a million images 1.04 ms of a search on SQLite became ~0.02 (section 27). Where more than
+at a million images 1.04 ms of a search on SQLite became ~0.06 (section 27). Where more than
 MAX_HELD are hidden or deleted, a search asks which of its ids are among them, from the index
 of hidden ids and the tombstones.
 """
