@@ -2,10 +2,12 @@
 
 A version directory holds these files:
 
-- ``index.ann``: the Annoy forest over items 0..n-1 (Annoy reserves room for the largest item
-  id, so items are numbered densely rather than by database key), numbered in a spatial order
-  (:func:`spatial_order`) so that near vectors lie near each other in the file; over the vectors'
-  first principal components (:data:`REDUCED_DIMS`), or over the whole vectors;
+- ``index-reduced.ann`` or ``index.ann``: the Annoy forest over items 0..n-1 (Annoy reserves
+  room for the largest item id, so items are numbered densely rather than by database key),
+  numbered in a spatial order (:func:`spatial_order`) so that near vectors lie near each other
+  in the file; over the vectors' first principal components (:data:`REDUCED_DIMS`), or over the
+  whole vectors (``index.ann``, the only forest that code from before the components knows: it
+  finds none in a version over components and keeps serving the one it has);
 - ``ids.npy``: item number -> external id (the ``Image`` primary key);
 - ``projection.npy`` and ``vectors.npy``, in a version over principal components only: the
   projection (dimensions x components) and the whole unit vectors by item number, which re-rank
@@ -37,12 +39,16 @@ import numpy as np
 METRIC = "angular"
 REDUCED_METRIC = "dot"  # a projection keeps the ranking by inner product, not the vectors' lengths
 INDEX_FILE = "index.ann"
+REDUCED_INDEX_FILE = "index-reduced.ann"
 IDS_FILE = "ids.npy"
 PROJECTION_FILE = "projection.npy"
 VECTORS_FILE = "vectors.npy"
 MANIFEST_FILE = "manifest.json"
-FILES = (INDEX_FILE, IDS_FILE, PROJECTION_FILE, VECTORS_FILE, MANIFEST_FILE)  # the manifest last: its presence means complete
-REDUCED_FILES = (PROJECTION_FILE, VECTORS_FILE)  # only in a version over principal components
+# Every name a version may hold, the manifest last (its presence means complete); a version holds
+# one forest or the other, and the projection and whole vectors with the reduced one.
+FILES = (INDEX_FILE, REDUCED_INDEX_FILE, IDS_FILE, PROJECTION_FILE, VECTORS_FILE, MANIFEST_FILE)
+REDUCED_FILES = (REDUCED_INDEX_FILE, PROJECTION_FILE, VECTORS_FILE)  # only in a version over principal components
+OPTIONAL_FILES = (INDEX_FILE, *REDUCED_FILES)  # what one version holds and another does not
 
 # Annoy's default search_k (k * n_trees) finds only 20-50% of the true top 10 among 100k
 # 512-d vectors. Inspecting tens of thousands of nodes reaches ~98% at a few milliseconds
@@ -74,7 +80,13 @@ LAYOUT_DIMS = 32  # the order is computed on a random projection to this many di
 # components is measured at each build: a reduced forest that misses the recall target is
 # replaced by one over the whole vectors.
 REDUCED_DIMS = 128
-RERANK_CANDIDATES = 320  # the forest's candidates re-ranked per query (a search asks for 320)
+# The forest's candidates re-ranked per query: twice the results asked for, at least 320 (a
+# search asks for 320), so that the deeper results are re-ranked from more than themselves.
+RERANK_CANDIDATES = 320
+# A reduced forest that needs more nodes than this (what forests over the whole vectors needed
+# at 10,000 to a million CLIP-shaped vectors) is compared with one over the whole vectors, built
+# too, and the one with fewer nodes for the target is kept.
+COMPARE_ABOVE_NODES = 10_000
 PROJECTION_SAMPLE = 50_000  # vectors the principal components are computed on
 
 logger = logging.getLogger(__name__)
@@ -117,7 +129,12 @@ class Manifest:
     @property
     def files(self) -> tuple[str, ...]:
         """The files this version holds, the manifest last."""
-        return FILES if self.reduced_dim else tuple(name for name in FILES if name not in REDUCED_FILES)
+        held = REDUCED_FILES if self.reduced_dim else (INDEX_FILE,)
+        return tuple(name for name in FILES if name in held or name not in OPTIONAL_FILES)
+
+    @property
+    def forest_file(self) -> str:
+        return REDUCED_INDEX_FILE if self.reduced_dim else INDEX_FILE
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True)
@@ -185,15 +202,18 @@ def build_index(
         reduce = 0 < reduced_dims < vectors.shape[1] and len(vectors) > 4 * vectors.shape[1]
         if reduce:
             search_k, recall = _build_reduced(work, vectors, order, reduced_dims, n_trees=n_trees, n_jobs=n_jobs, target=recall_target)
-            if recall < recall_target:
-                logger.warning(
-                    "index %s: over %d principal components the index finds %.3f of the true top 10 (target %.3f): "
-                    "built over the whole vectors instead", version, reduced_dims, recall, recall_target,
-                )
-                for name in REDUCED_FILES:
+            if recall < recall_target or search_k > COMPARE_ABOVE_NODES:
+                whole_k, whole_recall = _build_forest(work, vectors, order, None, n_trees=n_trees, n_jobs=n_jobs, target=recall_target)
+                if prefer_whole((search_k, recall), (whole_k, whole_recall), recall_target):
+                    logger.warning(
+                        "index %s: over %d principal components queries need %d nodes for %.3f of the true top 10, over "
+                        "the whole vectors %d nodes for %.3f (target %.3f): built over the whole vectors",
+                        version, reduced_dims, search_k, recall, whole_k, whole_recall, recall_target,
+                    )
+                    search_k, recall, reduce = whole_k, whole_recall, False
+                for name in (INDEX_FILE,) if reduce else REDUCED_FILES:
                     (work / name).unlink()
-                reduce = False
-        if not reduce:
+        else:
             search_k, recall = _build_forest(work, vectors, order, None, n_trees=n_trees, n_jobs=n_jobs, target=recall_target)
         logger.info("index %s: queries inspect %d nodes, which find %.3f of the true top 10 (target %.3f)", version, search_k, recall, recall_target)
         ids = ids[order]
@@ -205,7 +225,7 @@ def build_index(
             metric=REDUCED_METRIC if reduce else METRIC,
             n_trees=n_trees,
             item_count=len(ids),
-            checksum=file_sha256(work / INDEX_FILE),
+            checksum=file_sha256(work / (REDUCED_INDEX_FILE if reduce else INDEX_FILE)),
             ids_checksum=file_sha256(work / IDS_FILE),
             created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
             build_seconds=round(time.perf_counter() - started, 3),
@@ -221,6 +241,17 @@ def build_index(
         shutil.rmtree(work, ignore_errors=True)
         raise
     return manifest
+
+
+def prefer_whole(reduced: tuple[int, float], whole: tuple[int, float], target: float) -> bool:
+    """Whether a forest over the whole vectors beats one over principal components, each given
+    as (nodes per query, recall) as measured: the one that meets the target; both, the one with
+    fewer nodes; neither, the better recall. A tie keeps the reduced forest (its nodes are a
+    quarter of the size)."""
+    (reduced_k, reduced_recall), (whole_k, whole_recall) = reduced, whole
+    if (whole_recall >= target) != (reduced_recall >= target):
+        return whole_recall >= target
+    return whole_k < reduced_k if whole_recall >= target else whole_recall > reduced_recall
 
 
 def _build_reduced(
@@ -248,11 +279,12 @@ def _build_forest(
     from annoy import AnnoyIndex
 
     forest = AnnoyIndex(vectors.shape[1] if projection is None else projection.shape[1], METRIC if projection is None else REDUCED_METRIC)
-    forest.on_disk_build(str(work / INDEX_FILE))  # pages out to the file, not to RAM
+    forest.on_disk_build(str(work / (INDEX_FILE if projection is None else REDUCED_INDEX_FILE)))  # pages out to the file, not to RAM
     for start in range(0, len(order), 65_536):
         block = vectors[order[start : start + 65_536]]
-        # Lists: Annoy reads an array item by item, each a new numpy scalar.
-        for item, vector in enumerate((block if projection is None else block @ projection).tolist(), start):
+        # Lists: Annoy reads an array item by item, each a new numpy scalar. Projected as unit
+        # vectors: by inner product a longer vector would rank higher.
+        for item, vector in enumerate((block if projection is None else _unit(block) @ projection).tolist(), start):
             forest.add_item(item, vector)
     forest.build(n_trees, n_jobs)
     try:
@@ -265,7 +297,7 @@ def principal_axes(vectors: np.ndarray, *, sample: int = PROJECTION_SAMPLE, seed
     """The vectors' principal axes (rows, largest variance first), from a uniform sample (about
     a second for 50,000 512-d vectors)."""
     rows = np.random.default_rng(seed).choice(len(vectors), size=min(sample, len(vectors)), replace=False)
-    picked = np.asarray(vectors[np.sort(rows)], dtype=np.float32)
+    picked = _unit(vectors[np.sort(rows)])
     return np.linalg.svd(picked - picked.mean(axis=0), full_matrices=False)[2]
 
 
@@ -382,7 +414,7 @@ class SearchIndex:
             # mmap. ``prefault`` maps every page at load (MAP_POPULATE: about 50 ms for a 1M
             # index already in the page cache) instead of on first touch, where each query with
             # a new vector paid for the thousands of pages it reads (1M, 512-d: p50 19 -> 10 ms).
-            self._forest.load(str(self.directory / INDEX_FILE), prefault=prefault)
+            self._forest.load(str(self.directory / self.manifest.forest_file), prefault=prefault)
 
     @property
     def version(self) -> str:
@@ -421,12 +453,13 @@ class SearchIndex:
         return list(zip(ids, scores))
 
     def _query_reranked(self, vector: np.ndarray, k: int, search_k: int) -> list[tuple[int, float]]:
-        """The forest's RERANK_CANDIDATES nearest in principal components (k if more), re-ranked
-        by their whole vectors: the scores are the exact cosines."""
-        wanted = max(k, RERANK_CANDIDATES)
+        """The forest's nearest in principal components (twice ``k``, at least RERANK_CANDIDATES),
+        re-ranked by their whole vectors: the best ``k``, their scores the exact cosines."""
+        wanted = max(2 * k, RERANK_CANDIDATES)
+        vector = _unit(vector)
         items = self._forest.get_nns_by_vector((vector @ self._projection).tolist(), wanted, search_k=max(search_k, 2 * wanted))
         items = np.asarray(items, dtype=np.int64)
-        scores = self._whole[items] @ _unit(vector)
+        scores = self._whole[items] @ vector
         best = np.argsort(-scores, kind="stable")[:k]
         return list(zip(self.ids[items[best]].tolist(), scores[best].astype(np.float64).tolist()))
 
@@ -447,7 +480,10 @@ def _map_array(path: Path, *, prefault: bool) -> np.ndarray:
 
 
 def verify_files(directory: Path, manifest: Manifest) -> None:
-    expected_sums = {INDEX_FILE: manifest.checksum, IDS_FILE: manifest.ids_checksum, PROJECTION_FILE: manifest.projection_checksum, VECTORS_FILE: manifest.vectors_checksum}
+    expected_sums = {
+        manifest.forest_file: manifest.checksum, IDS_FILE: manifest.ids_checksum,
+        PROJECTION_FILE: manifest.projection_checksum, VECTORS_FILE: manifest.vectors_checksum,
+    }
     for name, expected in ((name, expected_sums[name]) for name in manifest.files if name != MANIFEST_FILE):
         path = Path(directory) / name
         if not path.is_file():

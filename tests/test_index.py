@@ -17,6 +17,7 @@ from indexer.index import (
     SearchIndex,
     _kth_nearest_score,
     build_index,
+    prefer_whole,
     spatial_order,
 )
 
@@ -34,6 +35,7 @@ def test_build_writes_a_complete_version_directory(tmp_path):
     version_dir = tmp_path / "v1"
     # 32 dimensions: too few to reduce; the forest is over the whole vectors.
     assert sorted(p.name for p in version_dir.iterdir()) == sorted(set(FILES) - set(REDUCED_FILES)) == sorted(manifest.files)
+    assert manifest.files == ("index.ann", "ids.npy", "manifest.json")  # what code from before the components reads
     assert manifest.reduced_dim == 0
     assert [p.name for p in tmp_path.iterdir()] == ["v1"]  # no temporary directory left behind
     on_disk = json.loads((version_dir / "manifest.json").read_text())
@@ -128,7 +130,10 @@ def test_a_forest_over_principal_components_is_re_ranked_by_the_whole_vectors(tm
     ids = np.arange(3000) * 2 + 1
     manifest = build_index(ids, vectors, model="m", out_dir=tmp_path, n_trees=10, version="v", reduced_dims=32)
     assert manifest.reduced_dim == 32 and manifest.metric == "dot" and manifest.measured_recall >= 0.98
-    assert sorted(p.name for p in (tmp_path / "v").iterdir()) == sorted(FILES) == sorted(manifest.files)
+    # Its forest under another name than index.ann: code from before the components, which
+    # would read it as a forest over the whole vectors, finds none and keeps its version.
+    assert manifest.files == ("index-reduced.ann", "ids.npy", "projection.npy", "vectors.npy", "manifest.json")
+    assert sorted(p.name for p in (tmp_path / "v").iterdir()) == sorted(manifest.files) == sorted(set(FILES) - {"index.ann"})
     index = SearchIndex(tmp_path / "v")
     assert index._forest.f == 32 and np.load(tmp_path / "v" / "projection.npy").shape == (256, 32)
     queries = unit_vectors(100, dim=256, seed=6)
@@ -154,20 +159,44 @@ def test_a_forest_over_principal_components_is_re_ranked_by_the_whole_vectors(tm
 
     index._forest = Spy()
     index.query(queries[0], 10)
-    index.query(queries[0], 500)
-    assert asked == [(32, RERANK_CANDIDATES, manifest.search_k), (32, 500, max(manifest.search_k, 1000))]
+    index.query(queries[0], 320)  # a search's: its deeper results re-ranked from twice as many
+    index.query(queries[0], 2000)
+    assert asked == [(32, RERANK_CANDIDATES, manifest.search_k), (32, 640, manifest.search_k), (32, 4000, 8000)], asked
+    index._forest = real
+    assert len({pk for pk, _ in index.query(queries[1], 320)}) == 320
 
 
-def test_a_reduced_forest_that_misses_the_recall_target_gives_way_to_the_whole_vectors(tmp_path):
+def test_a_reduced_forest_that_misses_the_recall_target_gives_way_to_the_whole_vectors(tmp_path, caplog):
     """Vectors spread evenly over their dimensions lose their neighbours in a few components:
-    the build measures it and builds over the whole vectors instead."""
+    the build measures it, builds over the whole vectors too, and keeps the forest that meets the
+    target."""
     rng = np.random.default_rng(8)
     vectors = rng.normal(size=(2000, 256)).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     manifest = build_index(np.arange(2000), vectors, model="m", out_dir=tmp_path, n_trees=5, version="v", reduced_dims=8)
-    assert manifest.reduced_dim == 0 and manifest.metric == "angular"
+    assert manifest.reduced_dim == 0 and manifest.metric == "angular" and manifest.measured_recall >= 0.98
     assert sorted(p.name for p in (tmp_path / "v").iterdir()) == sorted(manifest.files) and "vectors.npy" not in manifest.files
     assert SearchIndex(tmp_path / "v").query(vectors[77], 1)[0][0] == 77
+    assert "built over the whole vectors" in caplog.text
+
+
+def test_a_reduced_forest_needing_more_nodes_than_one_over_the_whole_vectors_gives_way(tmp_path, monkeypatch):
+    """Meeting the target is not enough: a reduced forest that needs more than
+    COMPARE_ABOVE_NODES is compared with one over the whole vectors, built too, and the one that
+    meets the target with fewer nodes is kept (a tie keeps the reduced one, its nodes smaller)."""
+    from indexer import index as annoy_index
+
+    assert prefer_whole((20_000, 0.985), (10_000, 0.99), 0.98)  # fewer nodes for the target
+    assert not prefer_whole((10_000, 0.985), (10_000, 0.99), 0.98)  # a tie on nodes: the reduced one
+    assert not prefer_whole((40_000, 0.985), (5_000, 0.97), 0.98)  # the whole one misses the target
+    assert prefer_whole((40_000, 0.95), (40_000, 0.97), 0.98)  # both miss: the better recall
+    vectors = unit_vectors(3000, dim=256, seed=5)
+    monkeypatch.setattr(annoy_index, "COMPARE_ABOVE_NODES", 0)  # compare whatever the reduced one needs
+    compared = build_index(np.arange(3000), vectors, model="m", out_dir=tmp_path, n_trees=10, version="v", reduced_dims=32)
+    alone = build_index(np.arange(3000), vectors, model="m", out_dir=tmp_path, n_trees=10, version="whole", reduced_dims=0)
+    kept_reduced = compared.reduced_dim == 32
+    assert kept_reduced == (not prefer_whole((compared.search_k, compared.measured_recall), (alone.search_k, alone.measured_recall), 0.98))
+    assert sorted(p.name for p in (tmp_path / "v").iterdir()) == sorted(compared.files)  # the other forest removed
 
 
 def test_a_damaged_vectors_file_is_refused(tmp_path):

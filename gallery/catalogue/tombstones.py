@@ -18,7 +18,7 @@ clean-up, a bulk or raw SQL statement alike), in triggers:
   one does not).
 
 SQLite drops a table's triggers when a migration rebuilds the table, so they are created again
-after every ``migrate`` (:func:`ensure_trigger`, from ``GalleryConfig.ready``'s ``post_migrate``
+after every ``migrate`` (:func:`ensure_triggers`, from ``GalleryConfig.ready``'s ``post_migrate``
 listener); on PostgreSQL they are replaced in place. Image ids are never reused (SQLite's
 AUTOINCREMENT, PostgreSQL's sequences), so a tombstone never hides a newer image.
 """
@@ -26,9 +26,9 @@ AUTOINCREMENT, PostgreSQL's sequences), so a tombstone never hides a newer image
 from __future__ import annotations
 
 from datetime import datetime
+from itertools import chain
 
-import numpy as np
-from django.db import connections
+from django.db import connections, transaction
 
 from gallery.models import DeletedImage
 
@@ -59,8 +59,11 @@ _SQLITE = [
 # A bulk delete writes its tombstones in one INSERT (a statement-level trigger). Hides and hidden
 # inserts fire row by row, and only where ``hidden`` changed (the WHEN clause costs the other
 # rows nothing; every ``Model.save()`` writes ``hidden`` again, and a statement-level trigger
-# would copy every row an UPDATE touches, vectors and all, to compare them).
+# would copy every row an UPDATE touches, vectors and all, to compare them); the number changes
+# once per statement (a transaction-local mark of the statement): every row of a bulk hide
+# updating the one row again would pile up versions of it, each update scanning them all.
 _NEW_POSTGRES_GENERATION = f"UPDATE {_GENERATION} SET generation = (random() * 9.2e18)::bigint;"
+_ONCE_PER_STATEMENT = "txid_current()::text || '@' || statement_timestamp()::text"
 _POSTGRES = [
     f"""
     CREATE OR REPLACE FUNCTION {TRIGGER}() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -78,7 +81,10 @@ _POSTGRES = [
     f"""
     CREATE OR REPLACE FUNCTION image_visibility_changed() RETURNS trigger LANGUAGE plpgsql AS $$
     BEGIN
-        {_NEW_POSTGRES_GENERATION}
+        IF current_setting('gallery.visibility_changed', true) IS DISTINCT FROM {_ONCE_PER_STATEMENT} THEN
+            PERFORM set_config('gallery.visibility_changed', {_ONCE_PER_STATEMENT}, true);
+            {_NEW_POSTGRES_GENERATION}
+        END IF;
         RETURN NULL;
     END
     $$
@@ -96,16 +102,26 @@ _POSTGRES = [
 
 
 def ensure_triggers(using: str = "default") -> bool:
-    """Create the triggers where they are missing, and the generation's row; False when the
-    tables are not migrated yet."""
+    """Create the triggers as this module writes them (replacing older ones: SQLite has no
+    ``CREATE OR REPLACE TRIGGER``, so it drops them first), and the generation's row; False when
+    the tables are not migrated yet."""
     connection = connections[using]
     if not {_TABLE, _IMAGES, _GENERATION} <= set(connection.introspection.table_names()):
         return False
     statements = {"sqlite": _SQLITE, "postgresql": _POSTGRES}.get(connection.vendor, [])
-    with connection.cursor() as cursor:
+    with transaction.atomic(using=using), connection.cursor() as cursor:
+        if connection.vendor == "sqlite":
+            for name in TRIGGERS:
+                cursor.execute(f"DROP TRIGGER IF EXISTS {name}")
         for statement in statements:
             cursor.execute(statement)
     return bool(statements)
+
+
+def forget_all(using: str = "default") -> None:
+    """Drop every tombstone: after a flush emptied the database (no index version is left to
+    hold a deleted image), whose deletes of the images wrote tombstones on SQLite."""
+    DeletedImage.objects.using(using).all().delete()
 
 
 def drop_triggers(using: str = "default") -> None:
@@ -135,18 +151,49 @@ def triggers(using: str = "default") -> set[str]:
         return {name for name, in cursor.fetchall()} & set(TRIGGERS)
 
 
-def record_missing_ids(image_model, deleted_model, *, at: datetime) -> int:
-    """Tombstones for the ids under the largest that no image holds: images deleted before the
+def record_missing_ids(image_model, deleted_model, *, at: datetime, using: str = "default", batch: int = 50_000) -> int:
+    """Tombstones for the ids that no image holds, up to the last one the database handed out
+    (its sequence: an image deleted with the largest id counts too): images deleted before the
     trigger existed, which a kept index version may still hold (the migration that adds the
-    trigger). Returns how many."""
-    ids = np.fromiter(image_model.objects.order_by().values_list("pk", flat=True).iterator(chunk_size=50_000), dtype=np.int64)
-    if not len(ids):
-        return 0
-    missing = np.setdiff1d(np.arange(1, int(ids.max()) + 1, dtype=np.int64), ids, assume_unique=True)
-    deleted_model.objects.bulk_create(
-        (deleted_model(image_id=int(pk), deleted_at=at) for pk in missing.tolist()), batch_size=5000, ignore_conflicts=True
+    trigger). Read in id order a batch at a time. Returns how many."""
+    last = _last_id_handed_out(using)
+    written, previous = 0, 0
+    ids = image_model.objects.using(using).order_by("pk").values_list("pk", flat=True).iterator(chunk_size=batch)
+    pending: list[int] = []
+    for pk in chain(ids, [last + 1]):  # the sentinel closes the last gap
+        if pk > previous + 1:
+            pending.extend(range(previous + 1, min(pk, last + 1)))
+        previous = max(previous, pk)
+        if len(pending) >= batch:
+            written += _write_tombstones(deleted_model, pending, at=at, using=using)
+            pending = []
+    return written + _write_tombstones(deleted_model, pending, at=at, using=using)
+
+
+def _write_tombstones(deleted_model, ids: list[int], *, at: datetime, using: str) -> int:
+    deleted_model.objects.using(using).bulk_create(
+        (deleted_model(image_id=pk, deleted_at=at) for pk in ids), batch_size=5000, ignore_conflicts=True
     )
-    return len(missing)
+    return len(ids)
+
+
+def _last_id_handed_out(using: str) -> int:
+    """The largest image id the database has handed out (0 for none)."""
+    connection = connections[using]
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT MAX(id) FROM {_IMAGES}")
+        largest = cursor.fetchone()[0] or 0
+        if connection.vendor == "sqlite":
+            cursor.execute("SELECT seq FROM sqlite_sequence WHERE name = %s", [_IMAGES])
+        elif connection.vendor == "postgresql":
+            cursor.execute(
+                "SELECT last_value FROM pg_sequences WHERE schemaname || '.' || sequencename = pg_get_serial_sequence(%s, 'id')",
+                [_IMAGES],
+            )
+        else:
+            return largest
+        row = cursor.fetchone()
+        return max(largest, row[0] or 0) if row else largest
 
 
 def prune(before: datetime) -> int:

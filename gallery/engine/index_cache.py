@@ -24,7 +24,7 @@ from django.conf import settings
 from gallery.engine.artifacts import local_copy, local_folder
 from gallery.errors import SEARCH_UNAVAILABLE, Unavailable
 from gallery.models import IndexVersion
-from indexer.index import FILES, REDUCED_FILES, IndexCorrupt, SearchIndex
+from indexer.index import FILES, OPTIONAL_FILES, IndexCorrupt, SearchIndex
 
 logger = logging.getLogger(__name__)
 
@@ -109,7 +109,7 @@ def _hold(version: str | None) -> None:
 def _load(version: IndexVersion) -> SearchIndex:
     """Memory-map this host's copy, fetching it again once if the copy is damaged."""
     for attempt in (1, 2):
-        directory = local_copy(version.storage_prefix, FILES, local_index_dir(version.version), optional=REDUCED_FILES)
+        directory = local_copy(version.storage_prefix, FILES, local_index_dir(version.version), optional=OPTIONAL_FILES)
         try:
             verified = _verified(directory)
             index = SearchIndex(directory, verify=not verified, prefault=settings.INDEX_PREFAULT)
@@ -132,7 +132,7 @@ _STAMP = ".verified"
 
 
 def _file_marks(directory: Path) -> str:
-    present = [directory / name for name in FILES if name not in REDUCED_FILES or (directory / name).exists()]
+    present = [directory / name for name in FILES if name not in OPTIONAL_FILES or (directory / name).exists()]
     return ";".join(f"{path.name}:{path.stat().st_size}:{path.stat().st_mtime_ns}" for path in present)
 
 

@@ -14,7 +14,10 @@ from gallery.catalogue import tombstones
 
 def forwards(apps, schema_editor):
     tombstones.ensure_triggers(schema_editor.connection.alias)
-    tombstones.record_missing_ids(apps.get_model("gallery", "Image"), apps.get_model("gallery", "DeletedImage"), at=timezone.now())
+    tombstones.record_missing_ids(
+        apps.get_model("gallery", "Image"), apps.get_model("gallery", "DeletedImage"), at=timezone.now(),
+        using=schema_editor.connection.alias,
+    )
 
 
 def backwards(apps, schema_editor):
