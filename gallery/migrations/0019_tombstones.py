@@ -2,8 +2,9 @@
 which of a search's ~320 ranked ids are hidden or deleted is known without probing an index of
 the whole gallery (``gallery.catalogue.tombstones``, ``gallery.catalogue.visible``).
 
-The triggers come first, then a tombstone for every id under the largest that no image holds
-(images deleted before, which a kept index version may still hold): ~1 s at a million images.
+The triggers come first, then a tombstone for every id up to the last one handed out that no
+image holds (images deleted before, which a kept index version may still hold). At a million
+images: 3.6-9.1 s on SQLite, 1.0 s on PostgreSQL, where writes wait for the index of hidden ids.
 """
 
 from django.db import migrations, models
