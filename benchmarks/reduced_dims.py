@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> str:
                     best = query(forest, vectors, projection, vector, nodes)
                     spent.append(time.perf_counter() - started)
                     found += len(expected & set(best))
-                label = f"{dims} (as built today)" if projection is None else f"{dims} principal components, re-ranked"
+                label = f"{dims} (the whole vectors)" if projection is None else f"{dims} principal components, re-ranked"
                 rows.append([label, nodes, found / (10 * len(queries)), percentile_ms(spent, 50), built, path.stat().st_size / 1e6])
             forest.unload()
             path.unlink()

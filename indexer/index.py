@@ -88,6 +88,7 @@ RERANK_CANDIDATES = 320
 # too, and the one with fewer nodes for the target is kept.
 COMPARE_ABOVE_NODES = 10_000
 PROJECTION_SAMPLE = 50_000  # vectors the principal components are computed on
+_BLOCK = 65_536  # vectors reordered (and projected) at a time while a build writes them
 
 logger = logging.getLogger(__name__)
 
@@ -184,8 +185,8 @@ def build_index(
     """Build a version directory ``out_dir/<version>`` from external ids and their vectors; its
     ``search_k`` is the fewest nodes that find ``recall_target`` of the true top 10 (:func:`tune_search_k`).
     The forest is over the vectors' first ``reduced_dims`` principal components when they have
-    more (0: never), unless that forest misses ``recall_target`` where one over the whole vectors
-    is built instead."""
+    more (0: never); when that forest misses ``recall_target`` or needs more than
+    COMPARE_ABOVE_NODES, one over the whole vectors is built too and :func:`prefer_whole` keeps one."""
     ids = np.asarray(ids, dtype=np.int64)
     vectors = np.asarray(vectors, dtype=np.float32)
     if vectors.ndim != 2 or len(ids) != len(vectors):
@@ -215,6 +216,7 @@ def build_index(
                     (work / name).unlink()
         else:
             search_k, recall = _build_forest(work, vectors, order, None, n_trees=n_trees, n_jobs=n_jobs, target=recall_target)
+        forest_file = REDUCED_INDEX_FILE if reduce else INDEX_FILE
         logger.info("index %s: queries inspect %d nodes, which find %.3f of the true top 10 (target %.3f)", version, search_k, recall, recall_target)
         ids = ids[order]
         np.save(work / IDS_FILE, ids)
@@ -225,7 +227,7 @@ def build_index(
             metric=REDUCED_METRIC if reduce else METRIC,
             n_trees=n_trees,
             item_count=len(ids),
-            checksum=file_sha256(work / (REDUCED_INDEX_FILE if reduce else INDEX_FILE)),
+            checksum=file_sha256(work / forest_file),
             ids_checksum=file_sha256(work / IDS_FILE),
             created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
             build_seconds=round(time.perf_counter() - started, 3),
@@ -264,8 +266,8 @@ def _build_reduced(
     # Written in item order, a block at a time: a million 512-d vectors are 2 GB, and a whole
     # reordered copy would double the build's memory.
     whole = np.lib.format.open_memmap(work / VECTORS_FILE, mode="w+", dtype=np.float32, shape=vectors.shape)
-    for start in range(0, len(order), 65_536):
-        whole[start : start + 65_536] = _unit(vectors[order[start : start + 65_536]])
+    for start in range(0, len(order), _BLOCK):
+        whole[start : start + _BLOCK] = _unit(vectors[order[start : start + _BLOCK]])
     whole.flush()
     return _build_forest(work, vectors, order, projection, whole=whole, n_trees=n_trees, n_jobs=n_jobs, target=target)
 
@@ -274,14 +276,15 @@ def _build_forest(
     work: Path, vectors: np.ndarray, order: np.ndarray, projection: np.ndarray | None, *, whole: np.ndarray | None = None,
     n_trees: int, n_jobs: int, target: float,
 ) -> tuple[int, float]:
-    """The Annoy forest ``work/index.ann`` over the vectors in ``order`` (projected by
-    ``projection`` when given); the nodes its queries inspect and the recall they measured."""
+    """The Annoy forest in ``work`` (``index.ann``; ``index-reduced.ann`` over ``projection``,
+    when given) over the vectors in ``order``; the nodes its queries inspect and the recall they
+    measured."""
     from annoy import AnnoyIndex
 
     forest = AnnoyIndex(vectors.shape[1] if projection is None else projection.shape[1], METRIC if projection is None else REDUCED_METRIC)
     forest.on_disk_build(str(work / (INDEX_FILE if projection is None else REDUCED_INDEX_FILE)))  # pages out to the file, not to RAM
-    for start in range(0, len(order), 65_536):
-        block = vectors[order[start : start + 65_536]]
+    for start in range(0, len(order), _BLOCK):
+        block = vectors[order[start : start + _BLOCK]]
         # Lists: Annoy reads an array item by item, each a new numpy scalar. Projected as unit
         # vectors: by inner product a longer vector would rank higher.
         for item, vector in enumerate((block if projection is None else _unit(block) @ projection).tolist(), start):

@@ -5,7 +5,8 @@ An Annoy version keeps the vectors of images deleted after it read them, until t
 and a rollback can bring back an older one (``gallery.indexing.index_rollback``). Search must
 leave those ids out, and the hidden ones. Asking the table which of a search's ~320 ids still
 exist and are shown probes an index of the whole gallery, which costs twice as much at a million
-images as at ten thousand (1.04 against 0.45 ms on SQLite; docs/performance.md, section 27). So
+images as at ten thousand (1.04 against 0.45 ms on SQLite, 2 AMD EPYC cores with avx2 avx512f
+avx512_vnni avx512_bf16; docs/performance.md, section 27). So
 the database records what is left out, whichever way it came (the admin, the API, duplicate
 clean-up, a bulk or raw SQL statement alike), in triggers:
 

@@ -132,7 +132,7 @@ _STAMP = ".verified"
 
 
 def _file_marks(directory: Path) -> str:
-    present = [directory / name for name in FILES if name not in OPTIONAL_FILES or (directory / name).exists()]
+    present = [directory / name for name in FILES if (directory / name).exists()]
     return ";".join(f"{path.name}:{path.stat().st_size}:{path.stat().st_mtime_ns}" for path in present)
 
 

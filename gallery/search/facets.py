@@ -25,12 +25,13 @@ from django.db.models import Count, QuerySet
 from django.utils import timezone
 
 from gallery.catalogue.sampling import among, id_sample, pk_among
+from gallery.catalogue.visible import COLUMNS as VISIBLE_IDS_COLUMNS
 from gallery.catalogue.visible import visible_among
 from gallery.models import Image
 
-# What the facets count of each image beside its tags: both are in the visible-ids index
-# (gallery.catalogue.visible.COLUMNS), so a search's results need no row read for them.
-COLUMNS = ("taken_at", "camera_model")
+# What the facets count of each image beside its tags: what the visible-ids index holds, so a
+# search's results need no row read for them.
+COLUMNS = VISIBLE_IDS_COLUMNS
 FACET_SIZE = 10  # values shown per facet, largest first
 MONTHS_SHOWN = 12  # a year's months, all of them (the page shows months when the results are of one year)
 MIN_SAMPLED = 30  # sampled images below which an estimate says too little to show
