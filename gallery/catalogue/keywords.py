@@ -19,8 +19,8 @@ One function, :func:`keyword_ranking`, with an implementation per database:
 Both first ask for every word; if that finds nothing and the query had several plain words (no
 quotes, ``or`` or ``-``), for any of them ("a photo of a cat" still finds "Chelsea the cat"), so
 natural sentences help too; the words too common to rank all their matches (below) are left out
-of that first, so "photo lighthouse" finds every lighthouse, not only the newest photos.
-Both rank at most (about) the newest RANKED_MATCHES_MAX matches: scoring costs a little per
+of that first, so "photo lighthouse" finds every lighthouse, not only the newest photos
+(:func:`_attempts`; SQLite tries them one at a time, PostgreSQL in one statement). Both rank at most (about) the newest RANKED_MATCHES_MAX matches: scoring costs a little per
 match, and a word in every image of a large gallery would cost seconds.
 """
 
@@ -90,29 +90,33 @@ def keyword_ranking(text: str, limit: int) -> KeywordRanking:
     text = " ".join(text.split())
     if not text or limit <= 0:
         return KeywordRanking()
-    run = {"postgresql": _postgres, "sqlite": _sqlite}.get(connection.vendor)
-    if run is None:
+    first = {"postgresql": _postgres_first, "sqlite": _sqlite_first}.get(connection.vendor)
+    if first is None:
         return KeywordRanking()
-    tokens = text.split()
-    # Any word only for plain words: quotes, "or" and -exclusions say what was meant.
+    found, which = first(_attempts(text), limit)
+    return KeywordRanking(found, every_word=which == 0)
+
+
+def _attempts(text: str):
+    """The queries :func:`keyword_ranking` tries, in order, until one finds something: the whole
+    query (every word), first; the look-alike keys of its codes; then, for plain words only (quotes,
+    "or" and -exclusions say what was meant), any of its words, the rare ones first: a word in
+    more images than are ranked says little about which one is meant, and beside it a rare word's
+    older matches would fall outside the newest RANKED_MATCHES_MAX ("photo or lighthouse" would
+    rank the newest photos only). A generator: SQLite asks for the next only when one found
+    nothing (each costs a little); PostgreSQL asks all of them in one statement."""
+    yield text
+    if look_alikes := " or ".join(dict.fromkeys(look_alike_key(code) for code in codes_in(text))):
+        yield look_alikes
+    tokens, words = text.split(), re.findall(r"\w+", text)
     plain = '"' not in text and not any(token.lower() == "or" or token.startswith("-") for token in tokens)
-    words = re.findall(r"\w+", text)
-    look_alikes = " or ".join(dict.fromkeys(look_alike_key(code) for code in codes_in(text)))
-    if found := run(text, limit):
-        return KeywordRanking(found, every_word=True)
-    if look_alikes and (found := run(look_alikes, limit)):
-        return KeywordRanking(found)
     if not (plain and len(words) > 1):
-        return KeywordRanking()
-    # Any word, the rare ones first: a word in more images than are ranked says little about
-    # which one is meant, and beside it a rare word's older matches would fall outside the
-    # newest RANKED_MATCHES_MAX ("photo or lighthouse" would rank the newest photos only).
+        return
     common = _common_words(words)
     rare = [word for word in words if word not in common]
-    for attempt in (" or ".join(rare) if common and rare else "", " or ".join(words)):
-        if attempt and (found := run(attempt, limit)):
-            return KeywordRanking(found)
-    return KeywordRanking()
+    if common and rare:
+        yield " or ".join(rare)
+    yield " or ".join(words)
 
 
 def _common_words(words: list[str]) -> set[str]:
@@ -237,20 +241,36 @@ def matched_words(query: str, text: str) -> list[tuple[str, bool]]:
     return out
 
 
-def _postgres(text: str, limit: int) -> list[tuple[int, float]]:
-    # Plain SQL, as the QuerySet would write it (SearchRank: ts_rank of the stored document):
-    # compiling that QuerySet cost more than running it, on each of a search's one to three tries
-    # (a ranking 1.90 -> 0.63 ms at a million images, 2 AMD EPYC cores with avx2 avx512f avx512_vnni avx512_bf16).
+def _postgres_first(attempts: Iterable[str], limit: int) -> tuple[list[tuple[int, float]], int | None]:
+    """The first of ``attempts`` that matches anything, ranked, and its place among them (None:
+    none did), in one statement: each attempt's ranking runs only when those before it found
+    nothing (``NOT EXISTS`` over an uncorrelated CTE is a one-time filter: PostgreSQL skips the
+    scan), so a sentence's fallbacks cost no round trips of their own (0.2-0.3 ms each beyond
+    the database's own time at a million images, 2 AMD EPYC cores with avx2 avx512f avx512_vnni
+    avx512_bf16). Plain SQL, as the QuerySet would write it (SearchRank: ts_rank of the stored
+    document): compiling one cost more than running it (1.90 -> 0.63 ms a ranking at a million
+    images)."""
     table, document = connection.ops.quote_name(Image._meta.db_table), connection.ops.quote_name(DOCUMENT_COLUMN)
     query = "websearch_to_tsquery(%s::regconfig, %s)"
-    oldest = _postgres_newest_bound(text)
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"SELECT id, ts_rank({document}, {query}) AS rank FROM {table} WHERE {document} @@ {query}"
-            + (" AND id > %s" if oldest is not None else "") + " ORDER BY rank DESC, id LIMIT %s",
-            [TEXT_CONFIG, text, TEXT_CONFIG, text, *([oldest] if oldest is not None else []), limit],
+    attempts = iter(attempts)
+    whole = next(attempts)
+    if _postgres_bounded():  # the words' shares will be asked: every new word's lexemes in one query
+        _postgres_lexemes(list(dict.fromkeys([*whole.split(), *re.findall(r"\w+", whole)])))
+    attempts = [whole, *attempts]
+    rankings, params = [], []
+    for n, text in enumerate(attempts):
+        oldest = _postgres_newest_bound(text)
+        rankings.append(
+            f"r{n} AS MATERIALIZED (SELECT id, ts_rank({document}, {query}) AS rank FROM {table} "
+            f"WHERE {document} @@ {query}" + "".join(f" AND NOT EXISTS (SELECT FROM r{m})" for m in range(n))
+            + (" AND id > %s" if oldest is not None else "") + " ORDER BY rank DESC, id LIMIT %s)"
         )
-        return [(pk, float(rank)) for pk, rank in cursor.fetchall()]
+        params += [TEXT_CONFIG, text, TEXT_CONFIG, text, *([oldest] if oldest is not None else []), limit]
+    union = " UNION ALL ".join(f"SELECT {n}, id, rank FROM r{n}" for n in range(len(attempts)))
+    with connection.cursor() as cursor:
+        cursor.execute(f"WITH {', '.join(rankings)} {union} ORDER BY 1, 3 DESC, 2", params)
+        rows = cursor.fetchall()
+    return [(pk, float(rank)) for _, pk, rank in rows], rows[0][0] if rows else None
 
 
 def _postgres_newest_bound(text: str) -> int | None:
@@ -281,12 +301,26 @@ def _postgres_lexeme_shares(words: list[str]) -> tuple[list[dict[str, float]], f
     document column: a lexeme missing from its most common ones is rarer than all of them, and
     counts 0. None when no word can be too common to rank: no statistics yet, or no more images
     than RANKED_MATCHES_MAX. The one place both bounds read the statistics; one query."""
-    common, rows = _postgres_word_statistics()
-    if not common or rows <= RANKED_MATCHES_MAX or not words:
+    if not _postgres_bounded() or not words:
         return None
+    common, rows = _postgres_word_statistics()
     return [{lexeme: common.get(lexeme, 0.0) for lexeme in lexemes} for lexemes in _postgres_lexemes(words)], rows
 
 
+def _postgres_bounded() -> bool:
+    """Whether a word can be too common to rank all its matches: ANALYZE has counted the
+    document's words, in more images than RANKED_MATCHES_MAX."""
+    common, rows = _postgres_word_statistics()
+    return bool(common) and rows > RANKED_MATCHES_MAX
+
+
+# A word of ASCII letters and digits with a digit in it ("2019", "a7", "r5f3a") is its own lexeme,
+# lower-cased: the parser calls it a number (uint) or a numword, which the english configuration
+# maps to the simple dictionary (no stemming, no stop words). Asked of no database: codes and
+# numbers are what people type new most often. Not one starting like a number in scientific
+# notation ("12e5x" parses as "12e5" and "x"); tests/test_hybrid.py checks the rule against
+# to_tsvector.
+_OWN_LEXEME = re.compile(r"(?![0-9]+[eE][0-9])[a-zA-Z0-9]*[0-9][a-zA-Z0-9]*")
 _lexemes_lock = threading.Lock()
 _lexemes: LRUCache = LRUCache(maxsize=50_000)  # word -> its lexemes (they never change)
 
@@ -297,6 +331,9 @@ def _postgres_lexemes(words: list[str]) -> list[tuple[str, ...]]:
     asks for the same words' shares two or three times."""
     with _lexemes_lock:
         held = {word: _lexemes.get(word) for word in words}
+    for word in words:
+        if held[word] is None and _OWN_LEXEME.fullmatch(word):
+            held[word] = (word.lower(),)
     missing = [word for word, lexemes in held.items() if lexemes is None]
     if missing:
         with connection.cursor() as cursor:
@@ -347,6 +384,16 @@ def forget_statistics() -> None:
         _counts.clear()
     with _lexemes_lock:
         _lexemes.clear()
+
+
+def _sqlite_first(attempts: Iterable[str], limit: int) -> tuple[list[tuple[int, float]], int | None]:
+    """The first of ``attempts`` that matches anything, ranked, and its place among them (None:
+    none did): one at a time, since a query costs SQLite no round trip, and the next attempt's
+    question (which words are too common) is asked only when needed."""
+    for n, text in enumerate(attempts):
+        if found := _sqlite(text, limit):
+            return found, n
+    return [], None
 
 
 def _sqlite(text: str, limit: int) -> list[tuple[int, float]]:
