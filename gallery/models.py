@@ -289,8 +289,10 @@ class DeletedImage(models.Model):
 
 class VisibilityGeneration(models.Model):
     """One row: a random number the database changes whenever an image is hidden, shown again,
-    inserted hidden or deleted (triggers: ``gallery.catalogue.tombstones``). A process keeps the
-    ids search leaves out and reads them again only when it changed (``gallery.catalogue.visible``)."""
+    inserted hidden or deleted, and whenever a pin is made, renamed or removed (triggers:
+    ``gallery.catalogue.tombstones``). A process keeps the ids search leaves out and the queries
+    that have a pin, and reads them again only when it changed (``gallery.catalogue.visible``,
+    ``gallery.search.pins``)."""
 
     generation = models.BigIntegerField()
 

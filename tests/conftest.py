@@ -13,6 +13,7 @@ from gallery.catalogue.visible import forget as forget_left_out
 from gallery.engine.backend import clear_backend_cache
 from gallery.engine.fresh_segment import clear_fresh_cache
 from gallery.engine.index_cache import clear_index_cache
+from gallery.search.pins import forget as forget_pinned_queries
 from gallery.search.recent import forget as forget_recent_rankings
 from gallery.search.relevance import forget as forget_relevance_backgrounds
 from indexer.embedding import ModelSpec, clear_embedders
@@ -94,6 +95,7 @@ def media(settings, tmp_path, s3_bucket):
     forget_id_sample()
     forget_word_counts()
     forget_left_out()
+    forget_pinned_queries()
     yield settings.MEDIA_ROOT
     clear_index_cache()
     clear_fresh_cache()

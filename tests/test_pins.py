@@ -11,7 +11,7 @@ from django.test.utils import CaptureQueriesContext
 from rest_framework.test import APIClient
 
 from gallery import search
-from gallery.catalogue import curation
+from gallery.catalogue import curation, tombstones
 from gallery.models import Image, PinnedImage, QueryPin
 from gallery.search import pins
 from tests.searching import by_text, similar
@@ -54,6 +54,44 @@ def test_a_query_without_a_pin_costs_one_lookup_of_the_id_alone():
         assert pins.apply_pins("blue shoes", ranked) == ranked
     assert len(queries) == 1
     assert re.fullmatch(r'SELECT "id" FROM "gallery_querypin" WHERE "query" = .+', queries[0]["sql"]), queries[0]["sql"]
+
+
+def test_a_search_knows_which_queries_have_a_pin_without_asking_and_sees_every_change(indexed_gallery):
+    """With the visibility generation read beside the index version, a process keeps the pinned
+    queries: a text search without a pin asks nothing about pins. A pin made, renamed or removed
+    (through the service, or plain SQL as another process might) changes the generation: the
+    next search sees it."""
+    order = ranked_ids(by_text(QUERY))
+    with CaptureQueriesContext(connection) as queries:
+        assert ranked_ids(by_text(QUERY)) == order
+    assert not [query["sql"] for query in queries if "querypin" in query["sql"]], [query["sql"] for query in queries]
+    made = pin(pinned=[order[-1]])
+    assert ranked_ids(by_text(QUERY))[0] == order[-1]
+    with connection.cursor() as cursor:
+        cursor.execute("UPDATE gallery_querypin SET query = %s WHERE id = %s", ["blue shoes", made.pk])
+    assert ranked_ids(by_text(QUERY)) == order and ranked_ids(by_text("blue shoes"))[0] == order[-1]
+    with connection.cursor() as cursor:
+        cursor.execute("DELETE FROM gallery_pinnedimage")
+        cursor.execute("DELETE FROM gallery_querypin")
+    hits = list(by_text("blue shoes"))
+    assert len(hits) == 20 and not any(hit.pinned for hit in hits)
+    (made,) = QueryPin.objects.bulk_create([QueryPin(query=QUERY)])  # no save(), no signal: the trigger alone
+    PinnedImage.objects.bulk_create([PinnedImage(pin=QueryPin.objects.get(query=QUERY), image_id=order[-2], position=0)])
+    assert ranked_ids(by_text(QUERY))[0] == order[-2]
+
+
+def test_without_the_triggers_a_search_asks_about_pins_each_time(indexed_gallery):
+    """A database whose pin triggers are missing (a table rebuilt, migrate not run since)
+    would not say when pins change: the process holds none and asks."""
+    tombstones.drop_triggers()
+    try:
+        with CaptureQueriesContext(connection) as queries:
+            by_text(QUERY)
+        assert [query["sql"] for query in queries if re.search(r'FROM "gallery_querypin" WHERE "query" = ', query["sql"])]
+        made = pin(pinned=[indexed_gallery[0].pk])
+        assert ranked_ids(by_text(QUERY))[0] == made.pinned_ids()[0]
+    finally:
+        tombstones.ensure_triggers()
 
 
 def test_pinned_images_come_first_in_order_and_excluded_never(indexed_gallery):

@@ -16,7 +16,10 @@ clean-up, a bulk or raw SQL statement alike), in triggers:
   :class:`gallery.models.VisibilityGeneration` a new random number: a process keeps the hidden
   and tombstoned ids (``gallery.catalogue.visible``) and reads them again only when it changed
   (random, not counted up: a number a rolled-back transaction had set may come back, a random
-  one does not).
+  one does not);
+- so does every pin made, renamed or removed (``QueryPin``): a process keeps which queries
+  have a pin (``gallery.search.pins``) by the same number, so a text search without one asks
+  the database nothing about pins.
 
 SQLite drops a table's triggers when a migration rebuilds the table, so they are created again
 after every ``migrate`` (:func:`ensure_triggers`, from ``GalleryConfig.ready``'s ``post_migrate``
@@ -35,7 +38,13 @@ from gallery.models import DeletedImage
 
 TRIGGER = "image_tombstones"
 _TABLE, _IMAGES, _GENERATION = "gallery_deletedimage", "gallery_image", "gallery_visibilitygeneration"
-TRIGGERS = (TRIGGER, "image_hidden_changed", "image_inserted_hidden")
+_PINS = "gallery_querypin"
+# name -> the table it watches
+TRIGGERS = {
+    TRIGGER: _IMAGES, "image_hidden_changed": _IMAGES, "image_inserted_hidden": _IMAGES,
+    "query_pin_added": _PINS, "query_pin_removed": _PINS, "query_pin_renamed": _PINS,
+}
+_PIN_EVENTS = {"query_pin_added": "INSERT", "query_pin_removed": "DELETE", "query_pin_renamed": "UPDATE OF query"}
 _NEW_SQLITE_GENERATION = f"UPDATE {_GENERATION} SET generation = random();"
 
 _SQLITE = [
@@ -55,6 +64,11 @@ _SQLITE = [
     CREATE TRIGGER IF NOT EXISTS image_inserted_hidden AFTER INSERT ON {_IMAGES} WHEN NEW.hidden
     BEGIN {_NEW_SQLITE_GENERATION} END
     """,
+    *(
+        f"CREATE TRIGGER IF NOT EXISTS {name} AFTER {event} ON {_PINS}"
+        + (" WHEN OLD.query IS NOT NEW.query" if event.startswith("UPDATE") else "") + f" BEGIN {_NEW_SQLITE_GENERATION} END"
+        for name, event in _PIN_EVENTS.items()
+    ),
     f"INSERT OR IGNORE INTO {_GENERATION} (id, generation) VALUES (1, random())",
 ]
 # A bulk delete writes its tombstones in one INSERT (a statement-level trigger). Hides and hidden
@@ -98,6 +112,16 @@ _POSTGRES = [
     CREATE OR REPLACE TRIGGER image_inserted_hidden AFTER INSERT ON {_IMAGES}
     FOR EACH ROW WHEN (NEW.hidden) EXECUTE FUNCTION image_visibility_changed()
     """,
+    # Pins change a few at a time, by curators: once per statement, whatever it changed.
+    f"""
+    CREATE OR REPLACE FUNCTION query_pins_changed() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN {_NEW_POSTGRES_GENERATION} RETURN NULL; END
+    $$
+    """,
+    *(
+        f"CREATE OR REPLACE TRIGGER {name} AFTER {event} ON {_PINS} FOR EACH STATEMENT EXECUTE FUNCTION query_pins_changed()"
+        for name, event in _PIN_EVENTS.items()
+    ),
     f"INSERT INTO {_GENERATION} (id, generation) VALUES (1, (random() * 9.2e18)::bigint) ON CONFLICT (id) DO NOTHING",
 ]
 
@@ -107,7 +131,7 @@ def ensure_triggers(using: str = "default") -> bool:
     ``CREATE OR REPLACE TRIGGER``, so it drops them first), and the generation's row; False when
     the tables are not migrated yet."""
     connection = connections[using]
-    if not {_TABLE, _IMAGES, _GENERATION} <= set(connection.introspection.table_names()):
+    if not {_TABLE, _IMAGES, _GENERATION, _PINS} <= set(connection.introspection.table_names()):
         return False
     statements = {"sqlite": _SQLITE, "postgresql": _POSTGRES}.get(connection.vendor, [])
     with transaction.atomic(using=using), connection.cursor() as cursor:
@@ -130,14 +154,19 @@ def drop_triggers(using: str = "default") -> None:
     if connection.vendor == "sqlite":
         statements = [f"DROP TRIGGER IF EXISTS {name}" for name in TRIGGERS]
     elif connection.vendor == "postgresql":
-        statements = [f"DROP TRIGGER IF EXISTS {name} ON {_IMAGES}" for name in TRIGGERS] + [
-            f"DROP FUNCTION IF EXISTS {name}()" for name in (TRIGGER, "image_visibility_changed")
+        statements = [f"DROP TRIGGER IF EXISTS {name} ON {table}" for name, table in TRIGGERS.items()] + [
+            f"DROP FUNCTION IF EXISTS {name}()" for name in (TRIGGER, "image_visibility_changed", "query_pins_changed")
         ]
     else:
         statements = []
     with connection.cursor() as cursor:
         for statement in statements:
             cursor.execute(statement)
+
+
+def watches_pins(using: str = "default") -> bool:
+    """Whether every pin made, renamed or removed changes the generation: its triggers exist."""
+    return set(_PIN_EVENTS) <= triggers(using)
 
 
 def triggers(using: str = "default") -> set[str]:

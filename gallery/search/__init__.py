@@ -329,7 +329,7 @@ def search(query: SearchQuery, options: ResultOptions = ResultOptions()) -> Sear
     ranked = [hit for hit in ranked if hit[0] in shown]
     if options.sort == "relevance":
         if filtered is None:  # a pinned image outside a filter would not belong in its results
-            ranked = pins.apply_pins(query.plain_text, ranked)  # only a plain text query is pinned
+            ranked = pins.apply_pins(query.plain_text, ranked, generation=left_out)  # only a plain text query is pinned
     else:  # by date taken; equal dates keep their relevance order (sorted() is stable)
         at = columns.index("taken_at")
         ranked = sorted(ranked, key=lambda hit: shown[hit[0]][at], reverse=options.sort == "newest")
