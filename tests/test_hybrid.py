@@ -316,8 +316,15 @@ def test_on_postgres_a_word_too_common_to_rank_ranks_about_its_newest_matches(ca
         found = sorted(pk for pk, _ in keywords.keyword_ranking("picture zeppelin", 320))
     assert 3 <= len(found) < len(pictures) and found == pictures[-len(found):]
     # Each word's lexemes are asked once per process ("picture" above): the three questions
-    # about the words' shares (every word, which are too common, any word) cost one query.
-    assert sum("to_tsvector" in query["sql"] for query in queries) == 1, [query["sql"] for query in queries]
+    # about the words' shares (every word, which are too common, any word) cost one query; the
+    # newest id, for the any-word attempt's bound, one more; the attempts, one statement.
+    asked = [query["sql"] for query in queries]
+    assert sum("to_tsvector" in sql for sql in asked) == 1 and sum("max(id)" in sql for sql in asked) == 1, asked
+    assert sum("ts_rank" in sql for sql in asked) == 1 and len(asked) == 3, asked
+    # Both attempts bounded (every word and any word too common): the newest id asked once.
+    with CaptureQueriesContext(connection) as queries:
+        keywords.keyword_ranking("picture picture", 320)
+    assert [sum(part in query["sql"] for query in queries) for part in ("max(id)", "ts_rank")] == [1, 1], [q["sql"] for q in queries]
     monkeypatch.setattr(keywords, "RANKED_MATCHES_MAX", 10_000)
     assert sorted(pk for pk, _ in keywords.keyword_ranking("picture", 320)) == pictures
 

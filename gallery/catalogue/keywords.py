@@ -20,8 +20,9 @@ Both first ask for every word; if that finds nothing and the query had several p
 quotes, ``or`` or ``-``), for any of them ("a photo of a cat" still finds "Chelsea the cat"), so
 natural sentences help too; the words too common to rank all their matches (below) are left out
 of that first, so "photo lighthouse" finds every lighthouse, not only the newest photos
-(:func:`_attempts`; SQLite tries them one at a time, PostgreSQL in one statement). Both rank at most (about) the newest RANKED_MATCHES_MAX matches: scoring costs a little per
-match, and a word in every image of a large gallery would cost seconds.
+(:func:`_attempts`; SQLite tries them one at a time, PostgreSQL in one statement). Both rank
+at most (about) the newest RANKED_MATCHES_MAX matches: scoring costs a little per match, and a
+word in every image of a large gallery would cost seconds.
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ from __future__ import annotations
 import re
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from functools import cache
 
 from cachetools import LRUCache, TTLCache
 from django.db import connection
@@ -245,7 +247,8 @@ def _postgres_first(attempts: Iterable[str], limit: int) -> tuple[list[tuple[int
     """The first of ``attempts`` that matches anything, ranked, and its place among them (None:
     none did), in one statement: each attempt's ranking runs only when those before it found
     nothing (``NOT EXISTS`` over an uncorrelated CTE is a one-time filter: PostgreSQL skips the
-    scan), so a sentence's fallbacks cost no round trips of their own (0.2-0.3 ms each beyond
+    scan), so a sentence's fallbacks cost no round trips of their own (the newest id, which a
+    bound for a word too common needs, is asked once at most; 0.2-0.3 ms each beyond
     the database's own time at a million images, 2 AMD EPYC cores with avx2 avx512f avx512_vnni
     avx512_bf16). Plain SQL, as the QuerySet would write it (SearchRank: ts_rank of the stored
     document): compiling one cost more than running it (1.90 -> 0.63 ms a ranking at a million
@@ -255,11 +258,14 @@ def _postgres_first(attempts: Iterable[str], limit: int) -> tuple[list[tuple[int
     attempts = iter(attempts)
     whole = next(attempts)
     if _postgres_bounded():  # the words' shares will be asked: every new word's lexemes in one query
-        _postgres_lexemes(list(dict.fromkeys([*whole.split(), *re.findall(r"\w+", whole)])))
+        _postgres_lexemes(list(dict.fromkeys([*_bound_words(whole), *re.findall(r"\w+", whole)])))
     attempts = [whole, *attempts]
+    newest = cache(_postgres_newest_id)  # asked once, only when an attempt needs a bound
     rankings, params = [], []
     for n, text in enumerate(attempts):
-        oldest = _postgres_newest_bound(text)
+        # The bound is a constant: as a subquery PostgreSQL plans it blind, and for a word in every
+        # title of a million images chose a parallel scan of the table (1.1 s against 18 ms).
+        oldest = _postgres_newest_bound(text, newest)
         rankings.append(
             f"r{n} AS MATERIALIZED (SELECT id, ts_rank({document}, {query}) AS rank FROM {table} "
             f"WHERE {document} @@ {query}" + "".join(f" AND NOT EXISTS (SELECT FROM r{m})" for m in range(n))
@@ -273,15 +279,14 @@ def _postgres_first(attempts: Iterable[str], limit: int) -> tuple[list[tuple[int
     return [(pk, float(rank)) for _, pk, rank in rows], rows[0][0] if rows else None
 
 
-def _postgres_newest_bound(text: str) -> int | None:
+def _postgres_newest_bound(text: str, newest: Callable[[], int] | None = None) -> int | None:
     """The id past which about the newest RANKED_MATCHES_MAX matches of ``text`` lie, or None
     when fewer match. PostgreSQL cannot walk a GIN index's matches newest first, so the share of
     images that match is estimated from the lexeme frequencies ANALYZE keeps for the document
     (a word missing from them is rarer than every word kept, so a query that needs it is small),
     and the newest images are assumed to hold their share: the bound is the newest id minus
     RANKED_MATCHES_MAX / share, one range on the primary key beside the GIN match."""
-    words = [token for token in text.split() if token.lower() != "or" and not token.startswith("-")]
-    if (found := _postgres_lexeme_shares(words)) is None:
+    if (found := _postgres_lexeme_shares(_bound_words(text))) is None:
         return None  # no statistics yet, or too few images to need a bound
     per_word, rows = found
     shares = list({lexeme: share for word in per_word for lexeme, share in word.items()}.values())  # each lexeme once
@@ -289,10 +294,18 @@ def _postgres_newest_bound(text: str) -> int | None:
     share = min(1.0, sum(shares)) if either else min(shares, default=0.0)
     if share * rows <= RANKED_MATCHES_MAX:
         return None
+    return int((newest or _postgres_newest_id)() - RANKED_MATCHES_MAX / share)
+
+
+def _bound_words(text: str) -> list[str]:
+    """The words of ``text`` whose shares bound its matches: not ``or``, not an exclusion."""
+    return [token for token in text.split() if token.lower() != "or" and not token.startswith("-")]
+
+
+def _postgres_newest_id() -> int:
     with connection.cursor() as cursor:
         cursor.execute(f"SELECT max(id) FROM {connection.ops.quote_name(Image._meta.db_table)}")
-        newest = cursor.fetchone()[0] or 0
-    return int(newest - RANKED_MATCHES_MAX / share)
+        return cursor.fetchone()[0] or 0
 
 
 def _postgres_lexeme_shares(words: list[str]) -> tuple[list[dict[str, float]], float] | None:
@@ -327,8 +340,9 @@ _lexemes: LRUCache = LRUCache(maxsize=50_000)  # word -> its lexemes (they never
 
 def _postgres_lexemes(words: list[str]) -> list[tuple[str, ...]]:
     """Each word's lexemes (``english`` stemming; none for a stop word), from the database's
-    ``to_tsvector``, asked once per word and process: a sentence the words' fallback answers
-    asks for the same words' shares two or three times."""
+    ``to_tsvector``, asked once per word and process (a sentence the words' fallback answers
+    asks for the same words' shares two or three times), and never for a word with a digit
+    (:data:`_OWN_LEXEME`)."""
     with _lexemes_lock:
         held = {word: _lexemes.get(word) for word in words}
     for word in words:
