@@ -112,14 +112,18 @@ _POSTGRES = [
     CREATE OR REPLACE TRIGGER image_inserted_hidden AFTER INSERT ON {_IMAGES}
     FOR EACH ROW WHEN (NEW.hidden) EXECUTE FUNCTION image_visibility_changed()
     """,
-    # Pins change a few at a time, by curators: once per statement, whatever it changed.
+    # Pins change a few at a time, by curators: inserts and deletes once per statement; a rename
+    # row by row where the query changed (saving a pin writes its query again, unchanged, and an
+    # ``UPDATE OF query`` statement trigger fires for any statement that sets the column).
     f"""
     CREATE OR REPLACE FUNCTION query_pins_changed() RETURNS trigger LANGUAGE plpgsql AS $$
     BEGIN {_NEW_POSTGRES_GENERATION} RETURN NULL; END
     $$
     """,
     *(
-        f"CREATE OR REPLACE TRIGGER {name} AFTER {event} ON {_PINS} FOR EACH STATEMENT EXECUTE FUNCTION query_pins_changed()"
+        f"CREATE OR REPLACE TRIGGER {name} AFTER {event} ON {_PINS} "
+        + ("FOR EACH ROW WHEN (OLD.query IS DISTINCT FROM NEW.query)" if event.startswith("UPDATE") else "FOR EACH STATEMENT")
+        + " EXECUTE FUNCTION query_pins_changed()"
         for name, event in _PIN_EVENTS.items()
     ),
     f"INSERT INTO {_GENERATION} (id, generation) VALUES (1, (random() * 9.2e18)::bigint) ON CONFLICT (id) DO NOTHING",
@@ -149,13 +153,17 @@ def forget_all(using: str = "default") -> None:
     DeletedImage.objects.using(using).all().delete()
 
 
-def drop_triggers(using: str = "default") -> None:
+def drop_triggers(using: str = "default", *, pins_only: bool = False) -> None:
+    """Drop the triggers (and PostgreSQL's functions); ``pins_only``: those of the pins alone
+    (migration 0020's, reversed)."""
     connection = connections[using]
+    names = [name for name in TRIGGERS if name in _PIN_EVENTS or not pins_only]
+    functions = ["query_pins_changed"] + ([] if pins_only else [TRIGGER, "image_visibility_changed"])
     if connection.vendor == "sqlite":
-        statements = [f"DROP TRIGGER IF EXISTS {name}" for name in TRIGGERS]
+        statements = [f"DROP TRIGGER IF EXISTS {name}" for name in names]
     elif connection.vendor == "postgresql":
-        statements = [f"DROP TRIGGER IF EXISTS {name} ON {table}" for name, table in TRIGGERS.items()] + [
-            f"DROP FUNCTION IF EXISTS {name}()" for name in (TRIGGER, "image_visibility_changed", "query_pins_changed")
+        statements = [f"DROP TRIGGER IF EXISTS {name} ON {TRIGGERS[name]}" for name in names] + [
+            f"DROP FUNCTION IF EXISTS {name}()" for name in functions
         ]
     else:
         statements = []
@@ -165,20 +173,22 @@ def drop_triggers(using: str = "default") -> None:
 
 
 def watches_pins(using: str = "default") -> bool:
-    """Whether every pin made, renamed or removed changes the generation: its triggers exist."""
+    """Whether every pin made, renamed or removed changes the generation: its triggers exist
+    (and, on PostgreSQL, are enabled)."""
     return set(_PIN_EVENTS) <= triggers(using)
 
 
 def triggers(using: str = "default") -> set[str]:
-    """The triggers the database holds of these (tests; a SQLite table rebuild drops them)."""
+    """The triggers of these the database holds on their tables (a SQLite table rebuild drops
+    them); on PostgreSQL the enabled ones."""
     connection = connections[using]
     query = {
-        "sqlite": "SELECT name FROM sqlite_master WHERE type = 'trigger'",
-        "postgresql": "SELECT tgname FROM pg_trigger",
+        "sqlite": "SELECT name, tbl_name FROM sqlite_master WHERE type = 'trigger'",
+        "postgresql": "SELECT tgname, tgrelid::regclass::text FROM pg_trigger WHERE NOT tgisinternal AND tgenabled <> 'D'",
     }[connection.vendor]
     with connection.cursor() as cursor:
         cursor.execute(query)
-        return {name for name, in cursor.fetchall()} & set(TRIGGERS)
+        return {name for name, table in cursor.fetchall() if TRIGGERS.get(name) == table}
 
 
 def record_missing_ids(image_model, deleted_model, *, at: datetime, using: str = "default", batch: int = 50_000) -> int:

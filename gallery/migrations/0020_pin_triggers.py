@@ -13,6 +13,10 @@ def forwards(apps, schema_editor):
     tombstones.ensure_triggers(schema_editor.connection.alias)
 
 
+def backwards(apps, schema_editor):
+    tombstones.drop_triggers(schema_editor.connection.alias, pins_only=True)
+
+
 class Migration(migrations.Migration):
 
     dependencies = [
@@ -20,5 +24,5 @@ class Migration(migrations.Migration):
     ]
 
     operations = [
-        migrations.RunPython(forwards, migrations.RunPython.noop),
+        migrations.RunPython(forwards, backwards),
     ]

@@ -58,10 +58,11 @@ def apply_pins(query_text: str, ranked_pairs: list[tuple[int, float]], *, genera
 
 
 def _pin_of(key: str, generation: int | None = None) -> QueryPin | None:
-    """The pin saved for ``key`` (normalised), or None. Every text search asks, and most find
-    none: with ``generation``, from the pinned queries the process keeps (read again when the
-    generation changed: every pin made, renamed or removed changes it,
-    ``gallery.catalogue.tombstones``), no query; else one lookup by the unique column in plain
+    """The pin saved for ``key`` (normalised), or None. Every plain text search wants to know,
+    and most have none: with ``generation``, from the pinned queries the process keeps (read
+    again when the generation changed: every pin made, renamed or removed changes it,
+    ``gallery.catalogue.tombstones``), no query; without (a live engine such as Milvus reads no
+    generation, nor does a search by words alone), one lookup by the unique column in plain
     SQL (0.25 ms of a search on PostgreSQL, a round trip; compiling it as a QuerySet cost ten
     times the lookup: 0.17 against 0.015 ms on SQLite; 2 AMD EPYC cores with avx2 avx512f
     avx512_vnni avx512_bf16)."""
@@ -98,12 +99,15 @@ def _held_pins(generation: int) -> dict[str, int] | None:
     global _held
     held = _held
     if held is None or held[0] != generation:
-        with _lock, connection.cursor() as cursor:
-            cursor.execute(_sql()[1])
-            rows = cursor.fetchall()
-            watched = tombstones.watches_pins()
-        # Read after the generation: at least as new as it (a later change brings a new one).
-        held = _held = (generation, {query: pk for pk, query in rows} if watched and len(rows) <= MAX_HELD else None)
+        with _lock:
+            held = _held
+            if held is None or held[0] != generation:  # not read by another thread meanwhile
+                with connection.cursor() as cursor:
+                    cursor.execute(_sql()[1])
+                    rows = cursor.fetchall()
+                watched = tombstones.watches_pins()
+                # Read after the generation: at least as new as it (a later change brings a new one).
+                held = _held = (generation, {query: pk for pk, query in rows} if watched and len(rows) <= MAX_HELD else None)
     return held[1]
 
 
