@@ -247,10 +247,10 @@ def _postgres_first(attempts: Iterable[str], limit: int) -> tuple[list[tuple[int
     """The first of ``attempts`` that matches anything, ranked, and its place among them (None:
     none did), in one statement: each attempt's ranking runs only when those before it found
     nothing (``NOT EXISTS`` over an uncorrelated CTE is a one-time filter: PostgreSQL skips the
-    scan), so a sentence's fallbacks cost no round trips of their own (the newest id, which a
-    bound for a word too common needs, is asked once at most; 0.2-0.3 ms each beyond
-    the database's own time at a million images, 2 AMD EPYC cores with avx2 avx512f avx512_vnni
-    avx512_bf16). Plain SQL, as the QuerySet would write it (SearchRank: ts_rank of the stored
+    scan), so a sentence's fallbacks cost no round trips of their own (a round trip cost 0.2-0.3
+    ms beyond the database's own time at a million images, 2 AMD EPYC cores with avx2 avx512f
+    avx512_vnni avx512_bf16); the newest id, which the bound of a word too common needs, is asked
+    once at most. Plain SQL, as the QuerySet would write it (SearchRank: ts_rank of the stored
     document): compiling one cost more than running it (1.90 -> 0.63 ms a ranking at a million
     images)."""
     table, document = connection.ops.quote_name(Image._meta.db_table), connection.ops.quote_name(DOCUMENT_COLUMN)

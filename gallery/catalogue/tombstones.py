@@ -18,8 +18,8 @@ clean-up, a bulk or raw SQL statement alike), in triggers:
   (random, not counted up: a number a rolled-back transaction had set may come back, a random
   one does not);
 - so does every pin made, renamed or removed (``QueryPin``): a process keeps which queries
-  have a pin (``gallery.search.pins``) by the same number, so a text search without one asks
-  the database nothing about pins.
+  have a pin (``gallery.search.pins``) by the same number, so a text search on Annoy (which
+  reads the number with the index version) without a pin asks the database nothing about pins.
 
 SQLite drops a table's triggers when a migration rebuilds the table, so they are created again
 after every ``migrate`` (:func:`ensure_triggers`, from ``GalleryConfig.ready``'s ``post_migrate``
