@@ -81,7 +81,8 @@ LAYOUT_DIMS = 32  # the order is computed on a random projection to this many di
 # replaced by one over the whole vectors.
 REDUCED_DIMS = 128
 # The forest's candidates re-ranked per query: twice the results asked for, at least 320 (a
-# search asks for 320), so that the deeper results are re-ranked from more than themselves.
+# search asks for 320), so that the deeper results are re-ranked from more than themselves
+# (:func:`rerank_candidates`).
 RERANK_CANDIDATES = 320
 # A reduced forest that needs more nodes than this (what forests over the whole vectors needed
 # at 10,000 to a million CLIP-shaped vectors) is compared with one over the whole vectors, built
@@ -358,7 +359,7 @@ def tune_search_k(
             if rerank is None:
                 got = forest.get_nns_by_item(item, 11, search_k=search_k)
             else:
-                candidates = np.asarray(forest.get_nns_by_item(item, RERANK_CANDIDATES, search_k=search_k), dtype=np.int64)
+                candidates = np.asarray(forest.get_nns_by_item(item, rerank_candidates(11), search_k=search_k), dtype=np.int64)
                 got = candidates[np.argsort(-(rerank[candidates] @ unit[n]), kind="stable")[:11]].tolist()
             got = [other for other in got if other != item][:10]
             found += int(np.count_nonzero(_unit(vectors[rows_of_items[got]]) @ unit[n] >= tenth[n] - 1e-5))
@@ -369,7 +370,13 @@ def tune_search_k(
     return search_k, recall
 
 
-def _kth_nearest_score(vectors: np.ndarray, rows: np.ndarray, k: int, *, block: int = 65_536) -> np.ndarray:
+def rerank_candidates(k: int) -> int:
+    """How many candidates a query for ``k`` results asks a forest over principal components for,
+    to re-rank by the whole vectors: the one rule for queries, the build's tuning and benchmarks."""
+    return max(2 * k, RERANK_CANDIDATES)
+
+
+def _kth_nearest_score(vectors: np.ndarray, rows: np.ndarray, k: int, *, block: int = _BLOCK) -> np.ndarray:
     """For each of ``rows``, the cosine of its vector with the ``k``-th nearest other vector."""
     queries = _unit(vectors[rows])
     best = np.full((len(rows), k), -np.inf, dtype=np.float32)
@@ -456,9 +463,9 @@ class SearchIndex:
         return list(zip(ids, scores))
 
     def _query_reranked(self, vector: np.ndarray, k: int, search_k: int) -> list[tuple[int, float]]:
-        """The forest's nearest in principal components (twice ``k``, at least RERANK_CANDIDATES),
-        re-ranked by their whole vectors: the best ``k``, their scores the exact cosines."""
-        wanted = max(2 * k, RERANK_CANDIDATES)
+        """The forest's nearest in principal components (:func:`rerank_candidates`), re-ranked by
+        their whole vectors: the best ``k``, their scores the exact cosines."""
+        wanted = rerank_candidates(k)
         vector = _unit(vector)
         items = self._forest.get_nns_by_vector((vector @ self._projection).tolist(), wanted, search_k=max(search_k, 2 * wanted))
         items = np.asarray(items, dtype=np.int64)

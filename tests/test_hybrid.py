@@ -169,8 +169,8 @@ def test_postgres_matches_through_the_gin_index_and_ranks_the_stored_document(ca
 
 @pytest.mark.skipif(connection.vendor != "postgresql", reason="PostgreSQL's one statement (SQLite: no round trips to save)")
 def test_on_postgres_a_sentences_fallbacks_are_one_statement_that_stops_at_the_first_that_finds(catalogue):
-    """Every word, then any word: one statement, not a round trip each (0.2-0.3 ms each at a
-    million images); an attempt after one that found something scans nothing."""
+    """Every word, then any word: one statement, not a round trip each; an attempt after one
+    that found something scans nothing."""
     keywords._postgres_word_statistics()  # read once per process
     with CaptureQueriesContext(connection) as captured:
         whole = keywords.keyword_ranking("old lighthouse", 50)

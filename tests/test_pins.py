@@ -100,6 +100,18 @@ def test_without_the_triggers_a_search_asks_about_pins_each_time(indexed_gallery
         tombstones.ensure_triggers()
 
 
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="PostgreSQL's triggers can be disabled")
+def test_with_a_pin_trigger_disabled_a_search_asks_about_pins_each_time(indexed_gallery):
+    """A disabled trigger (``ALTER TABLE ... DISABLE TRIGGER``) fires no more than a dropped one."""
+    with connection.cursor() as cursor:
+        cursor.execute("ALTER TABLE gallery_querypin DISABLE TRIGGER query_pin_added")
+    with CaptureQueriesContext(connection) as queries:
+        by_text(QUERY)
+    assert [query["sql"] for query in queries if re.search(r'FROM "gallery_querypin" WHERE "query" = ', query["sql"])]
+    made = pin(pinned=[indexed_gallery[0].pk])
+    assert ranked_ids(by_text(QUERY))[0] == made.pinned_ids()[0]
+
+
 def test_pinned_images_come_first_in_order_and_excluded_never(indexed_gallery):
     before = by_text(QUERY)
     order = ranked_ids(before)

@@ -39,12 +39,9 @@ from gallery.models import DeletedImage
 TRIGGER = "image_tombstones"
 _TABLE, _IMAGES, _GENERATION = "gallery_deletedimage", "gallery_image", "gallery_visibilitygeneration"
 _PINS = "gallery_querypin"
-# name -> the table it watches
-TRIGGERS = {
-    TRIGGER: _IMAGES, "image_hidden_changed": _IMAGES, "image_inserted_hidden": _IMAGES,
-    "query_pin_added": _PINS, "query_pin_removed": _PINS, "query_pin_renamed": _PINS,
-}
 _PIN_EVENTS = {"query_pin_added": "INSERT", "query_pin_removed": "DELETE", "query_pin_renamed": "UPDATE OF query"}
+# name -> the table it watches
+TRIGGERS = {TRIGGER: _IMAGES, "image_hidden_changed": _IMAGES, "image_inserted_hidden": _IMAGES, **dict.fromkeys(_PIN_EVENTS, _PINS)}
 _NEW_SQLITE_GENERATION = f"UPDATE {_GENERATION} SET generation = random();"
 
 _SQLITE = [
