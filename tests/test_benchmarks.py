@@ -126,6 +126,14 @@ def test_search_cost_benchmark(tmp_path):
     assert len(rows) == 14 and all(ms > 0 for ms in rows.values()), rows
     assert rows["the request (Django's test client)"] > rows["search() in all"] > rows["the index query (Annoy)"]
     assert "CPU: " in done.stdout
+    # After the encoder: each text encoded first, its time taken out of the request's.
+    done = subprocess.run([sys.executable, "-m", "benchmarks.search_cost", "--sizes", "150", "--requests", "10", "--after-encoding", *common],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = {line.split("|")[1].strip(): float(line.split("|")[2]) for line in done.stdout.splitlines()
+            if line.startswith("| ") and " ms " not in line and not line.startswith("| ---")}
+    assert rows["the request beyond its encoding (Django's test client)"] > rows["search() in all"] > 0, rows
+    assert "the encoder run on its text first" in done.stdout
 
 
 def test_filtered_search_benchmark(tmp_path):
