@@ -2,6 +2,7 @@
 Annoy and real files."""
 
 import io
+import os
 import shutil
 
 import numpy as np
@@ -192,6 +193,53 @@ def test_processes_on_one_host_share_one_download(indexed_gallery, settings, mon
     whole = sorted(set(FILES) - set(REDUCED_FILES))
     assert copies == [target] * 4 and sorted(name.rsplit("/", 1)[1] for name in opened) == whole
     assert sorted(p.name for p in target.iterdir()) == whole
+
+
+def _huge_page_mapped_mb(path) -> int:
+    """How much of ``path`` a process that maps it whole gets in 2 MB pages (FilePmdMapped)."""
+    import mmap
+
+    real = os.path.realpath(path)
+    with open(real, "rb") as handle:
+        mapped = mmap.mmap(handle.fileno(), 0, flags=mmap.MAP_SHARED | mmap.MAP_POPULATE, prot=mmap.PROT_READ)
+        try:
+            total, current = 0, None
+            for line in open("/proc/self/smaps"):
+                parts = line.split()
+                if "-" in parts[0] and len(parts) >= 6:
+                    current = parts[-1]
+                elif parts[0] == "FilePmdMapped:" and current == real:
+                    total += int(parts[1])
+            return total >> 10
+        finally:
+            mapped.close()
+
+
+def test_a_host_copy_is_mapped_in_huge_pages_where_the_kernel_can(settings, tmp_path):
+    """A host's copy of an artifact is written in pieces of COPY_CHUNK, so that where the page
+    cache holds large folios (ext4 and XFS on recent kernels) the processes that map an index
+    map it in 2 MB pages (a query after the text encoder: 5.8-7.5 -> 3.8-4.4 ms at 1M). Written
+    in pieces of 1 MB, as before, none of it was."""
+    import uuid
+
+    from django.core.files.base import ContentFile
+
+    from gallery.engine.artifacts import local_copy
+
+    probe = tmp_path / "probe.bin"  # can this kernel and file system do it at all?
+    with open(probe, "wb") as handle:
+        for _ in range(4):
+            handle.write(os.urandom(8 << 20))
+    if _huge_page_mapped_mb(probe) == 0:
+        pytest.skip("this kernel or file system maps no file in 2 MB pages")
+    prefix = f"artifact-test-{uuid.uuid4().hex}"
+    default_storage.save(f"{prefix}/blob.bin", ContentFile(os.urandom(32 << 20)))
+    try:
+        copy = local_copy(prefix, ("blob.bin",), tmp_path / "copy") / "blob.bin"
+        assert copy.stat().st_size == 32 << 20
+        assert _huge_page_mapped_mb(copy) >= 24
+    finally:
+        default_storage.delete(f"{prefix}/blob.bin")
 
 
 def test_a_damaged_local_copy_is_fetched_again(indexed_gallery, settings):
