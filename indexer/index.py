@@ -57,8 +57,8 @@ DEFAULT_TREES = 50
 DEFAULT_SEARCH_K = 20_000  # for a version whose manifest has no measured choice (built before it)
 # How many nodes a query inspects is chosen per version at build (:func:`tune_search_k`): the
 # fewest of SEARCH_K_CHOICES that find RECALL_TARGET of the true top 10. What that takes
-# depends on the vectors and their number (clip-like ones: 5,000-7,000 nodes at 10,000 and at a
-# million vectors, 2,500 at 100,000), and it is most of a query's time: a fixed 20,000 cost a
+# depends on the vectors and their number (clip-like ones over principal components: 3,500 nodes
+# at 10,000, 5,000-7,000 at a million), and it is most of a query's time: a fixed 20,000 cost a
 # million-image gallery 3.4 ms a query where 10,000 nodes take 1.5 ms (AMD EPYC, 2 cores,
 # avx2 avx512f; docs/performance.md section 22). The choices grow by at most 1.43x: doubling
 # steps chose up to twice the nodes the target needs (a million-image gallery's forest reached
