@@ -13,7 +13,6 @@ from pathlib import Path
 from django.conf import settings
 from django.core.files.storage import default_storage
 
-
 # Written in pieces of 8 MB, a host's copy sits in the page cache in folios as large as the
 # kernel makes them (2 MB on ext4 and XFS with large folios), which the processes that map it
 # map whole: one TLB entry for 2 MB of index instead of 512. Written in pieces of 1 MB it was
