@@ -62,8 +62,8 @@ DEFAULT_SEARCH_K = 20_000  # for a version whose manifest has no measured choice
 # million-image gallery 3.4 ms a query where 10,000 nodes take 1.5 ms (AMD EPYC, 2 cores,
 # avx2 avx512f; docs/performance.md section 22). The choices grow by at most 1.43x: doubling
 # steps chose up to twice the nodes the target needs (a million-image gallery's forest reached
-# 0.98 at 7,000 nodes but got 10,000: 2.3 ms a query instead of 1.8, Intel Xeon with AMX;
-# section 29).
+# 0.98 at 7,000 nodes but got 10,000: 2.3 ms a query instead of 1.8, Intel Xeon, 2 cores,
+# avx512f avx512_vnni avx512_bf16 amx_int8 amx_bf16; section 29).
 SEARCH_K_CHOICES = (1_000, 1_500, 2_000, 2_500, 3_500, 5_000, 7_000, 10_000, 14_000, 20_000, 28_000, 40_000)
 RECALL_TARGET = 0.98
 TUNING_QUERIES = 200

@@ -18,7 +18,7 @@ from django.core.files.storage import default_storage
 # map whole: one TLB entry for 2 MB of index instead of 512. Written in pieces of 1 MB it was
 # mapped in 4 KB pages, and a query right after the text encoder's forward pass (which leaves
 # the TLB and caches full of the model) took 5.8-7.5 ms instead of 3.8-4.4 at a million images
-# (Intel Xeon with AMX, 2 cores; docs/performance.md section 29).
+# (Intel Xeon, 2 cores, avx512f avx512_vnni avx512_bf16 amx_int8 amx_bf16; docs/performance.md section 29).
 COPY_CHUNK = 8 << 20
 
 
