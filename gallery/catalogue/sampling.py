@@ -60,12 +60,13 @@ def pk_among(ids: list[int]) -> Q:
     PostgreSQL): Django's ``pk__in`` prepares every value on its own, ~10 us each, which for
     thousands of ids costs more than the query itself.
 
-    On PostgreSQL ``pk = ANY(array)``, which walks the primary key in order, not ``IN`` the
-    array's rows, which it joins after a hash of them: an UPDATE through it (publish marks every
-    row of a build indexed, a million after an import) writes each row's new version in that
-    order, and the hash's order scattered the newest rows over the heap (the newest 10,000 of a
-    million on 2,465 pages instead of 386; a word's ranking reads them, docs/performance.md
-    section 30)."""
+    On PostgreSQL ``pk = ANY(array)``, not ``IN`` the array's rows, which it joined after a hash
+    of them: an UPDATE through it (publish marks every row of a build indexed, a million after
+    an import) writes each row's new version in the order it meets the rows, and the hash's
+    order scattered the newest rows over the heap (the newest 10,000 of a million on 2,465 pages
+    instead of 386; a word's ranking reads them, docs/performance.md section 30). ``ANY`` has no
+    such step: the rows come in the primary key's order or the table's, both the ids' order for
+    rows inserted newest last."""
     if connection.vendor == "postgresql":
         return Q(_AnyOf(F("pk"), list(ids)))
     return Q(pk__in=among(ids))
