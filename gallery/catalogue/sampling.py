@@ -75,7 +75,6 @@ def pk_among(ids: list[int]) -> Q:
 class _AnyOf(Lookup):
     """``column = ANY(ids)``, the ids one array parameter (PostgreSQL)."""
 
-    lookup_name = "any_of"
     prepare_rhs = False  # a list of ids, not one value of the column
 
     def as_sql(self, compiler, connection):
