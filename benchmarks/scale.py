@@ -16,7 +16,8 @@ The app runs under gunicorn (1 worker x 4 threads, as in the issue's table) on 1
 request is sent ``--requests`` times one after another after one warm-up, and the median is
 reported with its ratio to the first size. New text searches pay the text encoder: the server
 reports its own encoding time per request (``Server-Timing``, SERVER_TIMING=true), and the search's
-cost beyond it is reported per size.
+cost beyond it is reported per size, with how much of the index's files the server had mapped in
+2 MB pages (the index query's cost depends on it: docs/performance.md, section 30).
 """
 
 from __future__ import annotations
@@ -337,12 +338,38 @@ def start_server(env: dict, port: int) -> tuple[subprocess.Popen, str]:
     raise RuntimeError("gunicorn did not answer")
 
 
-def measure(galleries: dict[int, tuple[dict, dict]], *, port: int, repeats: int) -> dict:
+def index_pages(master: int, var_dir: str) -> tuple[float, float]:
+    """(MB of the gallery's index files that gunicorn's workers under ``master`` have mapped, MB
+    of them in 2 MB pages). The index query after the encoder costs less in 2 MB pages, and a
+    page cache that read the files back page by page after pressure holds them in small ones
+    (docs/performance.md, sections 29 and 30): this says which a run measured."""
+    prefix = os.path.realpath(var_dir) + "/index-cache/"
+    mapped = huge = 0
+    for pid in (int(name) for name in os.listdir("/proc") if name.isdigit()):
+        try:
+            if int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1]) != master:
+                continue
+            lines = Path(f"/proc/{pid}/smaps").read_text().splitlines()
+        except (OSError, IndexError, ValueError):  # gone meanwhile, or not ours to read
+            continue
+        path = ""
+        for line in lines:
+            parts = line.split()
+            if "-" in parts[0] and len(parts) >= 6:  # a mapping's first line ends with its file
+                path = parts[-1]
+            elif path.startswith(prefix) and parts[0] in ("Rss:", "FilePmdMapped:"):
+                kb = int(parts[1])
+                mapped, huge = (mapped + kb, huge) if parts[0] == "Rss:" else (mapped, huge + kb)
+    return mapped / 1024, huge / 1024
+
+
+def measure(galleries: dict[int, tuple[dict, dict]], *, port: int, repeats: int) -> tuple[dict, dict]:
     """Every gallery's server runs at once and the sizes take turns request by request, so a
     load that comes and goes on a shared machine falls on all of them alike. Returns
-    {size: {request: [Timed]}}."""
+    ({size: {request: [Timed]}}, {size: :func:`index_pages` of its server after the requests})."""
     servers, bases = [], {}
     times: dict = {size: {} for size in galleries}
+    pages: dict = {}
     try:
         for n, (size, (env, _)) in enumerate(galleries.items()):
             server, bases[size] = start_server(env, port + n)
@@ -358,12 +385,14 @@ def measure(galleries: dict[int, tuple[dict, dict]], *, port: int, repeats: int)
                 for size in galleries:
                     url, headers, expect = plans[size][index][1](attempt)
                     times[size][name].append(fetch(url, headers=headers, expect=expect))
+        for server, (size, (env, _)) in zip(servers, galleries.items()):
+            pages[size] = index_pages(server.pid, env["GALLERY_VAR_DIR"])
     finally:
         for server in servers:
             server.terminate()
         for server in servers:
             server.wait(timeout=60)
-    return times
+    return times, pages
 
 
 def beyond_encoder(samples: list[Timed]) -> tuple[float, ...]:
@@ -431,9 +460,12 @@ def main(argv=None) -> str:
     if args.one_at_a_time:
         # Two servers taking turns on 2 cores each evict the other's model and index from the
         # CPU's caches between requests; alone, each size is measured as it would run.
-        results = {size: measure({size: galleries[size]}, port=args.port, repeats=args.requests)[size] for size in sizes}
+        results, pages = {}, {}
+        for size in sizes:
+            times, mapped = measure({size: galleries[size]}, port=args.port, repeats=args.requests)
+            results[size], pages[size] = times[size], mapped[size]
     else:
-        results = measure(galleries, port=args.port, repeats=args.requests)
+        results, pages = measure(galleries, port=args.port, repeats=args.requests)
     cpu = machine()
 
     first = sizes[0]
@@ -463,6 +495,9 @@ def main(argv=None) -> str:
             "",
             "New text searches beyond the text encoder (the floor: the server's own encoding of that "
             "query, from its Server-Timing header; medians): " + "; ".join(notes) + ".",
+            "The index's files as the server mapped them at the end (a query after the encoder costs less in 2 MB pages): "
+            + ", ".join("{:,.2f} MB, {:,.2f} MB of it in 2 MB pages at {:,}".format(*pages[size], size) for size in sizes)
+            + ".",
             "Slowest of the status requests (one may count on a cache miss): "
             + ", ".join(f"{max(results[size]['`/api/v1/index/` (status)']) * 1000:.1f} ms at {size:,}" for size in sizes)
             + ".",

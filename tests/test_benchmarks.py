@@ -107,6 +107,9 @@ def test_scale_benchmark(tmp_path):
     # The encoder's time comes from the server's Server-Timing header, so it is never 0 there.
     assert re.search(r"API search, new text: [0-9.]+ ms beyond its encoding \((?!0\.0 ms)[0-9.]+ ms; of the rest, index query [0-9.]+ ms, database [0-9.]+ ms\) at 150", done.stdout)
     assert "CPU: " in done.stdout and sorted(path.name for path in tmp_path.iterdir()) == ["sqlite-tiny-test-150", "static"]
+    # Whether the server's index was in 2 MB pages: its files are mapped once a search loads them.
+    mapped = re.search(r"The index's files as the server mapped them at the end [^:]*: ([0-9.,]+) MB, ([0-9.,]+) MB of it in 2 MB pages at 150\.", done.stdout)
+    assert mapped and float(mapped[1]) > 0, done.stdout[-2000:]
 
 
 def test_search_cost_benchmark(tmp_path):
