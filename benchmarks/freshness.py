@@ -252,17 +252,16 @@ class MemorySampler:
         return list(self._sids)
 
     def snapshot(self) -> dict[str, dict]:
+        from benchmarks.report import processes
+
         parts = {name: {"rss": 0.0, "pss": 0.0, "processes": 0} for name in self._sids.values()}
-        for pid in os.listdir("/proc"):
-            if not pid.isdigit():
+        for pid, stat in processes().items():
+            sid = int(stat[3])
+            if sid not in self._sids:
                 continue
             try:
-                stat = Path(f"/proc/{pid}/stat").read_text()
-                sid = int(stat.rsplit(")", 1)[1].split()[3])
-                if sid not in self._sids:
-                    continue
                 rollup = Path(f"/proc/{pid}/smaps_rollup").read_text()
-            except (OSError, IndexError, ValueError):
+            except OSError:
                 continue  # gone meanwhile
             kb = {m[0]: int(m[1]) for m in re.findall(r"^(Rss|Pss):\s+(\d+) kB", rollup, re.M)}
             part = parts[self._sids[sid]]

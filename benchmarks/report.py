@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import platform
 import statistics
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -44,6 +46,38 @@ def _fmt(value) -> str:
     if isinstance(value, float):
         return f"{value:.3g}" if abs(value) < 100 else f"{value:.0f}"
     return str(value)
+
+
+def processes() -> dict[int, list[str]]:
+    """Every process's ``/proc/PID/stat`` fields after its command name (which may hold spaces
+    and parentheses): ``[1]`` its parent's pid, ``[3]`` its session id."""
+    found = {}
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                found[int(name)] = Path(f"/proc/{name}/stat").read_text().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):  # gone meanwhile
+                continue
+    return found
+
+
+def mapped_kb(pid: int | str, under: str) -> dict[str, int]:
+    """``/proc/PID/smaps``'s figures in kB (``Rss``, ``FilePmdMapped``: in 2 MB pages, ...),
+    summed over the process's mappings of files whose path starts with ``under``; empty when the
+    process is gone or not ours to read."""
+    try:
+        lines = Path(f"/proc/{pid}/smaps").read_text().splitlines()
+    except OSError:
+        return {}
+    totals: dict[str, int] = {}
+    path = ""
+    for line in lines:
+        parts = line.split()
+        if "-" in parts[0] and len(parts) >= 6:  # a mapping's first line ends with its file
+            path = parts[-1]
+        elif path.startswith(under) and parts[0].endswith(":") and len(parts) == 3:  # "Rss:  1024 kB"
+            totals[parts[0][:-1]] = totals.get(parts[0][:-1], 0) + int(parts[1])
+    return totals
 
 
 def median(values):

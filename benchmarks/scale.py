@@ -343,24 +343,11 @@ def index_pages(master: int, var_dir: str) -> tuple[float, float]:
     of them in 2 MB pages). The index query after the encoder costs less in 2 MB pages, and a
     page cache that read the files back page by page after pressure holds them in small ones
     (docs/performance.md, sections 29 and 30): this says which a run measured."""
-    prefix = os.path.realpath(var_dir) + "/index-cache/"
-    mapped = huge = 0
-    for pid in (int(name) for name in os.listdir("/proc") if name.isdigit()):
-        try:
-            if int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1]) != master:
-                continue
-            lines = Path(f"/proc/{pid}/smaps").read_text().splitlines()
-        except (OSError, IndexError, ValueError):  # gone meanwhile, or not ours to read
-            continue
-        path = ""
-        for line in lines:
-            parts = line.split()
-            if "-" in parts[0] and len(parts) >= 6:  # a mapping's first line ends with its file
-                path = parts[-1]
-            elif path.startswith(prefix) and parts[0] in ("Rss:", "FilePmdMapped:"):
-                kb = int(parts[1])
-                mapped, huge = (mapped + kb, huge) if parts[0] == "Rss:" else (mapped, huge + kb)
-    return mapped / 1024, huge / 1024
+    from benchmarks.report import mapped_kb, processes
+
+    workers = [pid for pid, stat in processes().items() if stat[1] == str(master)]
+    kb = [mapped_kb(pid, os.path.realpath(var_dir) + "/index-cache/") for pid in workers]
+    return sum(k.get("Rss", 0) for k in kb) / 1024, sum(k.get("FilePmdMapped", 0) for k in kb) / 1024
 
 
 def measure(galleries: dict[int, tuple[dict, dict]], *, port: int, repeats: int) -> tuple[dict, dict]:

@@ -199,18 +199,13 @@ def _huge_page_mapped_mb(path) -> int:
     """How much of ``path`` a process that maps it whole gets in 2 MB pages (FilePmdMapped)."""
     import mmap
 
+    from benchmarks.report import mapped_kb
+
     real = os.path.realpath(path)
     with open(real, "rb") as handle:
         mapped = mmap.mmap(handle.fileno(), 0, flags=mmap.MAP_SHARED | mmap.MAP_POPULATE, prot=mmap.PROT_READ)
         try:
-            total, current = 0, None
-            for line in open("/proc/self/smaps"):
-                parts = line.split()
-                if "-" in parts[0] and len(parts) >= 6:
-                    current = parts[-1]
-                elif parts[0] == "FilePmdMapped:" and current == real:
-                    total += int(parts[1])
-            return total >> 10
+            return mapped_kb("self", real).get("FilePmdMapped", 0) >> 10
         finally:
             mapped.close()
 
@@ -218,7 +213,8 @@ def _huge_page_mapped_mb(path) -> int:
 def test_a_host_copy_is_mapped_in_huge_pages_where_the_kernel_can(tmp_path):
     """A host's copy of an artifact is written in pieces of COPY_CHUNK, so that where the page
     cache holds large folios (ext4 and XFS on recent kernels) the processes that map an index
-    map it in 2 MB pages (a query after the text encoder: 5.8-7.5 -> 3.8-4.4 ms at 1M). Written
+    map it in 2 MB pages (a query after the text encoder: 5.8-7.5 -> 3.8-4.4 ms at 1M, Intel Xeon,
+    2 cores, avx512f avx512_vnni avx512_bf16 amx_int8 amx_bf16; docs/performance.md section 29). Written
     in pieces of 1 MB, as before, none of it was."""
     from django.core.files.base import ContentFile
 
