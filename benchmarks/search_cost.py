@@ -1,7 +1,7 @@
 """What a new text search costs beyond its encoding, part by part, in process.
 
     .venv/bin/python -m benchmarks.search_cost [--sizes 10000,1000000] [--database sqlite|postgres]
-        [--requests 300] [--cache-dir /tmp/scale-galleries] [--after-encoding]
+        [--requests 300] [--cache-dir /tmp/scale-galleries] [--after-encoding] [--page]
 
 On the galleries ``benchmarks.scale --prepare`` builds (the same ``--cache-dir``, model and
 database), each size in a process of its own: ``--requests`` API text searches through Django's
@@ -9,7 +9,9 @@ test client, each with a text vector that is a new random unit vector, so that e
 text's search without the encoder (its 40-80 ms on 2 cores, and their noise, hide a change of
 a millisecond in what follows it). The parts of a search are timed by wrapping the functions that
 do them; the whole request's median comes first. The first tenth of the requests warm the caches
-and are not counted. HTTP adds gunicorn and the socket (``benchmarks.scale``).
+and are not counted. HTTP adds gunicorn and the socket (``benchmarks.scale``). ``--page`` asks
+the search page (``/search/?q=``) instead, and times its own parts too: facets, refine links,
+the status line, templates.
 """
 
 from __future__ import annotations
@@ -42,10 +44,19 @@ PARTS = [
     ("writing the page's 16 hits", "gallery.api.serializers:SearchHitSerializer.to_representation"),
     ("JSON", "rest_framework.renderers:JSONRenderer.render"),
 ]
+# The search page's parts: search's own, then what the page adds to them.
+PAGE_PARTS = [
+    *PARTS[:-2],
+    ("the facets", "gallery.search:SearchResults.facets"),
+    ("the refine links", "gallery.web.views:_refine_links"),
+    ("the status line", "gallery.web.context_processors:_index_status"),
+    ("render() in all: context processors, templates", "gallery.web.views:render"),
+    ("included templates (_filters, _refine, _grid, _pager)", "django.template.loader_tags:IncludeNode.render"),
+]
 WORDS = "red blue green small large old new wooden metal shiny running sitting cat dog car bicycle salad table shoe beach".split()
 
 
-def measure(requests: int, *, after_encoding: bool = False) -> dict[str, float]:
+def measure(requests: int, *, after_encoding: bool = False, page: bool = False) -> dict[str, float]:
     """Medians in ms of this process's gallery (its settings in the environment)."""
     import random
 
@@ -61,7 +72,8 @@ def measure(requests: int, *, after_encoding: bool = False) -> dict[str, float]:
 
     leave_the_cores_to_the_model()  # as the WSGI entry point does
     spent: dict[str, list[float]] = {}
-    for _, spec in PARTS:
+    parts = PAGE_PARTS if page else PARTS
+    for _, spec in parts:
         _wrap(spec, spent)
     rng = np.random.default_rng(7)
     model = embedder.embedder()  # before the encoder is replaced below
@@ -82,7 +94,7 @@ def measure(requests: int, *, after_encoding: bool = False) -> dict[str, float]:
     for n in range(warm + requests):
         query = "+".join(words.choice(WORDS) for _ in range(3))
         started = time.perf_counter()
-        response = client.get(f"/api/v1/search/?q={query}", HTTP_HOST="127.0.0.1")
+        response = client.get(f"/search/?q={query}" if page else f"/api/v1/search/?q={query}", HTTP_HOST="127.0.0.1")
         took = time.perf_counter() - started - (encodings.pop() if encodings else 0.0)
         if response.status_code != 200:
             raise SystemExit(f"search answered {response.status_code}: {response.content[:300]!r}")
@@ -93,8 +105,8 @@ def measure(requests: int, *, after_encoding: bool = False) -> dict[str, float]:
         whole.append(took)
     request = "the request beyond its encoding (Django's test client)" if after_encoding else "the request (Django's test client)"
     per_request = {request: statistics.median(whole) * 1000}
-    hits = len(spent["gallery.api.serializers:SearchHitSerializer.to_representation"]) / len(whole)
-    for label, spec in PARTS:
+    hits = len(spent.get("gallery.api.serializers:SearchHitSerializer.to_representation", [])) / len(whole)
+    for label, spec in parts:
         times = spent.get(spec, [])
         share = hits if spec.endswith("SearchHitSerializer.to_representation") else len(times) / len(whole)
         per_request[label] = statistics.median(times) * 1000 * share if times else 0.0
@@ -131,10 +143,11 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("--config-dir", default="")
     parser.add_argument("--cache-dir", default="/tmp/scale-galleries")
     parser.add_argument("--after-encoding", action="store_true", help="encode each text first, uncounted")
+    parser.add_argument("--page", action="store_true", help="the search page instead of the API")
     parser.add_argument("--measure-only", action="store_true", help=argparse.SUPPRESS)  # the subprocess's part
     args = parser.parse_args(argv)
     if args.measure_only:
-        print(json.dumps(measure(args.requests, after_encoding=args.after_encoding)))
+        print(json.dumps(measure(args.requests, after_encoding=args.after_encoding, page=args.page)))
         return ""
 
     from benchmarks.report import machine, table
@@ -148,26 +161,28 @@ def main(argv: list[str] | None = None) -> str:
         env = gallery_env(folder, size=size, database=args.database, pg_url=args.pg_url, model=args.model, config_dir=args.config_dir)
         done = subprocess.run(
             [sys.executable, "-m", "benchmarks.search_cost", "--measure-only", "--requests", str(args.requests),
-             *(["--after-encoding"] if args.after_encoding else [])],
+             *(["--after-encoding"] if args.after_encoding else []), *(["--page"] if args.page else [])],
             cwd=ROOT, env={**os.environ, **env, "PYTHONPATH": str(ROOT)}, check=True, capture_output=True, text=True,
         )
         results[size] = json.loads(done.stdout.strip().splitlines()[-1])
     first = sizes[0]
-    headers = ["part of a new text search (API)", *(f"{size:,} ms" for size in sizes), *(f"x {size:,}/{first:,}" for size in sizes[1:])]
+    asked = "search page" if args.page else "API"
+    headers = [f"part of a new text search ({asked})", *(f"{size:,} ms" for size in sizes), *(f"x {size:,}/{first:,}" for size in sizes[1:])]
     rows = [
         [label, *(results[size][label] for size in sizes), *(f"{results[size][label] / results[first][label]:.2f}" if results[first][label] else "-" for size in sizes[1:])]
         for label in results[first]
     ]
     out = "\n".join([
         f"A new text search beyond its encoding, in process: {args.database}, {args.model} (torch, random weights), medians of "
-        f"{args.requests} API searches, each with a new random text vector "
+        f"{args.requests} {asked} searches, each with a new random text vector "
         f"({'the encoder run on its text first, its time left out' if args.after_encoding else 'the encoder left out'}), one size at a time",
         f"CPU: {machine()}",
         "",
         table(headers, rows),
         "",
-        "Each part's median per request (the page's hits: 16 times one hit's). The parts overlap where one calls another "
-        "(search() holds the ones above it), and the request holds DRF's and Django's own work beside them.",
+        "Each part's median per request, times the times a request calls it (the page's hits: 16 times one hit's). The parts "
+        "overlap where one calls another (search() holds the ones above it, render() the status line and the templates), and "
+        "the request holds Django's own work beside them.",
     ])
     print(out)
     return out

@@ -137,6 +137,15 @@ def test_search_cost_benchmark(tmp_path):
             if line.startswith("| ") and " ms " not in line and not line.startswith("| ---")}
     assert rows["the request beyond its encoding (Django's test client)"] > rows["search() in all"] > 0, rows
     assert "the encoder run on its text first" in done.stdout
+    # The search page: its own parts beside search's; render() holds the status line and the templates.
+    done = subprocess.run([sys.executable, "-m", "benchmarks.search_cost", "--sizes", "150", "--requests", "10", "--page", *common],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = {line.split("|")[1].strip(): float(line.split("|")[2]) for line in done.stdout.splitlines()
+            if line.startswith("| ") and " ms " not in line and not line.startswith("| ---")}
+    assert "writing the page's 16 hits" not in rows and all(ms > 0 for ms in rows.values()), rows
+    assert rows["the request (Django's test client)"] > rows["render() in all: context processors, templates"] > rows["the status line"], rows
+    assert rows["the facets"] > 0 and "search page searches" in done.stdout
 
 
 def test_filtered_search_benchmark(tmp_path):

@@ -73,6 +73,18 @@ def test_text_search_pages_results(client, indexed_gallery):
 
 
 @pytest.mark.usefixtures("index_engine")
+def test_the_grid_writes_sizes_and_scores_as_plain_numbers_in_any_locale(client, indexed_gallery, settings):
+    """A card's width and height are HTML attributes: "1,024" is no size. The grid is written
+    unlocalized (``{% localize off %}``), whatever USE_THOUSAND_SEPARATOR says."""
+    settings.USE_THOUSAND_SEPARATOR = True
+    Image.objects.filter(pk=indexed_gallery[-1].pk).update(width=1024, height=2048)  # Photo 19, the newest
+    text = client.get("/").content.decode()
+    assert 'width="1024" height="2048"' in text
+    scores = re.findall(r'title="similarity to your query">#(\d+) · ([^<]*)</span>', client.get("/search/", {"q": "a red square"}).content.decode())
+    assert [int(rank) for rank, _ in scores] == list(range(1, 17)) and all(re.fullmatch(r"-?\d\.\d\d", score) for _, score in scores), scores
+
+
+@pytest.mark.usefixtures("index_engine")
 def test_search_before_an_index_is_friendly(client, upload):
     upload(1)
     response = client.get("/search/", {"q": "cat"})

@@ -27,24 +27,32 @@ class IndexStatus:
 
 
 STATUS_COUNTS_KEY = "gallery:index-status-counts"
+STATUS_KEY = "gallery:index-status"
 
 
 def index_status() -> IndexStatus:
-    """The status line's figures. The version is read each time (one indexed query); the
-    counts come from :func:`index_counts`, at most INDEX_STATUS_CACHE_SECONDS old."""
-    current = IndexVersion.objects.current()
-    model = current.model if current else None
-    counts = index_counts()
-    return IndexStatus(
-        searchable=searchable_count(counts),
-        fresh=counts["fresh"],
-        waiting=counts["waiting"],
-        failed=counts["failed"],
-        built_at=current.created_at if current else None,
-        version=current.version if current else None,
-        model=model,
-        random_weights=settings.CLIP_PRETRAINED == RANDOM or bool(model and model.endswith("/" + RANDOM)),
-    )
+    """The status line's figures, counts and serving version together, at most
+    INDEX_STATUS_CACHE_SECONDS old: one cache lookup under every page, where reading the version
+    each time cost a query (0.4-1.0 ms of a search page at a million images, section 31 of
+    docs/performance.md) for a line whose counts were that old already."""
+    status = cache.get(STATUS_KEY)
+    if status is None:
+        current = IndexVersion.objects.current()
+        model = current.model if current else None
+        counts = index_counts()
+        status = IndexStatus(
+            searchable=searchable_count(counts),
+            fresh=counts["fresh"],
+            waiting=counts["waiting"],
+            failed=counts["failed"],
+            built_at=current.created_at if current else None,
+            version=current.version if current else None,
+            model=model,
+            random_weights=settings.CLIP_PRETRAINED == RANDOM or bool(model and model.endswith("/" + RANDOM)),
+        )
+        if settings.INDEX_STATUS_CACHE_SECONDS > 0:
+            cache.set(STATUS_KEY, status, settings.INDEX_STATUS_CACHE_SECONDS)
+    return status
 
 
 def searchable_count(counts: dict[str, int] | None = None) -> int:

@@ -21,7 +21,8 @@ from dataclasses import dataclass, field
 
 from django.conf import settings
 from django.core.cache import cache
-from django.db.models import Count, QuerySet
+from django.db import connection
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from gallery.catalogue.sampling import among, id_sample, pk_among
@@ -75,13 +76,25 @@ def of_rows(rows: list[tuple], ids: list[int], *, weight: float = 1.0, estimated
     years: Counter[str] = Counter()
     for (year, _), n in by_month.items():
         years[f"{year}"] += n
-    tags = Counter(dict(
-        Image.tags.through.objects.filter(image_id__in=among(ids)).values_list("tag__name").annotate(n=Count("id")).values_list("tag__name", "n")
-    ))
+    tags = _tag_counts(ids)
     top = {name: {value: round(n * weight) for value, n in counter.most_common(size)}
            for name, counter, size in (("years", years, FACET_SIZE), ("months", months, MONTHS_SHOWN),
                                        ("cameras", cameras, FACET_SIZE), ("tags", tags, FACET_SIZE))}
     return Facets(**top, estimated=estimated)
+
+
+def _tag_counts(ids: list[int]) -> Counter[str]:
+    """How many of these images carry each tag. Plain SQL: the QuerySet's compile cost 0.3 ms of
+    the 0.4 a search's facets spent on it (section 31 of docs/performance.md)."""
+    through, tag = Image.tags.through._meta, Image.tags.field.related_model._meta
+    wanted = among(ids)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT t.name, COUNT(*) FROM {through.db_table} it JOIN {tag.db_table} t ON t.id = it.tag_id"
+            f" WHERE it.image_id IN ({wanted.sql}) GROUP BY t.name",
+            wanted.params,
+        )
+        return Counter(dict(cursor.fetchall()))
 
 
 def of_gallery(images: QuerySet[Image], *, key: str) -> Facets:
