@@ -350,13 +350,43 @@ def index_pages(master: int, var_dir: str) -> tuple[float, float]:
     return sum(k.get("Rss", 0) for k in kb) / 1024, sum(k.get("FilePmdMapped", 0) for k in kb) / 1024
 
 
-def measure(galleries: dict[int, tuple[dict, dict]], *, port: int, repeats: int) -> tuple[dict, dict]:
+def database_files(env: dict) -> list[Path]:
+    """The gallery's database files: SQLite's file and its write-ahead log, or PostgreSQL's
+    database directory (empty where its server will not say where that is, or it is not ours to
+    read)."""
+    import environ
+
+    url = env.get("DATABASE_URL", "")
+    config = environ.Env.db_url_config(url) if url else {}
+    if config.get("ENGINE") == "django.db.backends.sqlite3":
+        database = Path(config["NAME"])
+        return [path for path in (database, Path(f"{database}-wal")) if path.exists()]
+    if config.get("ENGINE") != "django.db.backends.postgresql":
+        return []
+    import psycopg
+
+    try:
+        with psycopg.connect(url) as connection:
+            directory, oid = connection.execute(
+                "SELECT current_setting('data_directory'), oid FROM pg_database WHERE datname = current_database()"
+            ).fetchone()
+        return [path for path in (Path(directory) / "base" / str(oid)).iterdir() if path.is_file()]
+    except (psycopg.Error, OSError):
+        return []
+
+
+def measure(galleries: dict[int, tuple[dict, dict]], *, port: int, repeats: int) -> tuple[dict, dict, dict]:
     """Every gallery's server runs at once and the sizes take turns request by request, so a
     load that comes and goes on a shared machine falls on all of them alike. Returns
-    ({size: {request: [Timed]}}, {size: :func:`index_pages` of its server after the requests})."""
+    ({size: {request: [Timed]}}, {size: :func:`index_pages` of its server after the requests},
+    {size: (MB of its database in the page cache before its server started, its MB) or None})."""
+    from benchmarks.report import resident_mb
+
     servers, bases = [], {}
     times: dict = {size: {} for size in galleries}
     pages: dict = {}
+    files = {size: database_files(env) for size, (env, _) in galleries.items()}
+    cached = {size: resident_mb(files[size]) if files[size] else None for size in galleries}
     try:
         for n, (size, (env, _)) in enumerate(galleries.items()):
             server, bases[size] = start_server(env, port + n)
@@ -379,7 +409,7 @@ def measure(galleries: dict[int, tuple[dict, dict]], *, port: int, repeats: int)
             server.terminate()
         for server in servers:
             server.wait(timeout=60)
-    return times, pages
+    return times, pages, cached
 
 
 def beyond_encoder(samples: list[Timed]) -> tuple[float, ...]:
@@ -447,12 +477,12 @@ def main(argv=None) -> str:
     if args.one_at_a_time:
         # Two servers taking turns on 2 cores each evict the other's model and index from the
         # CPU's caches between requests; alone, each size is measured as it would run.
-        results, pages = {}, {}
+        results, pages, cached = {}, {}, {}
         for size in sizes:
-            times, mapped = measure({size: galleries[size]}, port=args.port, repeats=args.requests)
-            results[size], pages[size] = times[size], mapped[size]
+            times, mapped, resident = measure({size: galleries[size]}, port=args.port, repeats=args.requests)
+            results[size], pages[size], cached[size] = times[size], mapped[size], resident[size]
     else:
-        results, pages = measure(galleries, port=args.port, repeats=args.requests)
+        results, pages, cached = measure(galleries, port=args.port, repeats=args.requests)
     cpu = machine()
 
     first = sizes[0]
@@ -484,6 +514,10 @@ def main(argv=None) -> str:
             "query, from its Server-Timing header; medians): " + "; ".join(notes) + ".",
             "The index's files as the server mapped them at the end (a query after the encoder costs less in 2 MB pages): "
             + ", ".join("{:,.2f} MB, {:,.2f} MB of it in 2 MB pages at {:,}".format(*pages[size], size) for size in sizes)
+            + ".",
+            "The gallery's database in the page cache before its server started (pages the kernel has kept since they "
+            "were last read; a row or index page that is not costs a read from disk): "
+            + ", ".join("{:,.1f} of {:,.1f} MB at {:,}".format(*cached[size], size) if cached[size] else f"not known at {size:,}" for size in sizes)
             + ".",
             "Slowest of the status requests (one may count on a cache miss): "
             + ", ".join(f"{max(results[size]['`/api/v1/index/` (status)']) * 1000:.1f} ms at {size:,}" for size in sizes)

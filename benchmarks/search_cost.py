@@ -174,13 +174,13 @@ def main(argv: list[str] | None = None) -> str:
     ]
     out = "\n".join([
         f"A new text search beyond its encoding, in process: {args.database}, {args.model} (torch, random weights), medians of "
-        f"{args.requests} {asked} searches, each with a new random text vector "
+        f"{args.requests} {'requests of the search page' if args.page else 'API searches'}, each with a new random text vector "
         f"({'the encoder run on its text first, its time left out' if args.after_encoding else 'the encoder left out'}), one size at a time",
         f"CPU: {machine()}",
         "",
         table(headers, rows),
         "",
-        "Each part's median per request, times the times a request calls it (the page's hits: 16 times one hit's). The parts "
+        "Each part's median per request, times how often a request calls it (the page's hits: 16 times one hit's). The parts "
         "overlap where one calls another (search() holds the ones above it, render() the status line and the templates), and "
         "the request holds Django's own work beside them.",
     ])

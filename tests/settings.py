@@ -32,5 +32,5 @@ STATIC_ROOT = Path(tempfile.gettempdir()) / "gallery-tests-static"
 STATIC_ROOT.mkdir(exist_ok=True)
 WHITENOISE_USE_FINDERS = True
 WHITENOISE_AUTOREFRESH = True
-# Tests read the status counts right after changing them; tests/test_scale.py checks the cache.
+# Tests read the status line (counts, serving version) right after changing them; tests/test_scale.py checks the cache.
 INDEX_STATUS_CACHE_SECONDS = 0

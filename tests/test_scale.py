@@ -16,7 +16,7 @@ from django.test.utils import CaptureQueriesContext
 from rest_framework.authtoken.models import Token
 
 from gallery.catalogue.curation import images_set_hidden
-from gallery.catalogue.status import STATUS_COUNTS_KEY, STATUS_KEY
+from gallery.catalogue.status import SERVING_KEY, STATUS_COUNTS_KEY
 from gallery.models import Image, SavedSearch, SavedSearchMatch
 from tests.conftest import local_files_marks, local_files_only
 
@@ -81,9 +81,9 @@ def capture(client, url, **kwargs):
 @pytest.fixture
 def status_cached(settings):
     settings.INDEX_STATUS_CACHE_SECONDS = 30
-    cache.delete_many([STATUS_COUNTS_KEY, STATUS_KEY])
+    cache.delete_many([STATUS_COUNTS_KEY, SERVING_KEY])
     yield
-    cache.delete_many([STATUS_COUNTS_KEY, STATUS_KEY])
+    cache.delete_many([STATUS_COUNTS_KEY, SERVING_KEY])
 
 
 @pytest.fixture
@@ -142,7 +142,7 @@ def test_every_page_reads_through_indexes_in_a_pinned_number_of_queries(client, 
         api_cursor=re.search(r"cursor=([^&]+)", list_page["next"])[1],
         timeline_cursor=re.search(r"cursor=([^&]+)", timeline["next"])[1],
     )
-    client.get(f"{API}/index/")  # the status counts, into the cache
+    client.get(f"{API}/index/")  # the status line (its counts and the serving version), into the cache
     client.get(url)  # the model, the index and the fresh segment, loaded once per process
     response, queries = capture(client, url)
     check_queries(queries)
@@ -346,6 +346,21 @@ def test_status_counts_come_from_the_cache_at_most_the_stated_seconds_old(client
     time.sleep(1.1)
     response, queries = capture(client, f"{API}/index/")
     assert response.json()["waiting"] == 1 and sum("COUNT(" in query["sql"] for query in queries) == 1
+
+
+def test_the_serving_version_in_the_status_line_is_at_most_the_stated_seconds_old(client, indexed_gallery, settings, status_cached):
+    """The status line's version is cached like its counts, each under its own key for the
+    period: a page makes no query for it, and a new version shows once the period has passed."""
+    from gallery.indexing import index_publish
+
+    settings.INDEX_STATUS_CACHE_SECONDS = 1
+    first = client.get(f"{API}/index/").json()["version"]
+    published = index_publish(force=True)
+    assert published is not None and published.version != first
+    response, queries = capture(client, f"{API}/index/")
+    assert response.json()["version"] == first and not queries  # both from the cache
+    time.sleep(1.1)
+    assert client.get(f"{API}/index/").json()["version"] == published.version
 
 
 def test_without_a_cache_period_the_status_counts_every_time(client, indexed_gallery, upload, settings):

@@ -293,9 +293,10 @@ SEARCH_WEAK_SCORE = env.float("SEARCH_WEAK_SCORE", default=0.2)
 SEARCH_RANKING = env.str("SEARCH_RANKING", default="hybrid")
 if SEARCH_RANKING not in ("hybrid", "clip", "keywords"):
     raise ImproperlyConfigured(f"SEARCH_RANKING must be hybrid, clip or keywords, not {SEARCH_RANKING!r}")
-# The counts in the status line under every page and in /api/v1/index/ are read from the
-# database at most once per this many seconds per cache (Django's default cache: per process),
-# so a page never counts a million rows; they may be this old. 0 counts on every request.
+# The status line under every page and /api/v1/index/ (its counts, and which index serves and
+# when it was built) is read from the database at most once per this many seconds per cache
+# (Django's default cache: per process), so a page never counts a million rows nor makes a query
+# for it; it may be this old. 0 reads it on every request.
 INDEX_STATUS_CACHE_SECONDS = env.int("INDEX_STATUS_CACHE_SECONDS", default=30)
 # Reciprocal rank fusion's constant: 60, as in Cormack et al. (2009); see gallery/search/ranking.py.
 SEARCH_RRF_K = env.int("SEARCH_RRF_K", default=60)

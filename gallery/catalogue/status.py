@@ -27,32 +27,44 @@ class IndexStatus:
 
 
 STATUS_COUNTS_KEY = "gallery:index-status-counts"
-STATUS_KEY = "gallery:index-status"
+SERVING_KEY = "gallery:index-status-serving"
 
 
 def index_status() -> IndexStatus:
-    """The status line's figures, counts and serving version together, at most
-    INDEX_STATUS_CACHE_SECONDS old: one cache lookup under every page, where reading the version
-    each time cost a query (0.4-1.0 ms of a search page at a million images, section 31 of
-    docs/performance.md) for a line whose counts were that old already."""
-    status = cache.get(STATUS_KEY)
-    if status is None:
-        current = IndexVersion.objects.current()
-        model = current.model if current else None
-        counts = index_counts()
-        status = IndexStatus(
-            searchable=searchable_count(counts),
-            fresh=counts["fresh"],
-            waiting=counts["waiting"],
-            failed=counts["failed"],
-            built_at=current.created_at if current else None,
-            version=current.version if current else None,
-            model=model,
-            random_weights=settings.CLIP_PRETRAINED == RANDOM or bool(model and model.endswith("/" + RANDOM)),
-        )
+    """The status line's figures: the counts (:func:`index_counts`) and the serving version
+    (:func:`serving_version`), each at most INDEX_STATUS_CACHE_SECONDS old: two cache lookups
+    under every page and no query."""
+    counts, serving = index_counts(), serving_version()
+    model = serving["model"]
+    return IndexStatus(
+        searchable=searchable_count(counts),
+        fresh=counts["fresh"],
+        waiting=counts["waiting"],
+        failed=counts["failed"],
+        built_at=serving["built_at"],
+        version=serving["version"],
+        model=model,
+        random_weights=settings.CLIP_PRETRAINED == RANDOM or bool(model and model.endswith("/" + RANDOM)),
+    )
+
+
+def serving_version() -> dict:
+    """The serving index's ``version``, ``built_at`` and ``model`` (all None before the first
+    publish), kept in Django's cache for INDEX_STATUS_CACHE_SECONDS like the counts: reading it
+    for every page cost a query (0.4-1.0 ms of a search page at a million images, section 31 of
+    docs/performance.md) for a line whose counts were that old already. Search reads the version
+    it serves each time, with the index (``gallery.engine.backend.search_view``)."""
+    serving = cache.get(SERVING_KEY)
+    if serving is None:
+        current = IndexVersion.objects.current("version", "created_at", "model")
+        serving = {
+            "version": current.version if current else None,
+            "built_at": current.created_at if current else None,
+            "model": current.model if current else None,
+        }
         if settings.INDEX_STATUS_CACHE_SECONDS > 0:
-            cache.set(STATUS_KEY, status, settings.INDEX_STATUS_CACHE_SECONDS)
-    return status
+            cache.set(SERVING_KEY, serving, settings.INDEX_STATUS_CACHE_SECONDS)
+    return serving
 
 
 def searchable_count(counts: dict[str, int] | None = None) -> int:
