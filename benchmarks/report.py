@@ -81,44 +81,22 @@ def mapped_kb(pid: int | str, under: str) -> dict[str, int]:
 
 
 def resident_mb(paths) -> tuple[float, float] | None:
-    """(MB of these files in the page cache, their MB in all): ``mincore(2)`` over a mapping of
-    each, which reads nothing; None when a file is neither ours nor writable to us, for which
-    Linux answers "all resident" whatever is. A request at a million images reads rows and
-    index pages nothing may have read for a while, and some machines page out what sat idle
-    (DAMON's ``pageout`` scheme: docs/performance.md, section 31), so a run says which state it
-    began in."""
-    if any(os.stat(path).st_uid != os.geteuid() and not os.access(path, os.W_OK) for path in paths):
-        return None
-    import ctypes
-    import mmap
+    """(MB of these files in the page cache, their MB in all), as util-linux's ``fincore`` reads
+    them (``mincore(2)`` over a mapping that reads nothing); None without ``fincore``, or when a
+    file is neither ours nor writable to us, for which Linux answers "all resident" whatever is.
+    A request at a million images reads rows and index pages nothing may have read for a while,
+    and some machines page out what sat idle (DAMON's ``pageout`` scheme: docs/performance.md,
+    section 31), so a run says which state it began in."""
+    import shutil
+    import subprocess
 
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.mmap.restype = ctypes.c_void_p
-    libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]
-    libc.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_char_p]
-    libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
-    failed = ctypes.c_void_p(-1).value
-    resident = total = 0
-    for path in paths:
-        size = os.path.getsize(path)
-        if not size:
-            continue
-        handle = os.open(path, os.O_RDONLY)
-        try:
-            address = libc.mmap(None, size, mmap.PROT_READ, mmap.MAP_SHARED, handle, 0)
-            if address in (None, failed):
-                raise OSError(ctypes.get_errno(), f"cannot map {path}")
-            try:
-                pages = ctypes.create_string_buffer((size + mmap.PAGESIZE - 1) // mmap.PAGESIZE)
-                if libc.mincore(address, size, pages) != 0:
-                    raise OSError(ctypes.get_errno(), f"mincore failed on {path}")
-                resident += int((np.frombuffer(pages.raw, dtype=np.uint8) & 1).sum()) * mmap.PAGESIZE
-            finally:
-                libc.munmap(address, size)
-        finally:
-            os.close(handle)
-        total += size
-    return resident / 2**20, total / 2**20
+    paths = [str(path) for path in paths]
+    if not shutil.which("fincore") or any(os.stat(path).st_uid != os.geteuid() and not os.access(path, os.W_OK) for path in paths):
+        return None
+    done = subprocess.run(["fincore", "--bytes", "--noheadings", "--raw", "--output", "RES,SIZE", *paths],
+                          capture_output=True, text=True, check=True)
+    figures = [[int(field) for field in line.split()] for line in done.stdout.splitlines() if line.strip()]
+    return sum(res for res, _ in figures) / 2**20, sum(size for _, size in figures) / 2**20
 
 
 def median(values):

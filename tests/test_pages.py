@@ -76,8 +76,9 @@ def test_text_search_pages_results(client, indexed_gallery):
 @pytest.mark.usefixtures("index_engine")
 def test_the_grid_writes_its_numbers_unlocalized(client, indexed_gallery, settings):
     """The grid's numbers are written unlocalized (``{% localize off %}``, ``floatformat:"2u"``:
-    localizing each cost ~10 µs), so a card's width and height, HTML attributes, and its score
-    stay plain numbers in a locale that groups thousands and writes a decimal comma."""
+    localizing each was the grid's largest cost, docs/performance.md section 31), so a card's
+    width and height, HTML attributes, and its score stay plain numbers in a locale that groups
+    thousands and writes a decimal comma."""
     settings.USE_THOUSAND_SEPARATOR = True
     Image.objects.filter(pk=indexed_gallery[-1].pk).update(width=1024, height=2048)  # Photo 19, the newest
     with translation.override("de"):
